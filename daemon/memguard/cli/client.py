@@ -1,0 +1,47 @@
+"""Talking to memguardd over its control socket."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from ..api import protocol
+
+
+class Unreachable(Exception):
+    """The daemon's socket is missing or nobody answers on it."""
+
+
+class RemoteError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def call(path: str, method: str, params: dict | None = None, timeout: float = 5.0) -> object:
+    """The result of *method*; raises Unreachable or RemoteError."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            raise Unreachable(f"memguardd is not running (no answer on {path}: {e.strerror})") from None
+        except PermissionError:
+            raise Unreachable(f"not allowed to connect to {path}") from None
+        s.sendall(protocol.request(method, params))
+        buf = b""
+        try:
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                buf += chunk
+        except socket.timeout:
+            raise Unreachable(f"memguardd did not answer on {path} within {timeout:g}s") from None
+    if not buf:
+        raise Unreachable(f"memguardd closed the connection on {path} without an answer")
+    answer = json.loads(buf)
+    if not answer.get("ok"):
+        err = answer.get("error", {})
+        raise RemoteError(err.get("code", "unknown"), err.get("message", ""))
+    return answer["result"]

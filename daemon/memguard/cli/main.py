@@ -1,0 +1,59 @@
+"""memguardctl: the command-line client of memguardd.
+
+Exit codes (stable; docs/cli.md):
+  0  healthy / done
+  1  error (a usage error exits 2, as argparse does)
+  3  the daemon cannot be reached
+  4  the daemon runs degraded: a source failed (status)
+  5  the daemon refused or failed the request
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..config import Config
+from . import client
+from .render import render_status
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DEGRADED, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="memguardctl", description="Ask memguardd what it sees.")
+    p.add_argument("--socket", help="control socket (default: the daemon's default for this user)")
+    p.add_argument("--json", action="store_true", help="print the JSON document instead of a table")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="domains, sources and top consumers; exit 4 when degraded")
+    sub.add_parser("version", help="the daemon's version and protocol")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    path = args.socket or Config().resolved_paths()[0]
+    try:
+        result = client.call(path, args.command, timeout=args.timeout)
+    except client.Unreachable as e:
+        print(f"memguardctl: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except client.RemoteError as e:
+        print(f"memguardctl: {args.command}: {e.message} ({e.code})", file=sys.stderr)
+        return EXIT_REFUSED
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.command == "status":
+        sys.stdout.write(render_status(result))
+    else:
+        print(f"memguardd {result['version']} (protocol {result['protocol']})")
+    if args.command == "status" and not result.get("healthy", True):
+        return EXIT_DEGRADED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

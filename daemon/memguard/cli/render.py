@@ -1,0 +1,59 @@
+"""Human tables for memguardctl, built from the documented JSON documents."""
+
+from __future__ import annotations
+
+from ..units import format_bytes
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    d, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return f"{d}d{h:02d}h" if d else f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+
+    def line(cells):
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return [line(headers)] + [line(r) for r in rows]
+
+
+def _psi(domain: dict) -> str:
+    psi = domain.get("psi")
+    if not psi:
+        return "-"
+    full = psi.get("full")
+    return f"{psi['some']['avg10']:.2f}/{full['avg10']:.2f}" if full else f"{psi['some']['avg10']:.2f}/-"
+
+
+def render_status(status: dict) -> str:
+    health = "healthy" if status["healthy"] else "DEGRADED: " + "; ".join(status["degraded"])
+    out = [f"memguardd {status['version']}, up {_duration(status['uptime_seconds'])}, "
+           f"sampling every {status['interval_seconds']:g}s, {health}", ""]
+    src_rows = [[s["name"], s["state"], s["reason"] or ""] for s in status["sources"]]
+    out += table(["SOURCE", "STATE", "REASON"], src_rows, set()) + [""]
+    rows = []
+    for d in status["domains"]:
+        ratio = d["usage_ratio"]
+        swap = d["swap_used_bytes"]
+        rows.append([d["name"], d["kind"], format_bytes(d["used_bytes"]),
+                     format_bytes(d["working_set_bytes"]), format_bytes(d["limit_bytes"]),
+                     "-" if ratio is None else f"{100 * ratio:.1f}%",
+                     format_bytes(swap) if swap is not None else "-", _psi(d)])
+    out += table(["DOMAIN", "KIND", "USED", "WORKING SET", "LIMIT", "USE%", "SWAP", "PSI SOME/FULL"],
+                 rows, {2, 3, 4, 5, 6, 7})
+    if status["processes"]:
+        out.append("")
+        prows = [[str(p["pid"]), p["comm"], format_bytes(p["rss_bytes"]), p["domain"] or "-",
+                  (p["cmdline"] or "")[:60]] for p in status["processes"]]
+        out += table(["PID", "COMM", "RSS", "DOMAIN", "COMMAND"], prows, {0, 2})
+    wsl = status["facts"].get("wsl")
+    if wsl:
+        out += ["", f"WSL2 kernel {wsl.get('kernel')}: .wslconfig {wsl.get('wslconfig')}"
+                + ("" if wsl.get("wslconfig_matches") in (None, True)
+                   else " DOES NOT MATCH the VM's memory (restart WSL with `wsl --shutdown`)")]
+    return "\n".join(out) + "\n"

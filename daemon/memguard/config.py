@@ -1,0 +1,179 @@
+"""The daemon's YAML configuration, loaded once into typed, validated data.
+
+Every value is checked when the file is read, with units resolved
+(``interval: 250ms`` becomes 0.25), so nothing downstream parses strings.
+An unknown key or a wrong type is a :class:`ConfigError` naming the file,
+line and dotted key, and what was expected.  The schema is the dataclasses
+below; docs/configuration.md documents each key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+
+import yaml
+
+from .units import parse_duration, parse_size
+
+
+class ConfigError(ValueError):
+    """A problem in a config file, placed at file:line and a dotted key."""
+
+    def __init__(self, source: str, line: int | None, key: str, message: str) -> None:
+        self.source, self.line, self.key, self.message = source, line, key, message
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {key or 'document'}: {message}")
+
+
+def _duration(**kw):
+    return field(metadata={"parse": parse_duration, "expect": "a duration (250ms, 2s, 5m)"}, **kw)
+
+
+def _size(**kw):
+    return field(metadata={"parse": parse_size, "expect": "a size (512MiB, 8GB)"}, **kw)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    interval: float = _duration(default=1.0)            # when every domain is far from its limit
+    fast_interval: float = _duration(default=0.25)      # when any domain is close to it
+    fast_above: float = 0.85                            # usage ratio that counts as close
+    processes_interval: float = _duration(default=5.0)  # top consumers: slower, costlier
+    discovery_interval: float = _duration(default=10.0) # rescan of the cgroup hierarchies
+
+
+@dataclass(frozen=True)
+class RecorderConfig:
+    fine_window: float = _duration(default=600.0)   # every sample, this far back
+    fine_step: float = _duration(default=0.5)       # finest spacing kept (sizes the ring)
+    coarse_window: float = _duration(default=3600.0)
+    coarse_step: float = _duration(default=10.0)    # one max-aggregated point per step
+
+
+@dataclass(frozen=True)
+class CgroupsConfig:
+    include: tuple[str, ...] = ("*",)     # fnmatch globs on the cgroup path ("/system.slice/*")
+    exclude: tuple[str, ...] = ()
+    max_tracked: int = 256                # domains beyond this are counted, not tracked
+
+
+@dataclass(frozen=True)
+class ProcessesConfig:
+    top: int = 10                         # consumers listed per snapshot
+
+
+@dataclass(frozen=True)
+class WslConfig:
+    wslconfig: str = "auto"               # "auto" (/mnt/c/Users/*/.wslconfig), a path, or "off"
+    read_timeout: float = _duration(default=2.0)  # the Windows drive can hang
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = "127.0.0.1:9717"        # host:port; "" turns the endpoint off
+
+
+@dataclass(frozen=True)
+class RootsConfig:
+    proc: str = "/proc"
+    sys: str = "/sys"
+
+
+@dataclass(frozen=True)
+class Config:
+    socket: str = ""                      # "" = /run/memguard/memguard.sock as root, else per user
+    state_dir: str = ""                   # "" = /var/lib/memguard as root, else per user
+    roots: RootsConfig = RootsConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    recorder: RecorderConfig = RecorderConfig()
+    cgroups: CgroupsConfig = CgroupsConfig()
+    processes: ProcessesConfig = ProcessesConfig()
+    wsl: WslConfig = WslConfig()
+
+    def resolved_paths(self) -> tuple[str, str]:
+        """(socket, state_dir) with the defaults for the current user filled in."""
+        if os.geteuid() == 0:
+            run, state = "/run/memguard", "/var/lib/memguard"
+        else:
+            base = os.environ.get("XDG_RUNTIME_DIR") or os.path.expanduser("~/.local/state")
+            run = state = os.path.join(base, "memguard")
+        socket = self.socket or os.path.join(run, "memguard.sock")
+        return socket, self.state_dir or state
+
+
+def load_config(path: str) -> Config:
+    """Read and validate *path*.  Raises ConfigError or OSError."""
+    with open(path, encoding="utf-8") as f:
+        return parse_config(f.read(), path)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ConfigError(source, mark.line + 1 if mark else None, "", f"not valid YAML: {e}") from None
+    if node is None:
+        return Config()
+    return _build(Config, node, source, "")
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _build(cls, node: yaml.Node, source: str, prefix: str):
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(source, _line(node), prefix, "expected a mapping of keys")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key_node, value_node in node.value:
+        key = key_node.value
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(source, _line(key_node), dotted, f"unknown key (known here: {known})")
+        if key in values:
+            raise ConfigError(source, _line(key_node), dotted, "given twice")
+        values[key] = _value(hints[key], fields[key], value_node, source, dotted)
+    return cls(**values)
+
+
+def _value(hint, f: dataclasses.Field, node: yaml.Node, source: str, dotted: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, node, source, dotted)
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(node, yaml.SequenceNode):
+            raise ConfigError(source, _line(node), dotted, "expected a list of strings")
+        return tuple(_scalar(str, item, source, dotted) for item in node.value)
+    parse = f.metadata.get("parse")
+    if parse is not None:
+        if not isinstance(node, yaml.ScalarNode):
+            raise ConfigError(source, _line(node), dotted, f"expected {f.metadata['expect']}")
+        raw = yaml.safe_load(yaml.serialize(node))
+        try:
+            return parse(raw)
+        except ValueError as e:
+            raise ConfigError(source, _line(node), dotted, str(e)) from None
+    return _scalar(hint, node, source, dotted)
+
+
+def _scalar(hint, node: yaml.Node, source: str, dotted: str):
+    expected = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[hint]
+    if not isinstance(node, yaml.ScalarNode):
+        raise ConfigError(source, _line(node), dotted, f"expected {expected}")
+    value = yaml.safe_load(yaml.serialize(node))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if hint is str and value is None:
+        value = ""
+    if type(value) is not hint:
+        raise ConfigError(source, _line(node), dotted, f"expected {expected}, got {node.value!r}")
+    if hint in (int, float) and value < 0:
+        raise ConfigError(source, _line(node), dotted, f"must not be negative, got {value}")
+    return value

@@ -1,0 +1,199 @@
+"""The engine: the one owner of all state.
+
+The shell (daemon.py) runs sources and hands their results to :meth:`Engine.step`
+with the current instant; ``step`` does no I/O and reads no clock, so tests
+drive it with fake readings and a fake clock.  It returns the immutable
+:class:`Snapshot` that everything else (metrics, the control socket) reads,
+and the interval until the next tick.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from ..clock import Instant
+from ..config import Config
+from ..model import ProcessInfo, Sample, SourceStatus
+from ..sources.base import Reading
+from .recorder import FlightRecorder
+from .snapshot import DomainView, Snapshot
+
+# The host slept when CLOCK_BOOTTIME ran ahead of CLOCK_MONOTONIC by more
+# than this between two ticks (the two agree to microseconds while awake).
+SUSPEND_THRESHOLD = 1.0
+
+
+@dataclass(frozen=True)
+class SourceRun:
+    """What the shell got from running one source once."""
+
+    name: str
+    reading: Reading | None = None
+    unavailable: str | None = None   # cannot work on this host: why
+    error: str | None = None         # failed this time: what happened
+    duration: float = 0.0
+
+
+@dataclass
+class DomainState:
+    kind: str
+    source: str
+    identity: int | None
+    recorder: FlightRecorder
+    first_seen: float
+    sample: Sample | None = None
+
+
+@dataclass
+class Counters:
+    ticks: int = 0
+    tick_overruns: int = 0
+    suspends: int = 0
+    domains_replaced: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # queue -> inputs dropped
+
+
+@dataclass
+class Effects:
+    snapshot: Snapshot
+    interval: float
+    log: list[tuple[str, dict]] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(self, config: Config, started: Instant, version: str) -> None:
+        self.config = config
+        self.started = started
+        self.version = version
+        self.domains: dict[str, DomainState] = {}
+        self.sources: dict[str, SourceStatus] = {}
+        self.facts: dict[str, dict] = {}
+        self.processes: tuple[ProcessInfo, ...] = ()
+        self.domain_of = None
+        self.counters = Counters()
+        self._boot_offset: float | None = None
+        rec = config.recorder
+        self._fine_slots = math.ceil(rec.fine_window / rec.fine_step)
+        self._coarse_slots = math.ceil(rec.coarse_window / rec.coarse_step)
+        self.interval = config.sampling.interval
+
+    def step(self, runs: list[SourceRun], now: Instant, tick_duration: float | None = None) -> Effects:
+        """Fold one tick's source results into the state; publish a snapshot."""
+        log: list[tuple[str, dict]] = []
+        self.counters.ticks += 1
+        if tick_duration is not None and tick_duration > self.interval:
+            self.counters.tick_overruns += 1
+        self._check_suspend(now, log)
+        # Pressure may come from another source than the sample it belongs to
+        # (host PSI from the psi source, host memory from meminfo): merge first.
+        pressure = {}
+        for run in runs:
+            if run.reading is not None:
+                pressure.update(run.reading.pressure)
+        for run in runs:
+            self._source_status(run, log)
+            if run.reading is not None:
+                self._fold(run.name, run.reading, pressure, now, log)
+        self.interval = self._next_interval()
+        return Effects(self.snapshot(now), self.interval, log)
+
+    def _check_suspend(self, now: Instant, log: list) -> None:
+        offset = now.boot - now.mono
+        if self._boot_offset is not None and offset - self._boot_offset > SUSPEND_THRESHOLD:
+            slept = offset - self._boot_offset
+            self.counters.suspends += 1
+            log.append(("host resumed from suspend; prediction windows restart",
+                        {"slept_seconds": round(slept, 3)}))
+            for state in self.domains.values():
+                state.recorder.restart_window(now.mono)
+        self._boot_offset = offset
+
+    def _source_status(self, run: SourceRun, log: list) -> None:
+        old = self.sources.get(run.name)
+        errors = (old.errors if old else 0) + (1 if run.error else 0)
+        reason = run.unavailable or run.error
+        skipped = dict(old.skipped) if old else {}
+        if run.reading is not None:
+            for why, n in run.reading.skipped.items():
+                skipped[why] = skipped.get(why, 0) + n
+        state = "active" if run.reading is not None else "unavailable" if run.unavailable else "failed"
+        status = SourceStatus(run.name, state=state, reason=reason,
+                              last_duration=run.duration, errors=errors, skipped=skipped)
+        if old is None or old.state != status.state or old.reason != status.reason:
+            log.append((f"source {state}", {"source": run.name, "reason": reason}))
+        self.sources[run.name] = status
+
+    def _fold(self, source: str, reading: Reading, pressure: dict, now: Instant, log: list) -> None:
+        if reading.facts:
+            self.facts[source] = dict(reading.facts)
+        if reading.domain_of is not None:
+            self.domain_of = reading.domain_of
+        if reading.processes is not None:
+            self.processes = tuple(self._attribute(p) for p in reading.processes)
+        seen = set()
+        for sample in reading.samples:
+            seen.add(sample.domain)
+            if sample.domain in pressure:
+                sample = replace(sample, psi=pressure[sample.domain])
+            self._record(source, sample, now, log)
+        tracked = reading.tracked if reading.tracked is not None else seen
+        for name in [n for n, s in self.domains.items() if s.source == source and n not in tracked]:
+            del self.domains[name]
+            log.append(("domain gone", {"domain": name}))
+
+    def _record(self, source: str, sample: Sample, now: Instant, log: list) -> None:
+        state = self.domains.get(sample.domain)
+        if state is not None and state.identity != sample.identity:
+            # Removed and made again under the same path: a new domain.
+            self.counters.domains_replaced += 1
+            log.append(("domain replaced", {"domain": sample.domain}))
+            state = None
+        if state is None:
+            rec = self.config.recorder
+            state = DomainState(sample.kind, source, sample.identity,
+                                FlightRecorder(self._fine_slots, self._coarse_slots, rec.coarse_step),
+                                first_seen=now.mono)
+            self.domains[sample.domain] = state
+            log.append(("domain found", {"domain": sample.domain, "limit": sample.limit}))
+        elif state.sample is not None and state.sample.limit != sample.limit:
+            log.append(("limit changed; prediction window restarts",
+                        {"domain": sample.domain, "old": state.sample.limit, "new": sample.limit}))
+            state.recorder.restart_window(now.mono)
+        state.sample = sample
+        state.recorder.record(now.mono, sample)
+
+    def _attribute(self, p: ProcessInfo) -> ProcessInfo:
+        host = self.host_domain()
+        domain = host if p.cgroup is None or self.domain_of is None else self.domain_of(p.cgroup)
+        return replace(p, domain=domain)
+
+    def host_domain(self) -> str:
+        for name, state in self.domains.items():
+            if state.kind in ("host", "wsl"):
+                return name
+        return "host"
+
+    def _next_interval(self) -> float:
+        sampling = self.config.sampling
+        for state in self.domains.values():
+            ratio = state.sample.usage_ratio if state.sample else None
+            if ratio is not None and ratio >= sampling.fast_above:
+                return sampling.fast_interval
+        return sampling.interval
+
+    def snapshot(self, now: Instant) -> Snapshot:
+        domains = tuple(
+            DomainView(name, s.kind, s.identity, s.sample, now.mono - s.first_seen,
+                       max(0.0, now.mono - s.recorder.window_start)
+                       if s.recorder.window_start > -math.inf else now.mono - s.first_seen,
+                       s.recorder.nbytes)
+            for name, s in sorted(self.domains.items()) if s.sample is not None
+        )
+        return Snapshot(
+            version=self.version, now=now, started=self.started, interval=self.interval,
+            sources=tuple(sorted(self.sources.values(), key=lambda s: s.name)),
+            domains=domains, processes=self.processes,
+            facts={k: dict(v) for k, v in self.facts.items()},
+            counters=replace(self.counters, dropped=dict(self.counters.dropped)),
+        )

@@ -1,0 +1,108 @@
+"""The immutable picture the engine publishes after each tick, and its JSON form.
+
+The JSON document is an API (``memguardctl status --json``,
+``memguardd --once --json``): its fields are documented in docs/status.md
+and versioned by ``schema_version``; a field is only ever added within a
+version.  Absent values are ``null``, never 0.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import asdict, dataclass
+
+from ..clock import Instant
+from ..model import PSI, ProcessInfo, Sample, SourceStatus
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DomainView:
+    name: str
+    kind: str
+    identity: int | None
+    sample: Sample
+    age: float               # seconds since first seen
+    window: float            # seconds of the current prediction window
+    recorder_bytes: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: str
+    now: Instant
+    started: Instant
+    interval: float
+    sources: tuple[SourceStatus, ...]
+    domains: tuple[DomainView, ...]
+    processes: tuple[ProcessInfo, ...]
+    facts: dict
+    counters: object
+
+    @property
+    def degraded(self) -> list[str]:
+        """Why the daemon is degraded: sources that failed (not those that do
+        not apply to this host, such as wsl elsewhere); empty when healthy."""
+        return [f"{s.name}: {s.reason}" for s in self.sources if s.state == "failed"]
+
+    def to_json(self) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "version": self.version,
+            "time": rfc3339(self.now.wall),
+            "started": rfc3339(self.started.wall),
+            "uptime_seconds": round(self.now.mono - self.started.mono, 3),
+            "interval_seconds": self.interval,
+            "healthy": not self.degraded,
+            "degraded": self.degraded,
+            "sources": [_source_json(s) for s in self.sources],
+            "domains": [_domain_json(d) for d in self.domains],
+            "processes": [_process_json(p) for p in self.processes],
+            "facts": self.facts,
+            "counters": asdict(self.counters),
+        }
+
+
+def rfc3339(wall: float) -> str:
+    return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _source_json(s: SourceStatus) -> dict:
+    return {"name": s.name, "state": s.state, "reason": s.reason,
+            "last_duration_seconds": s.last_duration, "errors": s.errors,
+            "skipped": s.skipped}
+
+
+def _psi_json(psi: PSI | None) -> dict | None:
+    if psi is None:
+        return None
+    out = {}
+    for kind in ("some", "full"):
+        p = getattr(psi, kind)
+        out[kind] = None if p is None else {
+            "avg10": p.avg10, "avg60": p.avg60, "avg300": p.avg300,
+            "total_seconds": p.total_us / 1e6}
+    return out
+
+
+def _domain_json(d: DomainView) -> dict:
+    s = d.sample
+    ratio = s.usage_ratio
+    return {
+        "name": d.name, "kind": d.kind, "identity": d.identity,
+        "used_bytes": s.used, "working_set_bytes": s.working_set,
+        "reclaimable_bytes": s.reclaimable, "limit_bytes": s.limit,
+        "usage_ratio": None if ratio is None else round(ratio, 4),
+        "high_bytes": s.high, "swap_used_bytes": s.swap_used, "swap_limit_bytes": s.swap_limit,
+        "oom_kills": s.oom_kills, "psi": _psi_json(s.psi),
+        "tracked_seconds": round(d.age, 3), "window_seconds": round(d.window, 3),
+        "recorder_bytes": d.recorder_bytes,
+    }
+
+
+def _process_json(p: ProcessInfo) -> dict:
+    return {"pid": p.pid, "comm": p.comm, "rss_bytes": p.rss, "cgroup": p.cgroup,
+            "domain": p.domain, "cmdline": p.cmdline, "uid": p.uid,
+            "start_time_seconds": p.start_time, "job": p.job}

@@ -1,0 +1,68 @@
+"""A minimal HTTP endpoint serving the last metrics rendering.
+
+It runs on the daemon's event loop and only ever copies bytes already
+rendered, so a scrape costs no sampling work.  Loopback by default.  Enough
+HTTP/1.1 for Prometheus and curl: one request per connection, bounded header
+size and read time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+MAX_HEADER = 16 * 1024
+READ_TIMEOUT = 5.0
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """("127.0.0.1", 9717) from "127.0.0.1:9717" or "[::1]:9717".  Raises ValueError."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"metrics.listen: expected host:port, got {listen!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class MetricsServer:
+    def __init__(self, listen: str, body: Callable[[], bytes]) -> None:
+        self.host, self.port = parse_listen(listen)
+        self.body = body
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, self.host, self.port,
+                                                 limit=MAX_HEADER)
+
+    @property
+    def bound_port(self) -> int:
+        return self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+            method, target, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            path = target.split("?", 1)[0]
+            if method not in ("GET", "HEAD"):
+                status, ctype, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
+            elif path == "/metrics":
+                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, self.body()
+            elif path == "/":
+                status, ctype, body = "200 OK", "text/plain", b"memguard: metrics at /metrics\n"
+            else:
+                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
+            header = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                      f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+            writer.write(header if method == "HEAD" else header + body)
+            await writer.drain()
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()

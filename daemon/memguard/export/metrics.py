@@ -1,0 +1,140 @@
+"""Prometheus metrics, rendered from the published snapshot once per tick.
+
+Each daemon has its own registry (never prometheus_client's global one), so
+tests build as many as they like.  A scrape serves the bytes of the last
+rendering: a slow or frequent scraper never delays a tick.  Names follow
+Prometheus conventions (base units, ``_bytes``, ``_seconds``, ``_total``) and
+are documented in docs/metrics.md; they are an API.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.process_collector import ProcessCollector
+
+from ..engine.snapshot import Snapshot
+
+# Tick durations from 0.5 ms (a quiet host) to 1 s (200 cgroups under load).
+TICK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class SnapshotCollector:
+    """Yields metric families from the snapshot it was last given."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+
+    def collect(self):
+        snap = self.snapshot
+        if snap is None:
+            return
+        yield from _build_info(snap)
+        yield from _domain_metrics(snap)
+        yield from _source_metrics(snap)
+        yield from _daemon_metrics(snap)
+
+
+def _build_info(snap: Snapshot):
+    info = GaugeMetricFamily("memguard_build_info", "memguard's version; always 1.",
+                             labels=["version"])
+    info.add_metric([snap.version], 1)
+    yield info
+
+
+def _domain_metrics(snap: Snapshot):
+    labels = ["domain", "kind"]
+
+    def gauge(name, doc):
+        return GaugeMetricFamily(f"memguard_domain_{name}", doc, labels=labels)
+
+    used = gauge("used_bytes", "Memory the kernel charges to the domain.")
+    ws = gauge("working_set_bytes", "Used memory minus what the kernel can reclaim; what runs into the limit.")
+    recl = gauge("reclaimable_bytes", "Memory the kernel can drop without an OOM (inactive file cache, ZFS ARC above c_min).")
+    limit = gauge("limit_bytes", "Effective memory limit of the domain (absent when unlimited).")
+    swap = gauge("swap_used_bytes", "Swap used by the domain.")
+    avg10 = GaugeMetricFamily("memguard_domain_pressure_avg10_ratio",
+                              "PSI memory pressure: share of the last 10 s that tasks stalled on memory.",
+                              labels=labels + ["pressure"])
+    stalled = CounterMetricFamily("memguard_domain_pressure_stalled_seconds",
+                                  "PSI memory pressure: total time tasks stalled on memory.",
+                                  labels=labels + ["pressure"])
+    kills = CounterMetricFamily("memguard_domain_oom_kills",
+                                "OOM kills the kernel counted in the domain (cgroup oom_kill, /proc/vmstat oom_kill).",
+                                labels=labels)
+    for d in snap.domains:
+        s, key = d.sample, [d.name, d.kind]
+        used.add_metric(key, s.used)
+        ws.add_metric(key, s.working_set)
+        if s.reclaimable is not None:
+            recl.add_metric(key, s.reclaimable)
+        if s.limit is not None:
+            limit.add_metric(key, s.limit)
+        if s.swap_used is not None:
+            swap.add_metric(key, s.swap_used)
+        if s.oom_kills is not None:
+            kills.add_metric(key, s.oom_kills)
+        if s.psi is not None:
+            for kind in ("some", "full"):
+                p = getattr(s.psi, kind)
+                if p is not None:
+                    avg10.add_metric(key + [kind], p.avg10 / 100)
+                    stalled.add_metric(key + [kind], p.total_us / 1e6)
+    yield from (used, ws, recl, limit, swap, avg10, stalled, kills)
+
+
+def _source_metrics(snap: Snapshot):
+    up = GaugeMetricFamily("memguard_source_up", "1 when the source's last run worked.", labels=["source"])
+    dur = GaugeMetricFamily("memguard_source_duration_seconds", "Duration of the source's last run.",
+                            labels=["source"])
+    errors = CounterMetricFamily("memguard_source_errors", "Runs of the source that failed.", labels=["source"])
+    skipped = CounterMetricFamily("memguard_source_skipped_files",
+                                  "Files a source skipped (vanished, permission, io_error, malformed).",
+                                  labels=["source", "reason"])
+    for s in snap.sources:
+        up.add_metric([s.name], 1 if s.active else 0)
+        if s.last_duration is not None:
+            dur.add_metric([s.name], s.last_duration)
+        errors.add_metric([s.name], s.errors)
+        for reason, n in sorted(s.skipped.items()):
+            skipped.add_metric([s.name, reason], n)
+    yield from (up, dur, errors, skipped)
+
+
+def _daemon_metrics(snap: Snapshot):
+    c = snap.counters
+    overruns = CounterMetricFamily("memguard_tick_overruns", "Ticks that took longer than the sampling interval.")
+    overruns.add_metric([], c.tick_overruns)
+    suspends = CounterMetricFamily("memguard_host_suspends", "Times the host was seen to resume from suspend.")
+    suspends.add_metric([], c.suspends)
+    dropped = CounterMetricFamily("memguard_events_dropped", "Inputs dropped because a queue was full or a worker busy.",
+                                  labels=["queue"])
+    for queue, n in sorted(c.dropped.items()):
+        dropped.add_metric([queue], n)
+    interval = GaugeMetricFamily("memguard_sampling_interval_seconds", "The current sampling interval.")
+    interval.add_metric([], snap.interval)
+    domains = GaugeMetricFamily("memguard_domains", "Domains tracked.", labels=["kind"])
+    for kind in sorted({d.kind for d in snap.domains}):
+        domains.add_metric([kind], sum(1 for d in snap.domains if d.kind == kind))
+    untracked = GaugeMetricFamily("memguard_cgroups_untracked",
+                                  "Limited cgroups not tracked because cgroups.max_tracked was reached.")
+    untracked.add_metric([], snap.facts.get("cgroups", {}).get("cgroups_untracked", 0))
+    yield from (overruns, suspends, dropped, interval, domains, untracked)
+
+
+class Metrics:
+    """The daemon's registry and its last rendering."""
+
+    def __init__(self, proc_root: str = "/proc") -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = SnapshotCollector()
+        self.registry.register(self.collector)
+        ProcessCollector(namespace="", registry=self.registry, proc=proc_root)
+        self.tick_duration = Histogram("memguard_tick_duration_seconds", "Duration of one sampling tick.",
+                                       buckets=TICK_BUCKETS, registry=self.registry)
+        self.rendered = b""
+
+    def render(self, snapshot: Snapshot) -> bytes:
+        self.collector.snapshot = snapshot
+        self.rendered = generate_latest(self.registry)
+        return self.rendered

@@ -1,0 +1,222 @@
+"""Finding memory domains among cgroups, and sampling them each tick.
+
+Discovery walks the memory hierarchy (v1 ``memory`` mount, or cgroup2 with
+the memory controller) every ``discovery_interval`` and keeps as a domain
+every cgroup whose own limit is below both host RAM and its parent's
+effective limit.  A cgroup without a binding limit of its own belongs to the
+nearest ancestor domain (or the host): its processes count against that
+limit, and a kill there is that domain's.  On hybrid hosts (memory on v1,
+PSI on the unified tree) a v1 cgroup's pressure is read from the unified
+cgroup of the same path when one exists.
+
+A cgroup is identified by its inode as well as its path: one removed and
+made again is a new domain, with a fresh series.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+from ..clock import Instant
+from ..roots import Roots, read_optional, read_text
+from . import cgroup_v1, cgroup_v2
+from .base import Reading, Unavailable, skip_reason
+from .meminfo import parse_meminfo, require
+from .psi import parse_psi
+
+
+@dataclass(frozen=True)
+class Mounts:
+    v1_memory: str | None = None     # filesystem path of the v1 memory hierarchy
+    unified: str | None = None       # filesystem path of the cgroup2 mount
+    v2_memory: bool = False          # the cgroup2 root offers the memory controller
+
+
+def _unescape(path: str) -> str:
+    # /proc/self/mounts escapes space, tab, newline and backslash as octal.
+    return path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def parse_mounts(text: str, roots: Roots) -> Mounts:
+    """The cgroup mounts in a /proc/self/mounts text, mapped under roots.sys."""
+    v1 = unified = None
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        mountpoint, fstype, options = _unescape(parts[1]), parts[2], parts[3].split(",")
+        if mountpoint == "/sys" or mountpoint.startswith("/sys/"):
+            mountpoint = os.path.join(roots.sys, mountpoint[len("/sys/"):])
+        if fstype == "cgroup" and "memory" in options and v1 is None:
+            v1 = mountpoint
+        elif fstype == "cgroup2" and unified is None:
+            unified = mountpoint
+    v2_memory = False
+    if unified is not None:
+        controllers = read_optional(os.path.join(unified, "cgroup.controllers"))
+        v2_memory = controllers is not None and "memory" in controllers.split()
+    return Mounts(v1, unified, v2_memory)
+
+
+@dataclass(frozen=True)
+class CgroupDomain:
+    name: str                  # "cgroup:/system.slice/db.service"
+    path: str                  # "/system.slice/db.service"
+    version: int               # 1 or 2
+    fs_path: str
+    inode: int
+    limit: int                 # effective limit when discovered
+    ancestors_limit: int | None  # smallest limit above it (v2 computes the effective one)
+    psi_path: str | None
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    domains: tuple[CgroupDomain, ...] = ()
+    owner: dict[str, str] = field(default_factory=dict)  # cgroup path -> binding domain
+    untracked: int = 0         # limited cgroups beyond max_tracked
+    excluded: int = 0          # limited cgroups left out by include/exclude
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def domain_of(self, cgroup_path: str, host_domain: str) -> str:
+        """The domain whose limit binds a process in *cgroup_path*."""
+        path = cgroup_path
+        while True:
+            if path in self.owner:
+                return self.owner[path]
+            if path in ("/", ""):
+                return host_domain
+            path = os.path.dirname(path)
+
+
+def _matches(path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    return (any(fnmatch.fnmatchcase(path, g) for g in include)
+            and not any(fnmatch.fnmatchcase(path, g) for g in exclude))
+
+
+def discover(mounts: Mounts, host_total: int, host_domain: str, *,
+             include: tuple[str, ...] = ("*",), exclude: tuple[str, ...] = (),
+             max_tracked: int = 256) -> Hierarchy:
+    """Walk the memory hierarchy breadth-first; see the module docstring.
+
+    A cgroup that vanishes mid-walk or cannot be read is skipped and counted.
+    """
+    if mounts.v1_memory:
+        top, version, read_limit = mounts.v1_memory, 1, cgroup_v1.read_limit
+    elif mounts.v2_memory and mounts.unified:
+        top, version, read_limit = mounts.unified, 2, cgroup_v2.read_limit
+    else:
+        return Hierarchy()
+    domains: list[CgroupDomain] = []
+    owner: dict[str, str] = {}
+    skipped: Counter[str] = Counter()
+    untracked = excluded = 0
+    # (cgroup path, fs path, inode, effective limit above, owning domain)
+    queue = [("/", top, os.stat(top).st_ino, None, host_domain)]
+    while queue:
+        next_queue = []
+        for path, fs_path, inode, above, parent_owner in queue:
+            try:
+                own = read_limit(fs_path)
+            except (OSError, ValueError) as e:
+                skipped[skip_reason(e)] += 1
+                continue
+            effective_above = host_total if above is None else above
+            binding = own is not None and own < effective_above
+            this_owner, this_limit = parent_owner, above
+            if binding:
+                name = f"cgroup:{path}"
+                if not _matches(path, include, exclude):
+                    excluded += 1
+                elif len(domains) >= max_tracked:
+                    untracked += 1
+                else:
+                    psi = None
+                    if mounts.unified:
+                        psi = os.path.join(mounts.unified, path.lstrip("/"), "memory.pressure")
+                    domains.append(CgroupDomain(name, path, version, fs_path, inode, own,
+                                                above, psi))
+                    this_owner = name
+                this_limit = own
+            owner[path] = this_owner
+            try:
+                with os.scandir(fs_path) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            child = path.rstrip("/") + "/" + entry.name
+                            next_queue.append((child, entry.path, entry.inode(), this_limit,
+                                               this_owner))
+            except OSError as e:
+                skipped[skip_reason(e)] += 1
+        queue = next_queue
+    return Hierarchy(tuple(domains), owner, untracked, excluded, skipped)
+
+
+class CgroupSource:
+    """Every memory-limited cgroup, v1 or v2, as a domain."""
+
+    name = "cgroups"
+
+    def __init__(self, roots: Roots, *, host_domain: str = "host",
+                 include: tuple[str, ...] = ("*",), exclude: tuple[str, ...] = (),
+                 max_tracked: int = 256, discovery_interval: float = 10.0) -> None:
+        self.roots = roots
+        self.host_domain = host_domain
+        self.include, self.exclude, self.max_tracked = include, exclude, max_tracked
+        self.discovery_interval = discovery_interval
+        self.hierarchy = Hierarchy()
+        self.mounts: Mounts | None = None
+        self._discovered_at: float | None = None
+        self._stale = True
+
+    def _discover(self, now: Instant) -> None:
+        mounts = parse_mounts(read_text(self.roots.proc_path("self", "mounts")), self.roots)
+        if not mounts.v1_memory and not mounts.v2_memory:
+            raise Unavailable(
+                "no memory cgroup controller is mounted (neither a v1 'memory' hierarchy nor "
+                "cgroup2 offering 'memory'): cgroup limits cannot be watched; the host domain "
+                "still is. Enable the memory controller (cgroup_enable=memory) to watch them."
+            )
+        meminfo = self.roots.proc_path("meminfo")
+        host_total = require(parse_meminfo(read_text(meminfo)), "MemTotal", meminfo)
+        self.mounts = mounts
+        self.hierarchy = discover(mounts, host_total, self.host_domain, include=self.include,
+                                  exclude=self.exclude, max_tracked=self.max_tracked)
+        self._discovered_at = now.mono
+        self._stale = False
+
+    def collect(self, now: Instant) -> Reading:
+        if (self._stale or self._discovered_at is None
+                or now.mono - self._discovered_at >= self.discovery_interval):
+            self._discover(now)
+        hierarchy = self.hierarchy
+        reading = Reading(skipped=Counter(hierarchy.skipped),
+                          tracked={d.name for d in hierarchy.domains},
+                          domain_of=lambda path: hierarchy.domain_of(path, self.host_domain))
+        reading.facts.update(cgroup_version=1 if self.mounts.v1_memory else 2,
+                             cgroups_untracked=hierarchy.untracked,
+                             cgroups_excluded=hierarchy.excluded)
+        for d in hierarchy.domains:
+            try:
+                psi = self._psi(d)
+                if d.version == 1:
+                    sample = cgroup_v1.read_sample(d.name, d.fs_path, psi)
+                else:
+                    sample = cgroup_v2.read_sample(d.name, d.fs_path, d.ancestors_limit, psi)
+            except (OSError, ValueError) as e:
+                reason = skip_reason(e)
+                reading.skipped[reason] += 1
+                if reason == "vanished":
+                    self._stale = True  # rediscover on the next tick
+                continue
+            reading.samples.append(replace(sample, identity=d.inode))
+        return reading
+
+    def _psi(self, d: CgroupDomain):
+        if d.psi_path is None:
+            return None
+        text = read_optional(d.psi_path)
+        return None if text is None else parse_psi(text)

@@ -1,0 +1,101 @@
+"""The top memory consumers: /proc/PID/stat for everyone, details for the few.
+
+Kernel docs: Documentation/filesystems/proc.rst, "/proc/PID/stat"::
+
+    4711 (cc1plus) R 4700 4700 ... <rss in pages is field 24> ...
+
+One read per process finds the heaviest by RSS; only those get their cgroup,
+command line and owner read.  Run at a slower cadence than domains and off
+the event loop: reading another process's cmdline takes its mmap lock, which
+can wait a long time on a host under memory pressure.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+
+from ..clock import Instant
+from ..model import ProcessInfo
+from ..roots import Roots, read_text
+from .base import Reading, skip_reason
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def parse_stat(text: str) -> tuple[str, int, float]:
+    """(comm, rss pages, start time in seconds since boot) from /proc/PID/stat.
+
+    comm may hold spaces and parentheses, so split at the last ')'.
+    Raises ValueError on a truncated line.
+    """
+    open_paren, close_paren = text.index("("), text.rindex(")")
+    fields = text[close_paren + 2:].split()
+    return text[open_paren + 1:close_paren], int(fields[21]), int(fields[19]) / CLOCK_TICKS
+
+
+def parse_proc_cgroup(text: str) -> str | None:
+    """The memory cgroup path from /proc/PID/cgroup: the v1 ``memory`` line
+    (``4:memory:/a``) where there is one, else the unified ``0::/a`` line;
+    None when neither is listed.  Raises ValueError on a malformed line."""
+    unified = None
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return path
+        if controllers == "":
+            unified = path
+    return unified
+
+
+def parse_cmdline(raw: bytes) -> str:
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+
+
+class ProcessSource:
+    name = "processes"
+    blocking = True
+
+    def __init__(self, roots: Roots, top: int = 10) -> None:
+        self.roots = roots
+        self.top = top
+
+    def collect(self, now: Instant) -> Reading:
+        reading = Reading()
+        heaviest: list[tuple[int, int, str, float]] = []
+        for name in os.listdir(self.roots.proc):
+            if not name.isdigit():
+                continue
+            try:
+                comm, rss_pages, start = parse_stat(read_text(self.roots.proc_path(name, "stat")))
+            except (OSError, ValueError, IndexError) as e:
+                reading.skipped[skip_reason(e)] += 1
+                continue
+            if rss_pages == 0:  # kernel threads
+                continue
+            item = (rss_pages, int(name), comm, start)
+            if len(heaviest) < self.top:
+                heapq.heappush(heaviest, item)
+            elif item > heaviest[0]:
+                heapq.heapreplace(heaviest, item)
+        reading.processes = []
+        for rss_pages, pid, comm, start in sorted(heaviest, reverse=True):
+            info = self._details(pid, comm, rss_pages * PAGE_SIZE, start, reading)
+            if info is not None:
+                reading.processes.append(info)
+        return reading
+
+    def _details(self, pid: int, comm: str, rss: int, start: float,
+                 reading: Reading) -> ProcessInfo | None:
+        base = self.roots.proc_path(str(pid))
+        try:
+            uid = os.stat(base).st_uid
+            cgroup = parse_proc_cgroup(read_text(os.path.join(base, "cgroup")))
+            with open(os.path.join(base, "cmdline"), "rb") as f:
+                cmdline = parse_cmdline(f.read(4096)) or f"[{comm}]"
+        except (OSError, ValueError) as e:
+            reading.skipped[skip_reason(e)] += 1
+            return None
+        return ProcessInfo(pid=pid, comm=comm, rss=rss, cgroup=cgroup, domain=None,
+                           cmdline=cmdline, start_time=start, uid=uid)
