@@ -143,7 +143,8 @@ def discover(mounts: Mounts, host_total: int, host_domain: str, *,
                 this_limit = own
             owner[path] = this_owner
             try:
-                with os.scandir(fs_path) as entries:
+                with os.scandir(fs_path) as it:
+                    entries = sorted(it, key=lambda e: e.name)  # path order: a stable cap
                     for entry in entries:
                         if entry.is_dir(follow_symlinks=False):
                             child = path.rstrip("/") + "/" + entry.name

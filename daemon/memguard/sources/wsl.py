@@ -53,9 +53,10 @@ def parse_wsl_size(text: str) -> int:
     unit = value[len(number):]
     if unit in ("K", "M", "G", "T"):
         unit += "B"
-    if not number or unit not in _WSL_UNITS:
-        raise ValueError(f"expected a size such as 8GB or 512MB, got {text!r}")
-    return int(float(number) * _WSL_UNITS[unit])
+    try:
+        return int(float(number) * _WSL_UNITS[unit])
+    except (ValueError, KeyError):
+        raise ValueError(f"expected a size such as 8GB or 512MB, got {text!r}") from None
 
 
 def parse_wslconfig(text: str) -> dict[str, object]:

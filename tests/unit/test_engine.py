@@ -1,0 +1,184 @@
+import math
+
+from memguard.clock import FakeClock
+from memguard.config import Config, SamplingConfig, parse_config
+from memguard.engine.engine import Engine, SourceRun
+from memguard.engine.recorder import FlightRecorder, Ring
+from memguard.model import PSI, Pressure, ProcessInfo, Sample
+from memguard.sources.base import Reading
+
+MiB = 2**20
+
+
+def sample(domain="cgroup:/a", used=100 * MiB, limit=256 * MiB, identity=1, ws=None, kind="cgroup"):
+    return Sample(domain=domain, kind=kind, used=used, working_set=used if ws is None else ws,
+                  limit=limit, identity=identity)
+
+
+def run(*samples, name="cgroups", **kw):
+    return SourceRun(name, reading=Reading(samples=list(samples), **kw))
+
+
+def make(config=None):
+    clock = FakeClock()
+    return Engine(config or Config(), clock.now(), "test"), clock
+
+
+def test_domains_appear_with_their_samples():
+    engine, clock = make()
+    fx = engine.step([run(sample())], clock.now())
+    (d,) = fx.snapshot.domains
+    assert d.name == "cgroup:/a" and d.sample.used == 100 * MiB
+    assert ("domain found", {"domain": "cgroup:/a", "limit": 256 * MiB}) in fx.log
+
+
+def test_a_new_identity_is_a_new_domain_with_a_fresh_recorder():
+    engine, clock = make()
+    for _ in range(5):
+        engine.step([run(sample(identity=1))], clock.now())
+        clock.advance(1)
+    assert engine.domains["cgroup:/a"].recorder.fine.count == 5
+    fx = engine.step([run(sample(identity=2))], clock.now())
+    assert engine.domains["cgroup:/a"].recorder.fine.count == 1
+    assert engine.counters.domains_replaced == 1
+    assert any(msg == "domain replaced" for msg, _ in fx.log)
+
+
+def test_a_domain_its_source_no_longer_tracks_is_gone():
+    engine, clock = make()
+    engine.step([run(sample("cgroup:/a"), sample("cgroup:/b", identity=2))], clock.now())
+    fx = engine.step([run(sample("cgroup:/a"))], clock.now())
+    assert [d.name for d in fx.snapshot.domains] == ["cgroup:/a"]
+
+
+def test_a_domain_tracked_but_unreadable_this_tick_stays():
+    engine, clock = make()
+    engine.step([run(sample("cgroup:/a"), sample("cgroup:/b", identity=2))], clock.now())
+    fx = engine.step([run(sample("cgroup:/a"), tracked={"cgroup:/a", "cgroup:/b"})], clock.now())
+    assert [d.name for d in fx.snapshot.domains] == ["cgroup:/a", "cgroup:/b"]
+
+
+def test_limit_change_restarts_the_prediction_window():
+    engine, clock = make()
+    for _ in range(10):
+        engine.step([run(sample(limit=256 * MiB))], clock.now())
+        clock.advance(1)
+    rec = engine.domains["cgroup:/a"].recorder
+    assert len(rec.window(60, clock.now().mono)) == 10
+    engine.step([run(sample(limit=512 * MiB))], clock.now())
+    assert len(rec.window(60, clock.now().mono)) == 1
+    (d,) = engine.snapshot(clock.now()).domains
+    assert d.window == 0.0 and d.age == 10.0
+
+
+def test_suspend_restarts_every_window():
+    engine, clock = make()
+    for _ in range(5):
+        engine.step([run(sample())], clock.now())
+        clock.advance(1)
+    clock.suspend(3600)
+    fx = engine.step([run(sample())], clock.now())
+    assert engine.counters.suspends == 1
+    assert len(engine.domains["cgroup:/a"].recorder.window(600, clock.now().mono)) == 1
+    assert any("suspend" in msg for msg, _ in fx.log)
+
+
+def test_wall_clock_step_is_not_a_suspend():
+    engine, clock = make()
+    engine.step([run(sample())], clock.now())
+    clock.jump_wall(-7200)
+    clock.advance(1)
+    engine.step([run(sample())], clock.now())
+    assert engine.counters.suspends == 0
+
+
+def test_interval_goes_fast_near_a_limit_and_back():
+    config = Config(sampling=SamplingConfig(interval=2.0, fast_interval=0.1, fast_above=0.8))
+    engine, clock = make(config)
+    assert engine.step([run(sample(used=100 * MiB))], clock.now()).interval == 2.0
+    assert engine.step([run(sample(used=210 * MiB))], clock.now()).interval == 0.1
+    # page cache at the limit is not close to an OOM: the working set decides
+    assert engine.step([run(sample(used=250 * MiB, ws=20 * MiB))], clock.now()).interval == 2.0
+
+
+def test_pressure_from_another_source_is_merged_into_its_domain():
+    engine, clock = make()
+    psi = PSI(Pressure(5.0, 1.0, 0.5, 10), None)
+    host = sample("host", kind="host", limit=8 * 2**30, identity=None)
+    fx = engine.step([run(host, name="meminfo"), SourceRun("psi", reading=Reading(pressure={"host": psi}))],
+                     clock.now())
+    (d,) = fx.snapshot.domains
+    assert d.sample.psi == psi
+    assert engine.domains["host"].recorder.fine.last()[4] == 5.0
+
+
+def test_source_states_and_health():
+    engine, clock = make()
+    fx = engine.step([run(sample()), SourceRun("psi", unavailable="no PSI"),
+                      SourceRun("meminfo", error="OSError: EIO")], clock.now())
+    states = {s.name: s.state for s in fx.snapshot.sources}
+    assert states == {"cgroups": "active", "psi": "unavailable", "meminfo": "failed"}
+    assert fx.snapshot.degraded == ["meminfo: OSError: EIO"]
+    doc = fx.snapshot.to_json()
+    assert doc["healthy"] is False and doc["schema_version"] == 1
+    # logged once, not every tick
+    fx = engine.step([SourceRun("meminfo", error="OSError: EIO")], clock.now())
+    assert not any("meminfo" == f.get("source") for _, f in fx.log)
+    fx = engine.step([run(sample(), name="meminfo")], clock.now())
+    assert fx.snapshot.degraded == []
+
+
+def test_overrun_counted():
+    engine, clock = make()
+    engine.step([], clock.now(), tick_duration=0.5)
+    engine.step([], clock.now(), tick_duration=1.5)
+    assert engine.counters.tick_overruns == 1
+
+
+def test_processes_are_attributed_to_the_binding_domain():
+    engine, clock = make()
+    procs = [ProcessInfo(1, "a", 10, "/jobs/child", None), ProcessInfo(2, "b", 5, "/", None),
+             ProcessInfo(3, "c", 5, None, None)]
+    owners = {"/jobs/child": "cgroup:/jobs"}
+    fx = engine.step([run(sample("host", kind="host", identity=None), name="meminfo"),
+                      run(domain_of=lambda p: owners.get(p, "host")),
+                      SourceRun("processes", reading=Reading(processes=procs))], clock.now())
+    assert [p.domain for p in fx.snapshot.processes] == ["cgroup:/jobs", "host", "host"]
+
+
+def test_json_document_fields():
+    engine, clock = make()
+    doc = engine.step([run(sample())], clock.now()).snapshot.to_json()
+    (d,) = doc["domains"]
+    assert d["usage_ratio"] == round(100 / 256, 4)
+    assert d["psi"] is None and d["swap_used_bytes"] is None  # absent, not zero
+    assert doc["time"].endswith("Z") and "T" in doc["time"]
+
+
+def test_ring_wraps_and_keeps_the_newest():
+    ring = Ring(3)
+    for i in range(5):
+        ring.append((float(i), i, i, i, i))
+    assert [p.t for p in ring.rows()] == [2.0, 3.0, 4.0]
+    assert [p.t for p in ring.rows(since=3.5)] == [4.0]
+
+
+def test_coarse_ring_keeps_the_maximum_per_step():
+    rec = FlightRecorder(fine_slots=4, coarse_slots=10, coarse_step=10.0)
+    for t, used in [(0, 5), (3, 9), (7, 4), (12, 1)]:
+        rec.record(float(t), sample(used=used, ws=used, limit=None))
+    rows = rec.coarse.rows()
+    assert [(p.t, p.used) for p in rows] == [(0.0, 9.0), (10.0, 1.0)]
+    assert math.isnan(rows[0].limit)
+
+
+def test_recorder_size_is_fixed_by_config():
+    config = parse_config("recorder:\n  fine_window: 10m\n  fine_step: 500ms\n  coarse_window: 1h\n  coarse_step: 10s\n")
+    engine, clock = make(config)
+    engine.step([run(sample())], clock.now())
+    rec = engine.domains["cgroup:/a"].recorder
+    assert rec.nbytes == 8 * 5 * (1200 + 360)
+    for _ in range(5000):
+        clock.advance(0.25)
+        engine.step([run(sample())], clock.now())
+    assert rec.nbytes == 8 * 5 * (1200 + 360)

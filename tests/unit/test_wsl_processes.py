@@ -1,0 +1,98 @@
+import pytest
+
+from memguard.clock import FakeClock
+from memguard.sources.base import Unavailable
+from memguard.sources.processes import ProcessSource, parse_proc_cgroup, parse_stat
+from memguard.sources.wsl import WslSource, detect, parse_wsl_size, parse_wslconfig
+
+from .conftest import MEMINFO
+
+STAT = ("4711 (cc1plus (x) y) R 4700 4700 4700 0 -1 4194304 100 0 0 0 50 10 0 0 20 0 1 0 "
+        "123456 1000000000 25600 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0")
+
+
+def test_parse_stat_with_parentheses_in_comm():
+    comm, rss_pages, start = parse_stat(STAT)
+    assert comm == "cc1plus (x) y" and rss_pages == 25600
+    assert start == pytest.approx(123456 / 100, rel=0.5)
+
+
+def test_parse_stat_truncated():
+    with pytest.raises((ValueError, IndexError)):
+        parse_stat("4711 (cc1plus) R 1 2")
+
+
+@pytest.mark.parametrize("text,path", [
+    ("12:memory:/jobs/a\n0::/user.slice\n", "/jobs/a"),
+    ("0::/system.slice/x.service\n", "/system.slice/x.service"),
+    ("4:cpu,memory:/b\n", "/b"),
+    ("3:cpu:/c\n", None),
+])
+def test_proc_cgroup(text, path):
+    assert parse_proc_cgroup(text) == path
+
+
+def test_top_consumers_from_a_proc_tree(tree):
+    for pid, rss in [(10, 100), (11, 5000), (12, 0), (13, 300)]:
+        tree.write(f"proc/{pid}/stat", STAT.replace("4711 (cc1plus (x) y)", f"{pid} (p{pid})").replace(" 25600 ", f" {rss} "))
+        tree.write(f"proc/{pid}/cgroup", f"4:memory:/g{pid}\n")
+        tree.write(f"proc/{pid}/cmdline", f"prog\0--n\0{pid}\0")
+    tree.write("proc/14/stat", "14 (half")   # exited mid-read: truncated
+    reading = ProcessSource(tree.roots, top=2).collect(FakeClock().now())
+    assert [(p.pid, p.comm, p.cgroup, p.cmdline) for p in reading.processes] == [
+        (11, "p11", "/g11", "prog --n 11"), (13, "p13", "/g13", "prog --n 13")]
+    assert reading.skipped["malformed"] == 1
+
+
+def test_not_wsl_on_a_plain_host(v1_host):
+    v1_host.write("proc/sys/kernel/osrelease", "6.18.44\n")
+    assert detect(v1_host.roots) is None
+    with pytest.raises(Unavailable, match="not a WSL2"):
+        WslSource(v1_host.roots).collect(FakeClock().now())
+
+
+def test_wsl_detected_by_release(tree):
+    tree.write("proc/sys/kernel/osrelease", "5.15.153.1-microsoft-standard-WSL2\n")
+    assert detect(tree.roots) == "5.15.153.1-microsoft-standard-WSL2"
+
+
+def test_wsl_sizes_are_binary():
+    assert parse_wsl_size("8GB") == 8 * 2**30
+    assert parse_wsl_size("512MB") == 512 * 2**20
+    assert parse_wsl_size("4G") == 4 * 2**30
+    with pytest.raises(ValueError, match="8GB"):
+        parse_wsl_size("lots")
+
+
+def test_wslconfig_settings():
+    s = parse_wslconfig("[wsl2]\nMemory=8GB\nswap = 2GB\n[experimental]\nautoMemoryReclaim=gradual\n")
+    assert s == {"memory": 8 * 2**30, "swap": 2 * 2**30, "auto_memory_reclaim": "gradual"}
+    assert parse_wslconfig("[wsl2]\n") == {"memory": None, "swap": None, "auto_memory_reclaim": None}
+    with pytest.raises(ValueError, match=r"\[wsl2\] memory"):
+        parse_wslconfig("[wsl2]\nmemory=lots\n")
+
+
+def _wsl_tree(tree, memory):
+    tree.write("proc/sys/kernel/osrelease", "5.15.153.1-microsoft-standard-WSL2\n")
+    tree.write("proc/meminfo", "MemTotal: 8000000 kB\nMemFree: 1 kB\nMemAvailable: 1 kB\nSwapTotal: 2097152 kB\n")
+    tree.write("mnt/c/Users/alice/.wslconfig", f"[wsl2]\nmemory={memory}\nswap=2GB\n")
+
+
+def test_wslconfig_that_matches(tree):
+    _wsl_tree(tree, "8GB")
+    facts = WslSource(tree.roots).collect(FakeClock().now()).facts
+    assert facts["wslconfig"].endswith("mnt/c/Users/alice/.wslconfig")
+    assert facts["wslconfig_matches"] is True
+
+
+def test_wslconfig_not_applied_yet(tree):
+    # .wslconfig edited, but WSL not restarted: the VM still has the old size.
+    _wsl_tree(tree, "16GB")
+    assert WslSource(tree.roots).collect(FakeClock().now()).facts["wslconfig_matches"] is False
+
+
+def test_wslconfig_missing_and_off(tree):
+    tree.write("proc/sys/kernel/osrelease", "5.15.153.1-microsoft-standard-WSL2\n")
+    tree.write("proc/meminfo", MEMINFO)
+    assert "defaults" in WslSource(tree.roots).collect(FakeClock().now()).facts["wslconfig"]
+    assert "off" in WslSource(tree.roots, "off").collect(FakeClock().now()).facts["wslconfig"]
