@@ -1,0 +1,1 @@
+"""memguard's tests; a package so that tests can import ``tests.kernel``."""

@@ -1,0 +1,94 @@
+"""Fixtures for tests on the real kernel (helpers in tests/kernel.py).
+
+``v1_cgroup`` and ``hog`` are factories: a test makes as many cgroups and
+hogs as it needs, and teardown stops every hog, then removes every cgroup.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.kernel import (Capabilities, Hog, V1MemoryCgroup, V2MemoryCgroup, build_hog,
+                          capabilities, leftover_test_cgroups, require)
+
+
+@pytest.fixture(scope="session")
+def caps() -> Capabilities:
+    return capabilities()
+
+
+@pytest.fixture(scope="session")
+def hog_binary(tmp_path_factory):
+    """The hog compiled once per session (skips without a C compiler)."""
+    require("cc")
+    return build_hog(tmp_path_factory.mktemp("hog"))
+
+
+def _cgroup_factory(cls, needs: tuple[str, ...]):
+    """A fixture body: yields ``make(limit=None, **kwargs)``; at teardown removes
+    what it made and asserts that no mgtest-* cgroup was left behind."""
+    made = []
+    before = None
+
+    def make(limit: int | None = None, **kwargs):
+        nonlocal before
+        for name in needs:
+            require(name)
+        if before is None:
+            before = set(leftover_test_cgroups())
+        cgroup = cls(limit, **kwargs)
+        made.append(cgroup)
+        return cgroup
+
+    yield make
+    errors = []
+    for cgroup in reversed(made):
+        try:
+            cgroup.close()
+        except Exception as e:  # noqa: BLE001 - the others must still be removed
+            errors.append(e)
+    if errors:
+        raise errors[0]
+    if made:
+        ours = [p for c in made for p in c.fs_paths if p.exists()]
+        assert not ours, f"test cgroups left behind: {ours}"
+        # Under pytest-xdist other workers' cgroups come and go: check only ours.
+        if "PYTEST_XDIST_WORKER" not in os.environ:
+            new = set(leftover_test_cgroups()) - before
+            assert not new, f"mgtest-* cgroups left behind: {sorted(new)}"
+
+
+@pytest.fixture
+def v1_cgroup():
+    """``v1_cgroup(limit_bytes, memsw_limit=None, unified=False)`` -> V1MemoryCgroup."""
+    yield from _cgroup_factory(V1MemoryCgroup, ("root", "v1_memory"))
+
+
+@pytest.fixture
+def v2_cgroup():
+    """``v2_cgroup(limit_bytes, swap_limit=None)`` -> V2MemoryCgroup."""
+    yield from _cgroup_factory(V2MemoryCgroup, ("root", "v2_memory"))
+
+
+@pytest.fixture
+def hog(hog_binary, v1_cgroup, v2_cgroup):
+    """``hog(cgroup, *args)`` -> a started Hog. Depends on the cgroup fixtures
+    so that every hog is stopped before any cgroup is removed."""
+    hogs = []
+
+    def start(cgroup, *args) -> Hog:
+        h = Hog(hog_binary, args, cgroup)
+        hogs.append(h)
+        return h
+
+    yield start
+    errors = []
+    for h in hogs:
+        try:
+            h.close()
+        except Exception as e:  # noqa: BLE001 - stop the others too
+            errors.append(e)
+    if errors:
+        raise errors[0]
