@@ -83,6 +83,12 @@ class SlowSources:
             self.due[source.name] = now.mono + self.interval
         return runs
 
+    async def settle(self, timeout: float) -> None:
+        """Wait (bounded) for the runs in flight, so the first snapshot is whole."""
+        futures = [asyncio.wrap_future(f) for f, _ in self.in_flight.values()]
+        if futures:
+            await asyncio.wait(futures, timeout=timeout)
+
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -129,12 +135,15 @@ class Daemon:
         control.route("version", lambda params, peer: {"version": __version__, "protocol": 1})
         control.route("status", self._status)
         await control.start()
-        metrics_server = None
+        metrics_server, metrics_at = None, "off"
         if self.config.metrics.listen:
             metrics_server = MetricsServer(self.config.metrics.listen, lambda: self.metrics.rendered)
             await metrics_server.start()
+            metrics_at = f"{metrics_server.host}:{metrics_server.bound_port}"
         self.log.info("memguardd started", version=__version__, socket=self.socket_path,
-                      metrics=self.config.metrics.listen or "off", proc=self.roots.proc, sys=self.roots.sys)
+                      metrics=metrics_at, proc=self.roots.proc, sys=self.roots.sys)
+        self.slow.poll(self.clock.now())
+        await self.slow.settle(self.config.wsl.read_timeout)
         interval = self.tick()
         self.notifier.notify(f"READY=1\nSTATUS=watching {len(self.snapshot.domains)} domains")
         try:

@@ -5,7 +5,7 @@ from memguard.sources.base import Unavailable
 from memguard.sources.meminfo import HostSource, arc_reclaimable, parse_arcstats, parse_meminfo
 from memguard.sources.psi import PsiSource, parse_psi
 
-from .conftest import PSI
+from tests.trees import PSI
 
 ARCSTATS = """\
 13 1 0x01 123 33456 12345678 987654321

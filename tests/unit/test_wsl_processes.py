@@ -5,7 +5,7 @@ from memguard.sources.base import Unavailable
 from memguard.sources.processes import ProcessSource, parse_proc_cgroup, parse_stat
 from memguard.sources.wsl import WslSource, detect, parse_wsl_size, parse_wslconfig
 
-from .conftest import MEMINFO
+from tests.trees import MEMINFO
 
 STAT = ("4711 (cc1plus (x) y) R 4700 4700 4700 0 -1 4194304 100 0 0 0 50 10 0 0 20 0 1 0 "
         "123456 1000000000 25600 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0")

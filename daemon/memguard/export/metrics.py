@@ -85,6 +85,9 @@ def _domain_metrics(snap: Snapshot):
 
 def _source_metrics(snap: Snapshot):
     up = GaugeMetricFamily("memguard_source_up", "1 when the source's last run worked.", labels=["source"])
+    available = GaugeMetricFamily("memguard_source_available",
+                                  "0 when the source cannot work on this host (no PSI, not WSL2); alert on "
+                                  "memguard_source_up == 0 and memguard_source_available == 1.", labels=["source"])
     dur = GaugeMetricFamily("memguard_source_duration_seconds", "Duration of the source's last run.",
                             labels=["source"])
     errors = CounterMetricFamily("memguard_source_errors", "Runs of the source that failed.", labels=["source"])
@@ -93,12 +96,13 @@ def _source_metrics(snap: Snapshot):
                                   labels=["source", "reason"])
     for s in snap.sources:
         up.add_metric([s.name], 1 if s.active else 0)
+        available.add_metric([s.name], 0 if s.state == "unavailable" else 1)
         if s.last_duration is not None:
             dur.add_metric([s.name], s.last_duration)
         errors.add_metric([s.name], s.errors)
         for reason, n in sorted(s.skipped.items()):
             skipped.add_metric([s.name, reason], n)
-    yield from (up, dur, errors, skipped)
+    yield from (up, available, dur, errors, skipped)
 
 
 def _daemon_metrics(snap: Snapshot):

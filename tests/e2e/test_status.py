@@ -1,0 +1,129 @@
+"""The real memguardd and memguardctl, on fixture trees: the socket, the
+JSON document, exit codes and /metrics."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.daemon import Daemon, ctl
+from tests.kernel import require
+from tests.trees import Tree, hybrid_host
+
+MiB = 2**20
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
+# MEMGUARD_UPDATE_GOLDEN=1 rewrites the golden files from this run.
+UPDATE_GOLDEN = os.environ.get("MEMGUARD_UPDATE_GOLDEN") == "1"
+
+
+@pytest.fixture
+def host(tmp_path) -> Tree:
+    tree = hybrid_host(Tree(str(tmp_path / "host")))
+    tree.v1_cgroup("/jobs", limit=512 * MiB, usage=300 * MiB, inactive_file=100 * MiB, oom_kill=1)
+    tree.v1_cgroup("/jobs/child", limit=None, effective=512 * MiB, usage=200 * MiB)
+    tree.v1_cgroup("/build", limit=256 * MiB, usage=250 * MiB, inactive_file=240 * MiB)
+    tree.write("sys/fs/cgroup/unified/jobs/memory.pressure",
+               "some avg10=3.00 avg60=1.00 avg300=0.20 total=5000000\nfull avg10=1.00 avg60=0.50 avg300=0.10 total=2000000\n")
+    return tree
+
+
+@pytest.fixture
+def daemon(tmp_path, host):
+    d = Daemon(str(tmp_path), "--proc-root", host.roots.proc, "--sys-root", host.roots.sys,
+               "--rootfs", host.top)
+    yield d
+    assert d.stop() == 0, d.log()
+
+
+def test_status_json_shows_every_domain(daemon):
+    doc = daemon.status()
+    assert doc["schema_version"] == 1 and doc["healthy"] is True
+    by = {d["name"]: d for d in doc["domains"]}
+    assert set(by) == {"host", "cgroup:/jobs", "cgroup:/build"}
+    jobs = by["cgroup:/jobs"]
+    assert (jobs["used_bytes"], jobs["working_set_bytes"], jobs["limit_bytes"]) == (300 * MiB, 200 * MiB, 512 * MiB)
+    assert jobs["psi"]["some"]["avg10"] == 3.0 and jobs["oom_kills"] == 1
+    # page cache filling /build to its limit is not an OOM coming
+    assert by["cgroup:/build"]["usage_ratio"] < 0.1
+    states = {s["name"]: s["state"] for s in doc["sources"]}
+    assert states == {"meminfo": "active", "psi": "active", "cgroups": "active",
+                      "processes": "active", "wsl": "unavailable"}
+
+
+def test_status_table_exit_zero_when_healthy(daemon):
+    r = ctl(daemon.socket, "status")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^cgroup:/jobs\s+cgroup\s+300\.0MiB\s+200\.0MiB\s+512\.0MiB\s+39\.1%", r.stdout, re.M), r.stdout
+    assert "wsl" in r.stdout and "not a WSL2 virtual machine" in r.stdout
+
+
+def test_degraded_when_a_source_fails(daemon, host):
+    os.unlink(host.top + "/proc/meminfo")
+    host.mkdir("proc/meminfo")   # now unreadable: EISDIR
+    doc = daemon.wait_for_tick(lambda s: not s["healthy"])
+    assert any(d.startswith("meminfo: ") for d in doc["degraded"])
+    r = ctl(daemon.socket, "status")
+    assert r.returncode == 4 and "DEGRADED" in r.stdout
+
+
+def test_unreachable_daemon_exit_code(tmp_path):
+    r = ctl(str(tmp_path / "nobody.sock"), "status")
+    assert r.returncode == 3 and "not running" in r.stderr
+
+
+def test_unknown_protocol_version_is_refused(daemon):
+    import socket as s
+    with s.socket(s.AF_UNIX) as c:
+        c.connect(daemon.socket)
+        c.sendall(b'{"v": 99, "method": "status"}\n')
+        answer = c.recv(4096)
+    assert b'"unsupported_version"' in answer
+
+
+def test_once_json_prints_a_snapshot_without_a_socket(host):
+    r = subprocess.run([sys.executable, "-m", "memguard.daemon", "--once", "--json",
+                        "--proc-root", host.roots.proc, "--sys-root", host.roots.sys],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    import json
+    doc = json.loads(r.stdout)
+    assert {d["name"] for d in doc["domains"]} == {"host", "cgroup:/jobs", "cgroup:/build"}
+
+
+def test_config_error_exit_code_names_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sampling:\n  interval: 1s\n  fast: yes\n")
+    r = subprocess.run([sys.executable, "-m", "memguard.daemon", "--config", str(bad), "--once"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert f"{bad}:3: sampling.fast: unknown key" in r.stderr
+
+
+# Lines that change from run to run: the daemon's own process, timings.
+VOLATILE = re.compile(r"^(process_|memguard_tick_duration_seconds|memguard_source_duration_seconds"
+                      r"|memguard_domain_pressure_stalled|memguard_sampling_interval)")
+
+
+def _stable(text: str) -> str:
+    return "".join(line + "\n" for line in text.splitlines()
+                   if not VOLATILE.match(line.split(" ", 2)[-1] if line.startswith("#") else line))
+
+
+def test_metrics_match_the_golden_file_and_pass_promtool(daemon):
+    require("promtool")
+    text = daemon.metrics()
+    stable = re.sub(r'memguard_build_info\{version="[^"]+"\}', 'memguard_build_info{version="X"}', _stable(text))
+    golden = os.path.join(GOLDEN, "metrics-hybrid.txt")
+    if UPDATE_GOLDEN:
+        os.makedirs(GOLDEN, exist_ok=True)
+        with open(golden, "w") as f:
+            f.write(stable)
+    with open(golden) as f:
+        assert stable == f.read()
+    for checked in (text, stable):
+        lint = subprocess.run(["promtool", "check", "metrics"], input=checked, capture_output=True, text=True)
+        assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint
