@@ -1,0 +1,87 @@
+"""memguardd on the real kernel: real v1 memory cgroups with real limits,
+checked against what the test itself allocated and touched."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.daemon import Daemon
+from tests.kernel import MIB, require
+
+pytestmark = pytest.mark.root
+
+CONFIG = """\
+sampling:
+  interval: 250ms
+  processes_interval: 500ms
+  discovery_interval: 500ms
+processes:
+  top: 50
+"""
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    require("root")
+    require("v1_memory")
+    config = tmp_path / "memguard.yaml"
+    config.write_text(CONFIG)
+    d = Daemon(str(tmp_path), "--config", str(config))
+    yield d
+    assert d.stop() == 0, d.log()
+
+
+def _domain(status: dict, cgroup) -> dict | None:
+    return next((d for d in status["domains"] if d["name"] == f"cgroup:{cgroup.path}"), None)
+
+
+def test_a_limited_cgroup_is_a_domain_with_the_usage_we_made(daemon, v1_cgroup, hog):
+    group = v1_cgroup(256 * MIB, unified=True)
+    h = hog(group, "anon", "100")
+    touched = h.wait_ready()
+    assert touched == 100 * MIB
+    status = daemon.wait_for_tick(lambda s: (d := _domain(s, group)) and d["used_bytes"] >= touched)
+    d = _domain(status, group)
+    assert d["limit_bytes"] == 256 * MIB
+    assert abs(d["used_bytes"] - touched) <= 0.10 * touched, d
+    assert abs(d["working_set_bytes"] - touched) <= 0.10 * touched, d
+    assert d["psi"] is not None, "PSI of a v1 cgroup comes from its unified twin"
+    assert d["identity"] == group.fs_path.stat().st_ino
+    # the hog is listed among the top consumers, attributed to its domain
+    proc = daemon.wait_for_tick(lambda s: any(p["pid"] == h.pid for p in s["processes"]))
+    (p,) = [p for p in proc["processes"] if p["pid"] == h.pid]
+    assert p["domain"] == f"cgroup:{group.path}" and p["cgroup"] == group.path
+    assert abs(p["rss_bytes"] - touched) <= 0.10 * touched
+
+
+def test_page_cache_at_the_limit_is_not_a_full_working_set(daemon, v1_cgroup, hog, tmp_path):
+    group = v1_cgroup(128 * MIB)
+    h = hog(group, "file", str(tmp_path / "cache.bin"), "300")
+    h.wait_ready()
+    status = daemon.wait_for_tick(lambda s: (d := _domain(s, group)) and d["used_bytes"] > 100 * MIB)
+    d = _domain(status, group)
+    assert d["used_bytes"] > 0.8 * d["limit_bytes"], "page cache fills the group to its limit"
+    assert d["usage_ratio"] < 0.5, f"but the working set stays low: {d}"
+    assert d["reclaimable_bytes"] > 64 * MIB
+    assert status["interval_seconds"] == 0.25, "a full page cache must not switch to fast sampling"
+
+
+def test_unlimited_child_counts_against_its_limited_parent(daemon, v1_cgroup, hog):
+    parent = v1_cgroup(256 * MIB)
+    child = parent.child("work")
+    h = hog(child, "anon", "64")
+    touched = h.wait_ready()
+    status = daemon.wait_for_tick(lambda s: (d := _domain(s, parent)) and d["used_bytes"] >= touched
+                                  and any(p["pid"] == h.pid for p in s["processes"]))
+    assert _domain(status, child) is None, "a child without a limit of its own is no domain"
+    (p,) = [p for p in status["processes"] if p["pid"] == h.pid]
+    assert p["cgroup"] == child.path and p["domain"] == f"cgroup:{parent.path}"
+
+
+def test_a_removed_cgroup_leaves_status_and_metrics(daemon, v1_cgroup):
+    group = v1_cgroup(64 * MIB)
+    daemon.wait_for_tick(lambda s: _domain(s, group))
+    assert f'domain="cgroup:{group.path}"' in daemon.metrics()
+    group.close()
+    daemon.wait_for_tick(lambda s: not _domain(s, group))
+    assert f'domain="cgroup:{group.path}"' not in daemon.metrics()
