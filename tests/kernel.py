@@ -297,7 +297,8 @@ def require(name: str, caps: Capabilities | None = None) -> Capability:
         return cap
     if name in CI_REQUIRED and ci_enforced():
         pytest.fail(f"CI must have {name}: {cap.reason}", pytrace=False)
-    pytest.skip(f"needs {name}: {cap.reason}")
+    # Reported at the test, not here, so the -ra summary names which test skipped.
+    raise pytest.skip.Exception(f"needs {name}: {cap.reason}", _use_item_location=True)
 
 
 def ensure_tracefs(mount_point: Path = Path("/sys/kernel/tracing")) -> Path:

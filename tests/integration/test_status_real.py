@@ -85,3 +85,15 @@ def test_a_removed_cgroup_leaves_status_and_metrics(daemon, v1_cgroup):
     group.close()
     daemon.wait_for_tick(lambda s: not _domain(s, group))
     assert f'domain="cgroup:{group.path}"' not in daemon.metrics()
+
+
+def test_a_limited_v2_cgroup_is_a_domain_with_the_usage_we_made(daemon, v2_cgroup, hog):
+    # Runs only where cgroup2 has the memory controller (not on our hybrid CI host).
+    group = v2_cgroup(256 * MIB)
+    h = hog(group, "anon", "100")
+    touched = h.wait_ready()
+    status = daemon.wait_for_tick(lambda s: (d := _domain(s, group)) and d["used_bytes"] >= touched)
+    d = _domain(status, group)
+    assert d["limit_bytes"] == 256 * MIB
+    assert abs(d["used_bytes"] - touched) <= 0.10 * touched, d
+    assert d["psi"] is not None
