@@ -49,6 +49,14 @@ def parse_proc_cgroup(text: str) -> str | None:
     return unified
 
 
+def parse_status_uid(text: str) -> int:
+    """The real uid from /proc/PID/status (``Uid:\t1000\t1000\t1000\t1000``)."""
+    for line in text.splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise ValueError("status lacks the Uid line")
+
+
 def parse_cmdline(raw: bytes) -> str:
     return raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
 
@@ -90,7 +98,7 @@ class ProcessSource:
                  reading: Reading) -> ProcessInfo | None:
         base = self.roots.proc_path(str(pid))
         try:
-            uid = os.stat(base).st_uid
+            uid = parse_status_uid(read_text(os.path.join(base, "status")))
             cgroup = parse_proc_cgroup(read_text(os.path.join(base, "cgroup")))
             with open(os.path.join(base, "cmdline"), "rb") as f:
                 cmdline = parse_cmdline(f.read(4096)) or f"[{comm}]"
