@@ -37,10 +37,11 @@ def test_top_consumers_from_a_proc_tree(tree):
         tree.write(f"proc/{pid}/stat", STAT.replace("4711 (cc1plus (x) y)", f"{pid} (p{pid})").replace(" 25600 ", f" {rss} "))
         tree.write(f"proc/{pid}/cgroup", f"4:memory:/g{pid}\n")
         tree.write(f"proc/{pid}/cmdline", f"prog\0--n\0{pid}\0")
+        tree.write(f"proc/{pid}/status", f"Name:\tp{pid}\nUid:\t{pid}\t{pid}\t{pid}\t{pid}\n")
     tree.write("proc/14/stat", "14 (half")   # exited mid-read: truncated
     reading = ProcessSource(tree.roots, top=2).collect(FakeClock().now())
-    assert [(p.pid, p.comm, p.cgroup, p.cmdline) for p in reading.processes] == [
-        (11, "p11", "/g11", "prog --n 11"), (13, "p13", "/g13", "prog --n 13")]
+    assert [(p.pid, p.comm, p.cgroup, p.cmdline, p.uid) for p in reading.processes] == [
+        (11, "p11", "/g11", "prog --n 11", 11), (13, "p13", "/g13", "prog --n 13", 13)]
     assert reading.skipped["malformed"] == 1
 
 
