@@ -1,0 +1,1 @@
+"""Incident reports on disk: the atomic store and the redaction of secrets."""
