@@ -8,9 +8,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# Debian packages: python3-venv for the venv, gcc to build the test hog,
-# prometheus for promtool and a real server scraping the daemon in a test.
-APT_RUN := python3 python3-venv
+# Debian packages: python3-venv for the venv; BCC and the kernel headers it
+# compiles against for the eBPF probe; gcc to build the test hog; prometheus
+# for promtool and a real server scraping the daemon in a test.
+APT_RUN := python3 python3-venv python3-bpfcc bpfcc-tools linux-headers-amd64
 APT_TEST := $(APT_RUN) gcc libc6-dev prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -18,13 +19,19 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # a missing kernel facility into a failure instead of a skip (tests/kernel.py).
 PYTEST_ARGS ?=
 
-.PHONY: run test deps-run deps-test venv clean
+.PHONY: run test deps-run deps-test venv probe-setup clean
 
-run: deps-run venv
+run: deps-run venv probe-setup
 	$(VENV)/bin/memguardd --config packaging/memguard.yaml $(if $(filter 0,$(shell id -u)),,--state-dir .state --socket .state/memguard.sock)
 
-test: deps-test venv
+test: deps-test venv probe-setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# As root: mount tracefs and link the kernel headers BCC needs where they are
+# missing (HOST.md). The daemon itself never creates those links.
+probe-setup:
+	@if [ "$$(id -u)" = 0 ]; then ./packaging/probe-setup; \
+	else echo "not root: skipping packaging/probe-setup (the eBPF and tracefs probes need root)"; fi
 
 deps-run:
 	@./packaging/apt-ensure $(APT_RUN)
@@ -37,7 +44,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,plot]'
 	touch $@
 
 clean:

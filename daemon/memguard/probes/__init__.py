@@ -1,0 +1,1 @@
+"""Event probes: the kernel tells us when something happens (kmsg, tracefs, eBPF)."""
