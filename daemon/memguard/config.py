@@ -72,6 +72,24 @@ class WslConfig:
 
 
 @dataclass(frozen=True)
+class ProbesConfig:
+    kmsg: bool = True                     # /dev/kmsg: the kernel's OOM report
+    tracefs: bool = True                  # oom:mark_victim in our own trace instance
+    mount_tracefs: bool = True            # mount tracefs at /sys/kernel/tracing when it is not
+    tracefs_instance: str = "memguard"    # our trace instance, instances/NAME
+    bpf: bool = True                      # eBPF through BCC, in a child process
+    bpf_python: str = ""                  # a Python that can import Debian's bcc ("" = memguardd's own)
+    memcg_events: bool = True             # cgroup OOM notifications (v1 eventfd, v2 memory.events)
+
+
+@dataclass(frozen=True)
+class IncidentsConfig:
+    max_count: int = 1000                 # the newest kept
+    max_age: float = _duration(default=90 * 86400.0)
+    settle: float = _duration(default=2.0)  # sealed when no probe added anything for this long
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     listen: str = "127.0.0.1:9717"        # host:port; "" turns the endpoint off
 
@@ -93,6 +111,8 @@ class Config:
     cgroups: CgroupsConfig = CgroupsConfig()
     processes: ProcessesConfig = ProcessesConfig()
     wsl: WslConfig = WslConfig()
+    probes: ProbesConfig = ProbesConfig()
+    incidents: IncidentsConfig = IncidentsConfig()
 
     def resolved_paths(self) -> tuple[str, str]:
         """(socket, state_dir) with the defaults for the current user filled in."""

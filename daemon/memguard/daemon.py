@@ -1,9 +1,10 @@
 """memguardd: the shell around the engine.
 
 It owns the I/O the engine must not do: it runs the sources on one asyncio
-loop (those that can block in a worker thread, with a timeout), hands their
-results to ``Engine.step`` with the current instant, and publishes what the
-step returns to the control socket and the metrics endpoint.
+loop (those that can block in a worker thread, with a timeout), watches the
+probes' file descriptors, hands both to ``Engine.step`` with the current
+instant, and carries out what the step returns: publish the snapshot to the
+control socket and the metrics endpoint, write incidents.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import signal
 import sys
 import time
 
-from . import __version__
+from . import __version__, state
+from .api.protocol import BAD_REQUEST, NOT_FOUND, NOT_READY, ProtocolError
 from .api.server import ControlServer
 from .clock import Clock, Instant, SystemClock
 from .config import Config, ConfigError, load_config
@@ -26,71 +28,23 @@ from .engine.engine import Engine, SourceRun
 from .engine.snapshot import Snapshot
 from .export.http import MetricsServer
 from .export.metrics import Metrics
+from .incidents.redact import redact_cmdline
+from .incidents.store import IncidentStore
+from .incidents.unclean import unclean_stop_incident
 from .log import Logger
+from .probes.build import build_probes
+from .probes.base import ProbeReading
 from .roots import Roots
-from .sources import Source, Unavailable, build_sources
+from .runner import IncidentWriter, ProbeHost, SlowSources, run_source
+from .sources import build_sources
 from .systemd import Notifier
 
 # Exit codes of memguardd (docs/configuration.md).
 EXIT_CONFIG = 2     # the config file or a flag is wrong
 EXIT_STARTUP = 3    # a socket or port could not be opened
 
-
-def run_source(source: Source, now: Instant) -> SourceRun:
-    """Run one source once, timing it; never raises."""
-    t0 = time.perf_counter()
-    try:
-        reading = source.collect(now)
-    except Unavailable as e:
-        return SourceRun(source.name, unavailable=str(e), duration=time.perf_counter() - t0)
-    except (OSError, ValueError) as e:
-        return SourceRun(source.name, error=f"{type(e).__name__}: {e}", duration=time.perf_counter() - t0)
-    return SourceRun(source.name, reading=reading, duration=time.perf_counter() - t0)
-
-
-class SlowSources:
-    """Sources run off the loop at their own cadence, each at most once at a
-    time; a run still in flight when the next is due counts as dropped."""
-
-    def __init__(self, sources: list[Source], interval: float, timeout: float) -> None:
-        self.sources = sources
-        self.interval = interval
-        self.timeout = timeout
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(sources) or 1,
-                                                          thread_name_prefix="memguard-slow")
-        self.in_flight: dict[str, tuple[concurrent.futures.Future, float]] = {}
-        self.due: dict[str, float] = {}
-        self.dropped: dict[str, int] = {}
-
-    def poll(self, now: Instant) -> list[SourceRun]:
-        """Results that finished (or timed out) since the last call; start
-        the runs that are due."""
-        runs = []
-        for name, (future, started) in list(self.in_flight.items()):
-            if future.done():
-                runs.append(future.result())
-                del self.in_flight[name]
-            elif now.mono - started > self.timeout:
-                runs.append(SourceRun(name, error=f"timed out after {self.timeout:g}s (still running)"))
-                self.due[name] = now.mono + self.interval
-        for source in self.sources:
-            if now.mono < self.due.get(source.name, 0.0):
-                continue
-            if source.name in self.in_flight:
-                self.dropped[f"slow_source:{source.name}"] = self.dropped.get(f"slow_source:{source.name}", 0) + 1
-            else:
-                self.in_flight[source.name] = (self.pool.submit(run_source, source, now), now.mono)
-            self.due[source.name] = now.mono + self.interval
-        return runs
-
-    async def settle(self, timeout: float) -> None:
-        """Wait (bounded) for the runs in flight, so the first snapshot is whole."""
-        futures = [asyncio.wrap_future(f) for f, _ in self.in_flight.values()]
-        if futures:
-            await asyncio.wait(futures, timeout=timeout)
-
-    def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+HEARTBEAT_INTERVAL = 5.0
+MIN_TICK_SPACING = 0.05  # a probe's wake-up samples at most this often beyond the interval
 
 
 class Daemon:
@@ -103,11 +57,25 @@ class Daemon:
         self.socket_path, self.state_dir = config.resolved_paths()
         self.tick_sources, slow = build_sources(config, roots)
         self.slow = SlowSources(slow, config.sampling.processes_interval, config.wsl.read_timeout)
-        self.engine = Engine(config, self.clock.now(), __version__)
+        self.engine = Engine(config, self.clock.now(), __version__, redact=redact_cmdline)
+        self.engine.incidents.settle = config.incidents.settle
         self.metrics = Metrics()
         self.snapshot: Snapshot | None = None
         self.notifier = Notifier()
         self.stopping = asyncio.Event()
+        self.wake = asyncio.Event()   # a probe wants the domains sampled now
+        self.boot_id = state.boot_id(roots)
+        self.cursor_path = os.path.join(self.state_dir, "kmsg-cursor.json")
+        self.heartbeat_path = os.path.join(self.state_dir, "heartbeat.json")
+        self.store = IncidentStore(os.path.join(self.state_dir, "incidents"),
+                                   max_count=config.incidents.max_count,
+                                   max_age_seconds=config.incidents.max_age)
+        self.writer = IncidentWriter(self.store, self.log)
+        self.probes = None
+        self._saved_seq = None
+        self._heartbeat_at = 0.0
+
+    # -- ticks and events -------------------------------------------------------
 
     def tick(self) -> float:
         """Run one tick; return the interval until the next."""
@@ -117,23 +85,96 @@ class Daemon:
         runs += self.slow.poll(now)
         duration = time.perf_counter() - t0
         self.engine.counters.dropped.update(self.slow.dropped)
-        effects = self.engine.step(runs, now, tick_duration=duration)
-        self.snapshot = effects.snapshot
+        self._apply(self.engine.step(runs, now, tick_duration=duration))
         self.metrics.tick_duration.observe(duration)
+        self._persist(now)
+        return self.engine.interval
+
+    def on_probe(self, name: str, reading: ProbeReading | None, probe_state: str,
+                 reason: str | None, now: Instant) -> None:
+        """A probe read something (or changed state): fold it in at once."""
+        counts = {}
+        if reading is not None:
+            counts = {"events": len(reading.kills), "lost": reading.lost, "malformed": reading.malformed}
+        elif probe_state == "failed":
+            counts = {"errors": 1}
+        for msg, fields in self.engine.probe_state(name, probe_state, reason, **counts):
+            self.log.log("warning" if probe_state == "failed" else "info", msg, **fields)
+        if reading is None:
+            return
+        if reading.reclaim is not None:
+            self.engine.reclaim = reading.reclaim
+        if reading.kills:
+            for kill in reading.kills:
+                self.log.info("oom kill seen", probe=name, pid=kill.pid, comm=kill.comm)
+            self._apply(self.engine.step([], now, events=reading.kills))
+        if reading.wake:
+            self.wake.set()
+
+    def _apply(self, effects) -> None:
+        self.writer.submit(effects.incidents)
+        self.snapshot = effects.snapshot
         if self.config.metrics.listen:
             self.metrics.render(self.snapshot)
         for msg, fields in effects.log:
             self.log.info(msg, **fields)
-        return effects.interval
+
+    # -- state that survives a restart ----------------------------------------------
+
+    def _persist(self, now: Instant) -> None:
+        kmsg = next((p for p in self.probes or () if p.name == "kmsg"), None)
+        seq = getattr(kmsg, "last_seq", None)
+        try:
+            if seq is not None and seq != self._saved_seq:
+                state.save(self.cursor_path, {"boot_id": self.boot_id, "seq": seq})
+                self._saved_seq = seq
+            if now.mono - self._heartbeat_at >= HEARTBEAT_INTERVAL:
+                self._heartbeat(now, clean=False)
+        except OSError as e:
+            self.log.warning("state not saved", error=str(e))
+
+    def _heartbeat(self, now: Instant, clean: bool) -> None:
+        near = [{"domain": d.name, "usage_ratio": d.sample.usage_ratio, "limit_bytes": d.sample.limit,
+                 "working_set_bytes": d.sample.working_set}
+                for d in (self.snapshot.domains if self.snapshot else ())
+                if d.sample.usage_ratio is not None and d.sample.usage_ratio >= self.config.sampling.fast_above]
+        state.save(self.heartbeat_path, {"boot_id": self.boot_id, "wall": now.wall, "pid": os.getpid(),
+                                         "clean": clean, "near_limit": near})
+        self._heartbeat_at = now.mono
+
+    def _resume_seq(self) -> int | None:
+        """The kmsg seq to resume after: only in the same boot."""
+        cursor = state.load(self.cursor_path)
+        if cursor and cursor.get("boot_id") == self.boot_id and isinstance(cursor.get("seq"), int):
+            return cursor["seq"]
+        if cursor:
+            self.log.info("kmsg cursor from another boot; starting at the end of the log")
+        return None
+
+    def _check_unclean_stop(self, now: Instant) -> None:
+        beat = state.load(self.heartbeat_path)
+        incident = unclean_stop_incident(beat, self.boot_id, now)
+        if incident is not None:
+            self.log.warning("the host stopped while a domain was near its limit",
+                             id=incident["id"], domains=",".join(d["domain"] for d in incident["near_limit"]))
+            self.store.write(incident["id"], incident)
+
+    # -- the loop --------------------------------------------------------------------
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
+            loop.add_signal_handler(sig, self._stop)
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        removed = self.store.recover()
+        if removed:
+            self.log.info("removed partial incident files", count=removed)
+        self._check_unclean_stop(self.clock.now())
         control = ControlServer(self.socket_path, self.log)
         control.route("version", lambda params, peer: {"version": __version__, "protocol": 1})
         control.route("status", self._status)
+        control.route("incidents", self._incidents)
+        control.route("incident", self._incident)
         await control.start()
         metrics_server, metrics_at = None, "off"
         if self.config.metrics.listen:
@@ -144,30 +185,63 @@ class Daemon:
                       metrics=metrics_at, proc=self.roots.proc, sys=self.roots.sys)
         self.slow.poll(self.clock.now())
         await self.slow.settle(self.config.wsl.read_timeout)
+        self.tick()   # domains and processes are known before the first kill is read
+        self.probes = build_probes(self.config, self.roots, self._resume_seq())
+        host = ProbeHost(self.probes, self.clock, self.on_probe)
+        host.start(loop)
         interval = self.tick()
         self.notifier.notify(f"READY=1\nSTATUS=watching {len(self.snapshot.domains)} domains")
         try:
             while not self.stopping.is_set():
-                try:
-                    await asyncio.wait_for(self.stopping.wait(), timeout=interval)
+                try:  # the interval, or until a probe or a signal wakes us
+                    await asyncio.wait_for(self.wake.wait(), timeout=interval)
+                    await asyncio.sleep(MIN_TICK_SPACING)  # coalesce a burst of wake-ups
                 except asyncio.TimeoutError:
                     pass
+                self.wake.clear()
                 if not self.stopping.is_set():
                     interval = self.tick()
                     self.notifier.notify("WATCHDOG=1")
         finally:
             self.notifier.notify("STOPPING=1")
+            host.stop()
             await control.stop()
             if metrics_server is not None:
                 await metrics_server.stop()
             self.slow.shutdown()
+            self.writer.shutdown()
+            self._persist(self.clock.now())
+            self._heartbeat(self.clock.now(), clean=True)
             self.log.info("memguardd stopped")
+
+    def _stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    # -- control requests ----------------------------------------------------------------
 
     def _status(self, params: dict, peer) -> dict:
         if self.snapshot is None:
-            from .api.protocol import NOT_READY, ProtocolError
             raise ProtocolError(NOT_READY, "the first tick has not finished yet")
         return self.snapshot.to_json()
+
+    async def _incidents(self, params: dict, peer) -> dict:
+        listing = await asyncio.to_thread(self.store.list)  # reads every file: off the loop
+        return {"schema_version": 1,
+                "incidents": [{"id": i.id, "size_bytes": i.size_bytes, "fields": i.fields}
+                              for i in listing.incidents],
+                "corrupt": list(listing.corrupt)}
+
+    async def _incident(self, params: dict, peer) -> dict:
+        ident = params.get("id")
+        if not isinstance(ident, str):
+            raise ProtocolError(BAD_REQUEST, "params.id must be a string")
+        try:
+            return await asyncio.to_thread(self.store.load, ident)
+        except FileNotFoundError:
+            raise ProtocolError(NOT_FOUND, f"no incident {ident!r} (memguardctl incidents lists them)") from None
+        except ValueError as e:  # a bad id, or a file that does not parse
+            raise ProtocolError(BAD_REQUEST, str(e)) from None
 
 
 def once(config: Config, roots: Roots) -> Snapshot:
@@ -197,6 +271,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--socket", help="control socket path")
     p.add_argument("--state-dir", help="state directory")
     p.add_argument("--metrics-listen", help='host:port for /metrics ("" turns it off)')
+    p.add_argument("--no-probes", action="store_true", help="watch no kernel events (fixture trees)")
     p.add_argument("--once", action="store_true", help="take one snapshot, print it, exit")
     p.add_argument("--json", action="store_true", help="with --once: print JSON (the default)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -209,8 +284,11 @@ def configure(args: argparse.Namespace) -> tuple[Config, Roots]:
     config = load_config(args.config) if args.config else Config()
     roots_cfg = dataclasses.replace(config.roots, proc=args.proc_root or config.roots.proc,
                                     sys=args.sys_root or config.roots.sys)
+    probes = config.probes
+    if args.no_probes:
+        probes = dataclasses.replace(probes, kmsg=False, tracefs=False, bpf=False, memcg_events=False)
     config = dataclasses.replace(
-        config, roots=roots_cfg,
+        config, roots=roots_cfg, probes=probes,
         socket=args.socket or config.socket, state_dir=args.state_dir or config.state_dir,
         metrics=dataclasses.replace(config.metrics, listen=config.metrics.listen
                                     if args.metrics_listen is None else args.metrics_listen))

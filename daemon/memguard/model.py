@@ -91,3 +91,33 @@ class SourceStatus:
     @property
     def active(self) -> bool:
         return self.state == "active"
+
+
+@dataclass(frozen=True, slots=True)
+class OomKill:
+    """A kernel event: the OOM killer chose a victim, as one probe saw it.
+
+    Sizes are bytes; ``kernel_time`` is the kill's own timestamp converted to
+    CLOCK_MONOTONIC seconds (kmsg's stamp is calibrated, eBPF's ktime and a
+    ``mono`` trace clock are monotonic already); ``seen`` is when memguard
+    read it.  Any field the probe did not carry is None.
+    """
+
+    probe: str                       # "kmsg", "tracefs", "bpf"
+    pid: int | None
+    seen: float
+    kernel_time: float | None = None
+    comm: str | None = None
+    uid: int | None = None
+    total_vm: int | None = None
+    anon_rss: int | None = None
+    file_rss: int | None = None
+    shmem_rss: int | None = None
+    pgtables: int | None = None
+    oom_score_adj: int | None = None
+    constraint: str | None = None    # CONSTRAINT_NONE, _MEMCG, _CPUSET, _MEMORY_POLICY
+    oom_memcg: str | None = None     # the cgroup that ran out
+    task_memcg: str | None = None    # the victim's own cgroup
+    report: object | None = None     # kmsg's whole OomReport, when this came from kmsg
+    backlog: bool = False            # it happened while memguardd was not running
+

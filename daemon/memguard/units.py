@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE_UNITS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
@@ -29,7 +29,7 @@ def parse_duration(text: str | int | float) -> float:
     else:
         m = _NUMBER_UNIT.fullmatch(str(text))
         if not m or m.group(2) not in _DURATION_UNITS and m.group(2) != "":
-            raise ValueError(f"expected a duration such as 250ms, 2s, 5m or 1h, got {text!r}")
+            raise ValueError(f"expected a duration such as 250ms, 2s, 5m, 1h or 90d, got {text!r}")
         value, unit = float(m.group(1)), m.group(2) or "s"
     if value < 0:
         raise ValueError(f"a duration cannot be negative, got {text!r}")

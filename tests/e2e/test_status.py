@@ -34,7 +34,7 @@ def host(tmp_path) -> Tree:
 @pytest.fixture
 def daemon(tmp_path, host):
     d = Daemon(str(tmp_path), "--proc-root", host.roots.proc, "--sys-root", host.roots.sys,
-               "--rootfs", host.top)
+               "--rootfs", host.top, "--no-probes")
     yield d
     assert d.stop() == 0, d.log()
 

@@ -24,9 +24,7 @@ processes:
 def daemon(tmp_path):
     require("root")
     require("v1_memory")
-    config = tmp_path / "memguard.yaml"
-    config.write_text(CONFIG)
-    d = Daemon(str(tmp_path), "--config", str(config))
+    d = Daemon(str(tmp_path), config=CONFIG)
     yield d
     assert d.stop() == 0, d.log()
 

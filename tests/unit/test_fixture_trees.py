@@ -7,7 +7,7 @@ import pytest
 
 from memguard.clock import FakeClock
 from memguard.config import Config
-from memguard.daemon import run_source
+from memguard.runner import run_source
 from memguard.engine.engine import Engine
 from memguard.roots import Roots
 from memguard.sources import build_sources

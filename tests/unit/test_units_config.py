@@ -4,7 +4,7 @@ from memguard.config import Config, ConfigError, load_config, parse_config
 from memguard.units import format_bytes, parse_duration, parse_size
 
 
-@pytest.mark.parametrize("text,seconds", [("250ms", 0.25), ("2s", 2.0), ("1.5m", 90.0), ("1h", 3600.0),
+@pytest.mark.parametrize("text,seconds", [("250ms", 0.25), ("2s", 2.0), ("1.5m", 90.0), ("1h", 3600.0), ("90d", 90 * 86400.0),
                                           (3, 3.0), ("7", 7.0)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
@@ -16,7 +16,7 @@ def test_sizes(text, size):
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("bad", ["fast", "2 weeks", "-1s", "1d"])
+@pytest.mark.parametrize("bad", ["fast", "2 weeks", "-1s", "1w"])
 def test_bad_duration_says_what_was_expected(bad):
     with pytest.raises(ValueError, match="expected a duration|negative"):
         parse_duration(bad)

@@ -23,6 +23,7 @@ UNSUPPORTED_VERSION = "unsupported_version"
 UNKNOWN_METHOD = "unknown_method"
 NOT_PERMITTED = "not_permitted"
 NOT_READY = "not_ready"
+NOT_FOUND = "not_found"
 INTERNAL = "internal"
 
 

@@ -5,7 +5,7 @@ Exit codes (stable; docs/cli.md):
   1  error (a usage error exits 2, as argparse does)
   3  the daemon cannot be reached
   4  the daemon runs degraded: a source failed (status)
-  5  the daemon refused or failed the request
+  5  the daemon refused or failed the request (an unknown incident id, ...)
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 
 from ..config import Config
 from . import client
+from .incident import plot, render_incident, render_list
 from .render import render_status
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DEGRADED, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
@@ -29,14 +30,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="domains, sources and top consumers; exit 4 when degraded")
     sub.add_parser("version", help="the daemon's version and protocol")
+    sub.add_parser("incidents", help="the incidents stored, newest first")
+    inc = sub.add_parser("incident", help="one incident")
+    inc_sub = inc.add_subparsers(dest="action", required=True)
+    show = inc_sub.add_parser("show", help="what was killed, why, how fast memory grew, who else used it")
+    show.add_argument("id")
+    show.add_argument("--plot", metavar="FILE.png", help="also draw the domain's memory before the kill")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     path = args.socket or Config().resolved_paths()[0]
+    params = {"id": args.id} if args.command == "incident" else {}
     try:
-        result = client.call(path, args.command, timeout=args.timeout)
+        result = client.call(path, args.command, params, timeout=args.timeout)
     except client.Unreachable as e:
         print(f"memguardctl: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -48,8 +56,18 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write("\n")
     elif args.command == "status":
         sys.stdout.write(render_status(result))
+    elif args.command == "incidents":
+        sys.stdout.write(render_list(result))
+    elif args.command == "incident":
+        sys.stdout.write(render_incident(result))
     else:
         print(f"memguardd {result['version']} (protocol {result['protocol']})")
+    if args.command == "incident" and args.plot:
+        try:
+            plot(result, args.plot)
+        except ImportError:
+            print("memguardctl: --plot needs matplotlib: pip install 'memguard[plot]'", file=sys.stderr)
+            return EXIT_ERROR
     if args.command == "status" and not result.get("healthy", True):
         return EXIT_DEGRADED
     return EXIT_OK

@@ -14,14 +14,17 @@ from dataclasses import dataclass, field, replace
 
 from ..clock import Instant
 from ..config import Config
-from ..model import ProcessInfo, Sample, SourceStatus
+from ..model import OomKill, ProcessInfo, Sample, SourceStatus
 from ..sources.base import Reading
+from .incidents import Context, IncidentBuilder
 from .recorder import FlightRecorder
 from .snapshot import DomainView, Snapshot
 
 # The host slept when CLOCK_BOOTTIME ran ahead of CLOCK_MONOTONIC by more
 # than this between two ticks (the two agree to microseconds while awake).
 SUSPEND_THRESHOLD = 1.0
+# Processes remembered for naming a victim after its /proc entry is gone.
+PROCESS_TABLE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Counters:
     suspends: int = 0
     domains_replaced: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # queue -> inputs dropped
+    incidents: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (kind, domain, constraint) -> sealed
 
 
 @dataclass
@@ -59,10 +63,11 @@ class Effects:
     snapshot: Snapshot
     interval: float
     log: list[tuple[str, dict]] = field(default_factory=list)
+    incidents: list = field(default_factory=list)   # incidents.Write / incidents.Remove, in order
 
 
 class Engine:
-    def __init__(self, config: Config, started: Instant, version: str) -> None:
+    def __init__(self, config: Config, started: Instant, version: str, redact=lambda text: text) -> None:
         self.config = config
         self.started = started
         self.version = version
@@ -70,7 +75,13 @@ class Engine:
         self.sources: dict[str, SourceStatus] = {}
         self.facts: dict[str, dict] = {}
         self.processes: tuple[ProcessInfo, ...] = ()
+        self.process_table: dict[int, ProcessInfo] = {}
         self.domain_of = None
+        self.probes: dict[str, SourceStatus] = {}
+        self.probe_counts: dict[str, dict[str, int]] = {}   # probe -> events/lost/malformed/errors
+        self.reclaim: dict[str, tuple[int, float]] = {}    # cgroup2 path -> (stalls, seconds)
+        self.redact = redact
+        self.incidents = IncidentBuilder()
         self.counters = Counters()
         self._boot_offset: float | None = None
         rec = config.recorder
@@ -78,9 +89,59 @@ class Engine:
         self._coarse_slots = math.ceil(rec.coarse_window / rec.coarse_step)
         self.interval = config.sampling.interval
 
-    def step(self, runs: list[SourceRun], now: Instant, tick_duration: float | None = None) -> Effects:
-        """Fold one tick's source results into the state; publish a snapshot."""
+    def step(self, runs: list[SourceRun], now: Instant, tick_duration: float | None = None,
+             events: list = ()) -> Effects:
+        """Fold source results and kernel events into the state; publish a
+        snapshot.  A tick brings runs; a probe brings events at once."""
         log: list[tuple[str, dict]] = []
+        incident_effects: list = []
+        if runs or tick_duration is not None:
+            self._tick(runs, now, tick_duration, log)
+        ctx = self._context()
+        for event in events:
+            if isinstance(event, ProcessInfo):
+                self._remember(event)
+            elif isinstance(event, OomKill):
+                incident_effects += self.incidents.add_kill(event, now, ctx)
+        incident_effects += self.incidents.check_counts(now, ctx)
+        sealed = self.incidents.seal_due(now, ctx)
+        for write in sealed:
+            doc = write.document
+            key = (doc["kind"], doc["domain"] or "", doc["constraint"] or "")
+            self.counters.incidents[key] = self.counters.incidents.get(key, 0) + 1
+        incident_effects += sealed
+        return Effects(self.snapshot(now), self.interval, log, incident_effects)
+
+    def probe_state(self, name: str, state: str, reason: str | None = None, **counts: int) -> list:
+        """Record a probe's state and add to its counters; returns log lines
+        (once per change of state, not per event)."""
+        old = self.probes.get(name)
+        totals = self.probe_counts.setdefault(name, {"events": 0, "lost": 0, "malformed": 0, "errors": 0})
+        for key, n in counts.items():
+            totals[key] = totals.get(key, 0) + n
+        self.probes[name] = SourceStatus(name, state=state, reason=reason, errors=totals["errors"],
+                                         skipped={k: v for k, v in totals.items() if k != "errors"})
+        if old is None or old.state != state or old.reason != reason:
+            return [(f"probe {state}", {"probe": name, "reason": reason})]
+        return []
+
+    def _context(self) -> Context:
+        host = self.host_domain()
+        self.incidents.host_domain = host
+        domain_of = self.domain_of or (lambda path: host)
+        return Context({n: s.recorder for n, s in self.domains.items()},
+                       {n: s.sample.limit if s.sample else None for n, s in self.domains.items()},
+                       self.process_table, domain_of, self.redact)
+
+    def _remember(self, p: ProcessInfo) -> None:
+        if p.domain is None:
+            p = self._attribute(p)
+        self.process_table.pop(p.pid, None)
+        self.process_table[p.pid] = p
+        while len(self.process_table) > PROCESS_TABLE_SIZE:
+            del self.process_table[next(iter(self.process_table))]
+
+    def _tick(self, runs: list[SourceRun], now: Instant, tick_duration: float | None, log: list) -> None:
         self.counters.ticks += 1
         if tick_duration is not None and tick_duration > self.interval:
             self.counters.tick_overruns += 1
@@ -96,7 +157,6 @@ class Engine:
             if run.reading is not None:
                 self._fold(run.name, run.reading, pressure, now, log)
         self.interval = self._next_interval()
-        return Effects(self.snapshot(now), self.interval, log)
 
     def _check_suspend(self, now: Instant, log: list) -> None:
         offset = now.boot - now.mono
@@ -131,6 +191,8 @@ class Engine:
             self.domain_of = reading.domain_of
         if reading.processes is not None:
             self.processes = tuple(self._attribute(p) for p in reading.processes)
+            for p in self.processes:
+                self._remember(p)
         seen = set()
         for sample in reading.samples:
             seen.add(sample.domain)
@@ -160,6 +222,10 @@ class Engine:
             log.append(("limit changed; prediction window restarts",
                         {"domain": sample.domain, "old": state.sample.limit, "new": sample.limit}))
             state.recorder.restart_window(now.mono)
+        old = state.sample
+        if old is not None and old.oom_kills is not None and sample.oom_kills is not None \
+                and sample.oom_kills > old.oom_kills:
+            self.incidents.counted(sample.domain, sample.oom_kills - old.oom_kills, now)
         state.sample = sample
         state.recorder.record(now.mono, sample)
 
@@ -193,7 +259,10 @@ class Engine:
         return Snapshot(
             version=self.version, now=now, started=self.started, interval=self.interval,
             sources=tuple(sorted(self.sources.values(), key=lambda s: s.name)),
-            domains=domains, processes=self.processes,
+            probes=tuple(sorted(self.probes.values(), key=lambda s: s.name)),
+            domains=domains, processes=self.processes, reclaim=dict(self.reclaim),
+            unattributed_kills=self.incidents.unattributed,
             facts={k: dict(v) for k, v in self.facts.items()},
-            counters=replace(self.counters, dropped=dict(self.counters.dropped)),
+            counters=replace(self.counters, dropped=dict(self.counters.dropped),
+                             incidents=dict(self.counters.incidents)),
         )

@@ -9,7 +9,7 @@ version.  Absent values are ``null``, never 0.
 from __future__ import annotations
 
 import datetime
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ..clock import Instant
 from ..model import PSI, ProcessInfo, Sample, SourceStatus
@@ -35,16 +35,20 @@ class Snapshot:
     started: Instant
     interval: float
     sources: tuple[SourceStatus, ...]
+    probes: tuple[SourceStatus, ...]
     domains: tuple[DomainView, ...]
     processes: tuple[ProcessInfo, ...]
     facts: dict
     counters: object
+    reclaim: dict = field(default_factory=dict)      # cgroup2 path -> (stalls, seconds)
+    unattributed_kills: int = 0
 
     @property
     def degraded(self) -> list[str]:
-        """Why the daemon is degraded: sources that failed (not those that do
-        not apply to this host, such as wsl elsewhere); empty when healthy."""
-        return [f"{s.name}: {s.reason}" for s in self.sources if s.state == "failed"]
+        """Why the daemon is degraded: sources and probes that failed (not
+        those that do not apply to this host, such as wsl elsewhere); empty
+        when healthy."""
+        return [f"{s.name}: {s.reason}" for s in self.sources + self.probes if s.state == "failed"]
 
     def to_json(self) -> dict:
         return {
@@ -57,10 +61,14 @@ class Snapshot:
             "healthy": not self.degraded,
             "degraded": self.degraded,
             "sources": [_source_json(s) for s in self.sources],
+            "probes": [_probe_json(p) for p in self.probes],
             "domains": [_domain_json(d) for d in self.domains],
             "processes": [_process_json(p) for p in self.processes],
             "facts": self.facts,
-            "counters": asdict(self.counters),
+            "counters": _counters_json(self.counters),
+            "unattributed_kills": self.unattributed_kills,
+            "reclaim": [{"cgroup": path, "stalls": n, "stall_seconds": round(sec, 6)}
+                        for path, (n, sec) in sorted(self.reclaim.items())],
         }
 
 
@@ -73,6 +81,17 @@ def _source_json(s: SourceStatus) -> dict:
     return {"name": s.name, "state": s.state, "reason": s.reason,
             "last_duration_seconds": s.last_duration, "errors": s.errors,
             "skipped": s.skipped}
+
+
+def _probe_json(p: SourceStatus) -> dict:
+    return {"name": p.name, "state": p.state, "reason": p.reason, "errors": p.errors, **p.skipped}
+
+
+def _counters_json(c) -> dict:
+    out = asdict(c)
+    out["incidents"] = [{"kind": k, "domain": d, "constraint": con or None, "count": n}
+                        for (k, d, con), n in sorted(c.incidents.items())]
+    return out
 
 
 def _psi_json(psi: PSI | None) -> dict | None:

@@ -33,6 +33,7 @@ class SnapshotCollector:
         yield from _domain_metrics(snap)
         yield from _source_metrics(snap)
         yield from _daemon_metrics(snap)
+        yield from _probe_metrics(snap)
 
 
 def _build_info(snap: Snapshot):
@@ -124,6 +125,44 @@ def _daemon_metrics(snap: Snapshot):
                                   "Limited cgroups not tracked because cgroups.max_tracked was reached.")
     untracked.add_metric([], snap.facts.get("cgroups", {}).get("cgroups_untracked", 0))
     yield from (overruns, suspends, dropped, interval, domains, untracked)
+
+
+def _probe_metrics(snap: Snapshot):
+    up = GaugeMetricFamily("memguard_probe_up", "1 when the probe is watching the kernel.", labels=["probe"])
+    available = GaugeMetricFamily("memguard_probe_available",
+                                  "0 when the probe cannot work on this host (no BCC, no tracefs, not root).",
+                                  labels=["probe"])
+    events = CounterMetricFamily("memguard_probe_events", "OOM kills the probe reported.", labels=["probe"])
+    errors = CounterMetricFamily("memguard_probe_errors", "Times the probe failed and was reopened.",
+                                 labels=["probe"])
+    lost = CounterMetricFamily("memguard_probe_records_lost",
+                               "Kernel records lost before the probe read them (kmsg ring overflow).",
+                               labels=["probe"])
+    malformed = CounterMetricFamily("memguard_probe_records_malformed", "Records the probe could not parse.",
+                                    labels=["probe"])
+    for p in snap.probes:
+        up.add_metric([p.name], 1 if p.active else 0)
+        available.add_metric([p.name], 0 if p.state == "unavailable" else 1)
+        events.add_metric([p.name], p.skipped.get("events", 0))
+        errors.add_metric([p.name], p.errors)
+        lost.add_metric([p.name], p.skipped.get("lost", 0))
+        malformed.add_metric([p.name], p.skipped.get("malformed", 0))
+    incidents = CounterMetricFamily("memguard_incidents",
+                                    "Incidents sealed, by kind (oom_kill, unattributed_oom_kill), domain and constraint.",
+                                    labels=["kind", "domain", "constraint"])
+    for (kind, domain, constraint), n in sorted(snap.counters.incidents.items()):
+        incidents.add_metric([kind, domain, constraint], n)
+    unattributed = CounterMetricFamily("memguard_unattributed_oom_kills",
+                                       "Kills the kernel counted that no probe reported.")
+    unattributed.add_metric([], snap.unattributed_kills)
+    stall_s = CounterMetricFamily("memguard_cgroup_reclaim_stall_seconds",
+                                  "Time tasks of the cgroup spent stalled in memory reclaim (eBPF).", labels=["cgroup"])
+    stalls = CounterMetricFamily("memguard_cgroup_reclaim_stalls", "Reclaim stalls of the cgroup's tasks (eBPF).",
+                                 labels=["cgroup"])
+    for path, (n, seconds) in sorted(snap.reclaim.items()):
+        stalls.add_metric([path], n)
+        stall_s.add_metric([path], seconds)
+    yield from (up, available, events, errors, lost, malformed, incidents, unattributed, stall_s, stalls)
 
 
 class Metrics:

@@ -1,0 +1,108 @@
+"""Incidents for people: the list, one report as text, and a plot."""
+
+from __future__ import annotations
+
+from ..units import format_bytes
+from .render import table
+
+
+def render_list(listing: dict) -> str:
+    rows = []
+    for inc in listing["incidents"]:
+        f = inc["fields"]
+        rows.append([inc["id"], f.get("time", "-"), f.get("kind", "-"), f.get("state", "-"),
+                     f.get("domain") or "-", f.get("victim") or "-"])
+    if not rows:
+        return "no incidents\n"
+    out = table(["ID", "TIME", "KIND", "STATE", "DOMAIN", "VICTIM"], rows, set())
+    if listing.get("corrupt"):
+        out.append(f"({len(listing['corrupt'])} unreadable incident file(s) skipped: "
+                   + ", ".join(listing["corrupt"]) + ")")
+    return "\n".join(out) + "\n"
+
+
+def _rate(bps: float | None) -> str:
+    if bps is None:
+        return "unknown"
+    return f"{format_bytes(abs(bps) * 60)}/min" + (" (shrinking)" if bps < 0 else "")
+
+
+def render_incident(doc: dict) -> str:
+    out = [f"Incident {doc['id']}  ({doc.get('kind')}, {doc.get('state')})", ""]
+    out.append(doc.get("headline") or doc.get("explanation") or "")
+    out.append(f"When: {doc.get('time')}" + ("  (found late: it happened while memguardd was not running)"
+                                              if doc.get("found_late") else ""))
+    if doc.get("kind") == "unclean_stop":
+        out += ["", doc.get("explanation", ""), "", "Near their limit at the last heartbeat:"]
+        for d in doc.get("near_limit", ()):
+            out.append(f"  {d['domain']}: {100 * (d.get('usage_ratio') or 0):.0f}% of {format_bytes(d.get('limit_bytes'))}")
+        return "\n".join(out) + "\n"
+    out.append(f"Domain: {doc.get('domain')}  (limit {format_bytes(doc.get('limit_bytes'))}, "
+               f"constraint {doc.get('constraint') or 'unknown'})")
+    if doc.get("oom_memcg") or doc.get("task_memcg"):
+        out.append(f"Cgroup that ran out: {doc.get('oom_memcg') or '-'}; victim's own cgroup: {doc.get('task_memcg') or '-'}")
+    out += ["", "What was killed:"]
+    for v in doc.get("victims", ()):
+        rss = sum(v.get(k) or 0 for k in ("anon_rss_bytes", "file_rss_bytes", "shmem_rss_bytes"))
+        out.append(f"  pid {v.get('pid')} {v.get('comm') or '?'} (uid {v.get('uid')}), "
+                   f"RSS at kill {format_bytes(rss) if rss else '-'}, oom_score_adj {v.get('oom_score_adj')}")
+        if v.get("cmdline"):
+            out.append(f"    {v['cmdline']}")
+        if v.get("job"):
+            out.append(f"    job: {v['job']}")
+    for note in doc.get("notes", ()):
+        out += ["", note]
+    g = (doc.get("growth") or {}).get("working_set_bytes_per_second") or {}
+    out += ["", f"How fast memory grew: {_rate(g.get('last_60s'))} over the last minute, "
+                f"{_rate(g.get('last_300s'))} over five minutes before the kill."]
+    consumers = doc.get("top_consumers") or []
+    if consumers:
+        out += ["", "Who else used memory in the domain:"]
+        out += ["  " + line for line in table(
+            ["PID", "COMM", "RSS", "COMMAND"],
+            [[str(c["pid"]), c["comm"], format_bytes(c["rss_bytes"]), (c.get("cmdline") or "")[:60]]
+             for c in consumers], {0, 2})]
+    warned = doc.get("warnings") or []
+    actions = doc.get("actions") or []
+    out += ["", "What memguard did before: "
+            + (f"{len(warned)} warning(s), {doc.get('warning_seconds')} s before the kill; "
+               f"{len(actions)} action(s)." if warned or actions else "nothing: no warning had fired.")]
+    probes = doc.get("probes") or []
+    if probes:
+        out += ["", "Seen by: " + ", ".join(
+            f"{p['name']} ({'+%.0f ms' % (1000 * p['delay_seconds']) if p.get('delay_seconds') is not None else 'delay unknown'})"
+            for p in probes)]
+    if doc.get("missing"):
+        out.append("Missing from the kernel's report: " + ", ".join(doc["missing"]))
+    return "\n".join(out) + "\n"
+
+
+def plot(doc: dict, path: str) -> None:
+    """The domain's usage and working set against its limit, the kill marked.
+    Raises ImportError without matplotlib (pip install 'memguard[plot]')."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = doc.get("samples") or {}
+    t = s.get("t") or []
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    mib = 2**20
+    if t:
+        ax.plot(t, [u / mib for u in s["used_bytes"]], label="used", color="tab:blue")
+        ax.plot(t, [w / mib for w in s["working_set_bytes"]], label="working set", color="tab:orange")
+        limits = [(x, lim / mib) for x, lim in zip(t, s["limit_bytes"]) if lim is not None]
+        if limits:
+            ax.plot([x for x, _ in limits], [y for _, y in limits], label="limit", color="tab:red", linestyle="--")
+    for w in doc.get("warnings") or []:
+        ax.axvline(w.get("t", 0), color="gold", linewidth=1)
+    ax.axvline(0, color="black", linewidth=1.5, label="OOM kill")
+    victims = ", ".join(f"{v.get('comm')} ({v.get('pid')})" for v in doc.get("victims", ()))
+    ax.set_title(f"{doc.get('domain')}: {victims or doc.get('kind')} at {doc.get('time')}", fontsize=10)
+    ax.set_xlabel("seconds relative to the kill")
+    ax.set_ylabel("MiB")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,431 @@
+"""Building incidents from kernel events: one incident per OOM kill.
+
+Several probes report the same kill (eBPF first, then tracefs, then the
+kmsg report with its whole story); the builder folds them into one incident
+keyed by the victim's pid and the kill's time, and lists which probes saw
+it and how late.  A ``memory.oom.group`` kill of several processes is one
+incident listing every victim (the kmsg report names them all); two victims
+of one cgroup seconds apart are two incidents.
+
+An incident is written at its first sighting, rewritten as more probes
+report it, and sealed once nothing new has come for ``settle`` seconds: the
+fastest probe sets the latency, the others add detail.
+
+The builder is pure: it is handed events, the domains' flight recorders and
+``now``, and returns documents to write; it reads no file and no clock.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass, field
+
+from ..clock import Instant
+from ..model import OomKill, ProcessInfo
+from .recorder import FlightRecorder
+
+INCIDENT_SCHEMA_VERSION = 1
+# Events of one kill arrive within milliseconds; kmsg can lag by a second or
+# two when the task table is long.  Same pid within this window: same kill.
+MATCH_WINDOW = 10.0
+# How long an incident stays open for more probes before it is sealed.
+SETTLE = 2.0
+# History kept in an incident: the last 5 minutes of the domain's samples.
+HISTORY = 300.0
+# Sealed incidents are remembered this long, so a very late report still merges.
+REMEMBER = 60.0
+# A kill the kernel counted gets this long for a probe's sighting to match it
+# before it becomes an unattributed incident (kmsg of a big task table lags).
+COUNT_GRACE = 3.0
+
+
+def rfc3339(wall: float) -> str:
+    return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+def incident_id(wall: float, pid: int | None, kind: str) -> str:
+    stamp = datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3]
+    return f"{stamp}Z-{pid if pid is not None else 'x'}-{kind}"
+
+
+@dataclass
+class Victim:
+    pid: int | None
+    fields: dict = field(default_factory=dict)   # comm, uid, rss figures, ...
+    process: ProcessInfo | None = None           # what we knew before it died
+
+
+@dataclass
+class OpenIncident:
+    id: str
+    kind: str                        # "oom_kill", "unattributed_oom_kill"
+    kernel_time: float | None        # monotonic seconds of the kill
+    first_seen: float
+    last_update: float
+    wall_offset: float               # wall - mono at first sighting
+    victims: dict[int, Victim] = field(default_factory=dict)
+    probes: dict[str, dict] = field(default_factory=dict)
+    domain: str | None = None
+    constraint: str | None = None
+    oom_memcg: str | None = None
+    task_memcg: str | None = None
+    report: object | None = None
+    found_late: bool = False
+    sealed: bool = False
+    count: int = 1                   # kills it stands for (an unattributed one can be several)
+    explains: set[str] = field(default_factory=set)  # domains whose counter it accounted for
+    notes: list[str] = field(default_factory=list)
+    context: dict = field(default_factory=dict)  # frozen at first sighting: samples, consumers
+
+
+@dataclass
+class Counted:
+    """A domain's kernel OOM-kill counter went up by ``count`` at ``seen``."""
+
+    domain: str
+    count: int
+    seen: float
+    wall_offset: float
+
+
+@dataclass
+class Write:
+    id: str
+    document: dict
+
+
+@dataclass
+class Remove:
+    id: str
+
+
+class IncidentBuilder:
+    def __init__(self, host_domain: str = "host", settle: float = SETTLE) -> None:
+        self.host_domain = host_domain
+        self.settle = settle
+        self.incidents: dict[str, OpenIncident] = {}
+        self.pending: list[Counted] = []
+        self.unattributed = 0
+
+    # -- matching ------------------------------------------------------------
+
+    def _time(self, kill: OomKill) -> float:
+        return kill.kernel_time if kill.kernel_time is not None else kill.seen
+
+    def _find(self, kill: OomKill, pids: set[int]) -> list[OpenIncident]:
+        t = self._time(kill)
+        found = []
+        for inc in self.incidents.values():
+            if inc.kind != "oom_kill" or not pids & set(inc.victims):
+                continue
+            ref = inc.kernel_time if inc.kernel_time is not None else inc.first_seen
+            if abs(ref - t) <= MATCH_WINDOW:
+                found.append(inc)
+        return found
+
+    # -- folding events --------------------------------------------------------
+
+    def add_kill(self, kill: OomKill, now: Instant, ctx: "Context") -> list:
+        """Fold one probe's sighting in; return the Write/Remove effects."""
+        pids = {kill.pid} if kill.pid is not None else set()
+        report_pids = {v.pid for v in getattr(kill.report, "victims", ()) if v.pid is not None}
+        matches = self._find(kill, pids | report_pids)
+        effects: list = []
+        if matches:
+            inc = min(matches, key=lambda i: i.first_seen)
+            for other in matches:
+                if other is not inc:  # two probes' early sightings of one group kill
+                    self._absorb(inc, other)
+                    del self.incidents[other.id]
+                    effects.append(Remove(other.id))
+        else:
+            inc = self._open(kill, now, ctx)
+        self._merge(inc, kill, now, ctx)
+        effects.append(Write(inc.id, self.document(inc, ctx)))
+        return effects
+
+    def _open(self, kill: OomKill, now: Instant, ctx: "Context") -> OpenIncident:
+        offset = now.wall - now.mono
+        t = self._time(kill)
+        inc = OpenIncident(id=incident_id(t + offset, kill.pid, "oom"), kind="oom_kill",
+                           kernel_time=kill.kernel_time, first_seen=now.mono, last_update=now.mono,
+                           wall_offset=offset, found_late=kill.backlog)
+        self.incidents[inc.id] = inc
+        return inc
+
+    def _absorb(self, into: OpenIncident, other: OpenIncident) -> None:
+        for pid, v in other.victims.items():
+            into.victims.setdefault(pid, v)
+        for probe, seen in other.probes.items():
+            into.probes.setdefault(probe, seen)
+
+    def _merge(self, inc: OpenIncident, kill: OomKill, now: Instant, ctx: "Context") -> None:
+        inc.last_update = now.mono
+        inc.sealed = False
+        if inc.kernel_time is None and kill.kernel_time is not None:
+            inc.kernel_time = kill.kernel_time
+        delay = None if kill.kernel_time is None else max(0.0, kill.seen - kill.kernel_time)
+        inc.probes.setdefault(kill.probe, {"seen": kill.seen, "delay_seconds": delay})
+        report = kill.report
+        if report is not None:
+            inc.report = report
+            for v in getattr(report, "victims", ()):
+                self._victim(inc, v.pid, ctx).fields.update(_known(v, _VICTIM_FIELDS))
+        if kill.pid is not None:
+            self._victim(inc, kill.pid, ctx).fields.update(_known(kill, _VICTIM_FIELDS))
+        for name in ("constraint", "oom_memcg", "task_memcg"):
+            value = getattr(kill, name)
+            if value is not None:
+                setattr(inc, name, value)
+        inc.domain = self._domain(inc, ctx)
+        if not inc.context:
+            inc.context = ctx.freeze(inc.domain, self._time(kill), now)
+
+    def _victim(self, inc: OpenIncident, pid: int, ctx: "Context") -> Victim:
+        v = inc.victims.get(pid)
+        if v is None:
+            v = inc.victims[pid] = Victim(pid, process=ctx.process(pid))
+        return v
+
+    def _domain(self, inc: OpenIncident, ctx: "Context") -> str:
+        """The domain that ran out: the kill's oom_memcg (not the victim's own
+        cgroup); a global OOM is the host's; before kmsg tells, the domain
+        that binds the victim's cgroup."""
+        if inc.constraint == "CONSTRAINT_NONE":
+            return self.host_domain
+        if inc.oom_memcg:
+            return ctx.domain_of(inc.oom_memcg)
+        for v in inc.victims.values():
+            cgroup = inc.task_memcg or (v.process.cgroup if v.process else None)
+            if cgroup:
+                return ctx.domain_of(cgroup)
+        return inc.domain or self.host_domain
+
+    def seal_due(self, now: Instant, ctx: "Context") -> list:
+        """Seal incidents that had nothing new for SETTLE seconds; forget old ones."""
+        effects = []
+        for inc in list(self.incidents.values()):
+            if not inc.sealed and now.mono - inc.last_update >= self.settle:
+                inc.sealed = True
+                effects.append(Write(inc.id, self.document(inc, ctx)))
+            elif inc.sealed and now.mono - inc.last_update >= REMEMBER:
+                del self.incidents[inc.id]
+        return effects
+
+    # -- the kernel's own counters ------------------------------------------------
+
+    def counted(self, domain: str, count: int, now: Instant) -> None:
+        """The kernel counted *count* kills in *domain* (cgroup oom_kill or
+        /proc/vmstat); each must be matched by an incident within COUNT_GRACE."""
+        self.pending.append(Counted(domain, count, now.mono, now.wall - now.mono))
+
+    def check_counts(self, now: Instant, ctx: "Context") -> list:
+        """Match counted kills whose grace is over against incidents; what no
+        incident explains becomes an unattributed incident.  Deepest domains
+        first: a kill counted in a cgroup is counted in its ancestors too, and
+        one incident explains them all."""
+        due = [c for c in self.pending if now.mono - c.seen >= COUNT_GRACE]
+        if not due:
+            return []
+        self.pending = [c for c in self.pending if now.mono - c.seen < COUNT_GRACE]
+        effects = []
+        for c in sorted(due, key=lambda c: -_depth(c.domain)):
+            missing = c.count
+            for inc in sorted(self.incidents.values(), key=lambda i: i.first_seen):
+                if missing <= 0:
+                    break
+                if c.domain in inc.explains or not self._within(inc, c):
+                    continue
+                if self._explains(inc, c.domain):
+                    inc.explains.add(c.domain)
+                    missing -= inc.count
+            if missing > 0:
+                inc = self._unattributed(c, missing, ctx)
+                effects.append(Write(inc.id, self.document(inc, ctx)))
+        return effects
+
+    def _within(self, inc: OpenIncident, c: Counted) -> bool:
+        t = inc.kernel_time if inc.kernel_time is not None else inc.first_seen
+        return c.seen - MATCH_WINDOW - COUNT_GRACE <= t <= c.seen + COUNT_GRACE
+
+    def _explains(self, inc: OpenIncident, domain: str) -> bool:
+        """Whether a kill in *inc* is counted by *domain*'s counter: the host's
+        counts every kill; a cgroup's, kills of tasks in its subtree."""
+        if domain == self.host_domain or inc.domain == domain:
+            return True
+        path = domain.removeprefix("cgroup:")
+        cgroups = [inc.task_memcg] + [v.process.cgroup for v in inc.victims.values() if v.process]
+        cgroups = [g for g in cgroups if g]
+        if not cgroups:
+            return True  # we do not know where it was: let it account for this one
+        return any(g == path or g.startswith(path.rstrip("/") + "/") for g in cgroups)
+
+    def _unattributed(self, c: Counted, count: int, ctx: "Context") -> OpenIncident:
+        self.unattributed += count
+        inc = OpenIncident(id=incident_id(c.seen + c.wall_offset, None, "unattributed"),
+                           kind="unattributed_oom_kill", kernel_time=None, first_seen=c.seen,
+                           last_update=c.seen, wall_offset=c.wall_offset, domain=c.domain,
+                           sealed=True, count=count, explains={c.domain})
+        if c.domain.startswith("cgroup:"):
+            inc.task_memcg = c.domain.removeprefix("cgroup:")
+        inc.notes.append(
+            f"The kernel counted {count} OOM kill(s) in {c.domain} that no probe reported: "
+            "the kmsg report may have been lost to ring overflow, or every probe was down. "
+            "What is known is the domain and its samples before the kill.")
+        inc.context = ctx.freeze(c.domain, c.seen, None)
+        self.incidents[inc.id] = inc
+        return inc
+
+    # -- the document ------------------------------------------------------------
+
+    def document(self, inc: OpenIncident, ctx: "Context") -> dict:
+        t = inc.kernel_time if inc.kernel_time is not None else inc.first_seen
+        report = inc.report
+        doc = {
+            "schema_version": INCIDENT_SCHEMA_VERSION,
+            "id": inc.id,
+            "kind": inc.kind,
+            "state": "sealed" if inc.sealed else "open",
+            "time": rfc3339(t + inc.wall_offset),
+            "time_monotonic": round(t, 6),
+            "detected": rfc3339(inc.first_seen + inc.wall_offset),
+            "found_late": inc.found_late,
+            "count": inc.count,
+            "domain": inc.domain,
+            "constraint": inc.constraint,
+            "oom_memcg": inc.oom_memcg,
+            "task_memcg": inc.task_memcg,
+            "victims": [self._victim_json(v, ctx) for v in inc.victims.values()],
+            "probes": [{"name": name, "seen": rfc3339(p["seen"] + inc.wall_offset),
+                        "delay_seconds": None if p["delay_seconds"] is None else round(p["delay_seconds"], 6)}
+                       for name, p in sorted(inc.probes.items(), key=lambda kv: kv[1]["seen"])],
+            "invoker": _invoker(report),
+            "memcg": _memcg(report),
+            "kernel_tasks": [_task(t) for t in getattr(report, "tasks", ())],
+            "missing": list(getattr(report, "missing", ())) if report is not None else ["kmsg_report"],
+            "raw_report": list(getattr(report, "raw", ())),
+            "notes": list(inc.notes),
+            **inc.context,
+        }
+        doc["victim"] = ", ".join(f"{v['comm'] or '?'} ({v['pid']})" for v in doc["victims"]) or None
+        doc["headline"] = _headline(doc)
+        return doc
+
+    def _victim_json(self, v: Victim, ctx: "Context") -> dict:
+        p = v.process
+        out = {"pid": v.pid, **v.fields}
+        out.setdefault("comm", p.comm if p else None)
+        out.update({
+            "cmdline": ctx.redact(p.cmdline) if p and p.cmdline else None,
+            "start_time_seconds": p.start_time if p else None,
+            "cgroup": p.cgroup if p else None,
+            "rss_bytes_last_seen": p.rss if p else None,
+            "job": p.job if p else None,
+        })
+        if out.get("uid") is None and p is not None:
+            out["uid"] = p.uid
+        return out
+
+
+_VICTIM_FIELDS = ("comm", "uid", "total_vm", "anon_rss", "file_rss", "shmem_rss", "pgtables", "oom_score_adj")
+
+
+def _headline(doc: dict) -> str:
+    from ..units import format_bytes
+    limit = doc.get("limit_bytes")
+    where = doc["domain"] or "an unknown domain"
+    ran_out = f"{where} ran out of memory" + (f" (limit {format_bytes(limit)})" if limit else "")
+    if doc["kind"] == "unattributed_oom_kill":
+        return f"The kernel counted {doc['count']} OOM kill(s) in {where} that no probe reported."
+    if doc["constraint"] == "CONSTRAINT_NONE":
+        ran_out = "the whole host ran out of memory (a global OOM)"
+    return f"{doc['victim'] or 'a process'} was killed by the kernel's OOM killer: {ran_out}."
+
+
+def _depth(domain: str) -> int:
+    return domain.count("/") if domain.startswith("cgroup:") else -1
+
+
+def _known(obj, names) -> dict:
+    out = {}
+    for name in names:
+        value = getattr(obj, name, None)
+        if value is not None:
+            out[name if name in ("comm", "uid", "oom_score_adj") else f"{name}_bytes"] = value
+    return out
+
+
+def _invoker(report) -> dict | None:
+    if report is None:
+        return None
+    return {"comm": getattr(report, "invoker_comm", None), "pid": getattr(report, "invoker_pid", None),
+            "gfp_mask": getattr(report, "gfp_mask", None), "order": getattr(report, "order", None),
+            "oom_score_adj": getattr(report, "invoker_oom_score_adj", None)}
+
+
+def _memcg(report) -> dict | None:
+    if report is None or getattr(report, "memcg_limit", None) is None:
+        return None
+    return {"usage_bytes": report.memcg_usage, "limit_bytes": report.memcg_limit,
+            "failcnt": report.memcg_failcnt, "stats": dict(report.memcg_stats)}
+
+
+def _task(row) -> dict:
+    return {name: getattr(row, name) for name in row.__slots__}
+
+
+class Context:
+    """What the builder may know of the world, handed in by the engine."""
+
+    def __init__(self, recorders: dict[str, FlightRecorder], limits: dict[str, int | None],
+                 processes: dict[int, ProcessInfo], domain_of, redact) -> None:
+        self.recorders = recorders
+        self.limits = limits
+        self.processes = processes
+        self._domain_of = domain_of
+        self.redact = redact
+
+    def domain_of(self, cgroup: str) -> str:
+        return self._domain_of(cgroup)
+
+    def process(self, pid: int) -> ProcessInfo | None:
+        return self.processes.get(pid)
+
+    def freeze(self, domain: str | None, t: float, now: Instant | None) -> dict:
+        """The domain's last HISTORY seconds and its top consumers, as they
+        were when the kill was first seen."""
+        rec = self.recorders.get(domain or "")
+        samples = {"t": [], "used_bytes": [], "working_set_bytes": [], "limit_bytes": [], "psi_some_avg10": []}
+        if rec is not None:
+            for p in rec.fine.rows(since=t - HISTORY):
+                samples["t"].append(round(p.t - t, 3))
+                samples["used_bytes"].append(int(p.used))
+                samples["working_set_bytes"].append(int(p.working_set))
+                samples["limit_bytes"].append(None if math.isnan(p.limit) else int(p.limit))
+                samples["psi_some_avg10"].append(None if math.isnan(p.psi_some_avg10) else p.psi_some_avg10)
+        consumers = [{"pid": p.pid, "comm": p.comm, "rss_bytes": p.rss, "cgroup": p.cgroup,
+                      "cmdline": self.redact(p.cmdline) if p.cmdline else None}
+                     for p in sorted(self.processes.values(), key=lambda p: -p.rss)
+                     if domain is None or p.domain == domain][:10]
+        return {"samples": samples, "growth": growth(samples), "top_consumers": consumers,
+                "limit_bytes": self.limits.get(domain or ""),
+                "predictions": [], "warnings": [], "actions": [], "warning_seconds": None}
+
+
+def growth(samples: dict) -> dict:
+    """How fast the working set grew over the last 60 s and 5 min before the
+    kill (bytes per second, least squares; None with fewer than 2 samples)."""
+    out = {}
+    for label, span in (("last_60s", 60.0), ("last_300s", 300.0)):
+        pts = [(t, w) for t, w in zip(samples["t"], samples["working_set_bytes"]) if t >= -span]
+        if len(pts) < 2:
+            out[label] = None
+            continue
+        n = len(pts)
+        mt = sum(t for t, _ in pts) / n
+        mw = sum(w for _, w in pts) / n
+        var = sum((t - mt) ** 2 for t, _ in pts)
+        out[label] = None if var == 0 else round(sum((t - mt) * (w - mw) for t, w in pts) / var, 1)
+    return {"working_set_bytes_per_second": out}

@@ -1,0 +1,184 @@
+"""Running sources and probes for the daemon's event loop.
+
+``SlowSources`` runs the sources whose reads can block in worker threads at
+their own cadence; ``ProbeHost`` registers each probe's file descriptor with
+the loop and hands what it reads to a callback at once (a kill must not wait
+for the next tick); ``IncidentWriter`` writes incidents in order on one
+thread, so an fsync never stalls the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from typing import Callable
+
+from .clock import Clock, Instant
+from .engine.engine import SourceRun
+from .engine.incidents import Remove, Write
+from .probes.base import Probe, ProbeReading, Unavailable
+from .sources import Source
+from .sources.base import Unavailable as SourceUnavailable
+
+# A probe that failed is opened again after this long, doubling up to the cap.
+REOPEN_BACKOFF = (1.0, 60.0)
+
+
+def run_source(source: Source, now: Instant) -> SourceRun:
+    """Run one source once, timing it; never raises."""
+    t0 = time.perf_counter()
+    try:
+        reading = source.collect(now)
+    except SourceUnavailable as e:
+        return SourceRun(source.name, unavailable=str(e), duration=time.perf_counter() - t0)
+    except (OSError, ValueError) as e:
+        return SourceRun(source.name, error=f"{type(e).__name__}: {e}", duration=time.perf_counter() - t0)
+    return SourceRun(source.name, reading=reading, duration=time.perf_counter() - t0)
+
+
+class SlowSources:
+    """Sources run off the loop at their own cadence, each at most once at a
+    time; a run still in flight when the next is due counts as dropped."""
+
+    def __init__(self, sources: list[Source], interval: float, timeout: float) -> None:
+        self.sources = sources
+        self.interval = interval
+        self.timeout = timeout
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(sources) or 1,
+                                                          thread_name_prefix="memguard-slow")
+        self.in_flight: dict[str, tuple[concurrent.futures.Future, float]] = {}
+        self.due: dict[str, float] = {}
+        self.dropped: dict[str, int] = {}
+
+    def poll(self, now: Instant) -> list[SourceRun]:
+        """Results that finished (or timed out) since the last call; start
+        the runs that are due."""
+        runs = []
+        for name, (future, started) in list(self.in_flight.items()):
+            if future.done():
+                runs.append(future.result())
+                del self.in_flight[name]
+            elif now.mono - started > self.timeout:
+                runs.append(SourceRun(name, error=f"timed out after {self.timeout:g}s (still running)"))
+                self.due[name] = now.mono + self.interval
+        for source in self.sources:
+            if now.mono < self.due.get(source.name, 0.0):
+                continue
+            if source.name in self.in_flight:
+                key = f"slow_source:{source.name}"
+                self.dropped[key] = self.dropped.get(key, 0) + 1
+            else:
+                self.in_flight[source.name] = (self.pool.submit(run_source, source, now), now.mono)
+            self.due[source.name] = now.mono + self.interval
+        return runs
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (bounded) for the runs in flight, so the first snapshot is whole."""
+        futures = [asyncio.wrap_future(f) for f, _ in self.in_flight.values()]
+        if futures:
+            await asyncio.wait(futures, timeout=timeout)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+Handler = Callable[[str, ProbeReading | None, str, str | None, Instant], None]
+
+
+class ProbeHost:
+    """Opens probes, watches their descriptors, reopens a failed one later.
+
+    ``handler(name, reading, state, reason, now)`` gets every reading at once,
+    and every change of state ("active", "unavailable", "failed")."""
+
+    def __init__(self, probes: list[Probe], clock: Clock, handler: Handler) -> None:
+        self.probes = probes
+        self.clock = clock
+        self.handler = handler
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.fds: dict[str, int] = {}
+        self.backoff: dict[str, float] = {}
+        self.reopen: dict[str, asyncio.TimerHandle] = {}
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        for probe in self.probes:
+            self._open(probe)
+
+    def _open(self, probe: Probe) -> None:
+        self.reopen.pop(probe.name, None)
+        now = self.clock.now()
+        try:
+            fd = probe.open(now)
+        except Unavailable as e:
+            self.handler(probe.name, None, "unavailable", str(e), now)
+            return
+        except OSError as e:
+            self._failed(probe, f"open: {e}", now)
+            return
+        self.fds[probe.name] = fd
+        self.loop.add_reader(fd, self._readable, probe)
+        self.handler(probe.name, ProbeReading(), "active", None, now)
+        # Whatever was already waiting (kmsg's backlog) is read at once.
+        self._readable(probe)
+
+    def _readable(self, probe: Probe) -> None:
+        now = self.clock.now()
+        try:
+            reading = probe.read(now)
+        except (OSError, ValueError, EOFError) as e:
+            self._failed(probe, f"{type(e).__name__}: {e}", now)
+            return
+        self.backoff.pop(probe.name, None)
+        self.handler(probe.name, reading, "active", None, now)
+
+    def _failed(self, probe: Probe, reason: str, now: Instant) -> None:
+        self._close(probe)
+        delay = self.backoff.get(probe.name, REOPEN_BACKOFF[0])
+        self.backoff[probe.name] = min(delay * 2, REOPEN_BACKOFF[1])
+        self.handler(probe.name, None, "failed", f"{reason} (reopening in {delay:g}s)", now)
+        self.reopen[probe.name] = self.loop.call_later(delay, self._open, probe)
+
+    def _close(self, probe: Probe) -> None:
+        fd = self.fds.pop(probe.name, None)
+        if fd is not None:
+            self.loop.remove_reader(fd)
+        try:
+            probe.close()
+        except OSError as e:  # it is going away either way; say why it did not go cleanly
+            self.handler(probe.name, None, "failed", f"close: {e}", self.clock.now())
+
+    def stop(self) -> None:
+        for handle in self.reopen.values():
+            handle.cancel()
+        for probe in self.probes:
+            self._close(probe)
+
+
+class IncidentWriter:
+    """Writes and removes incident files in order, on one thread."""
+
+    def __init__(self, store, log) -> None:
+        self.store = store
+        self.log = log
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-store")
+        self.failures = 0
+
+    def submit(self, effects: list) -> None:
+        for effect in effects:
+            self.pool.submit(self._apply, effect)
+
+    def _apply(self, effect) -> None:
+        try:
+            if isinstance(effect, Write):
+                self.store.write(effect.id, effect.document)
+            elif isinstance(effect, Remove):
+                self.store.remove(effect.id)
+        except (OSError, ValueError, TypeError) as e:  # disk trouble, or a document JSON refuses
+            self.failures += 1
+            self.log.error("incident not stored", id=effect.id, error=str(e))
+
+    def shutdown(self) -> None:
+        """Finish what was queued (a clean stop loses no incident)."""
+        self.pool.shutdown(wait=True)
