@@ -80,6 +80,7 @@ class ProbesConfig:
     bpf: bool = True                      # eBPF through BCC, in a child process
     bpf_python: str = ""                  # a Python that can import Debian's bcc ("" = memguardd's own)
     memcg_events: bool = True             # cgroup OOM notifications (v1 eventfd, v2 memory.events)
+    proc_events: bool = True              # exec events (netlink proc connector): who a victim was
 
 
 @dataclass(frozen=True)

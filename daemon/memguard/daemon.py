@@ -95,7 +95,8 @@ class Daemon:
         """A probe read something (or changed state): fold it in at once."""
         counts = {}
         if reading is not None:
-            counts = {"events": len(reading.kills), "lost": reading.lost, "malformed": reading.malformed}
+            counts = {"events": len(reading.kills) + len(reading.processes), "lost": reading.lost,
+                      "malformed": reading.malformed}
         elif probe_state == "failed":
             counts = {"errors": 1}
         for msg, fields in self.engine.probe_state(name, probe_state, reason, **counts):
@@ -104,6 +105,8 @@ class Daemon:
             return
         if reading.reclaim is not None:
             self.engine.reclaim = reading.reclaim
+        if reading.processes:
+            self.engine.remember(reading.processes)
         if reading.kills:
             for kill in reading.kills:
                 self.log.info("oom kill seen", probe=name, pid=kill.pid, comm=kill.comm)
@@ -286,7 +289,8 @@ def configure(args: argparse.Namespace) -> tuple[Config, Roots]:
                                     sys=args.sys_root or config.roots.sys)
     probes = config.probes
     if args.no_probes:
-        probes = dataclasses.replace(probes, kmsg=False, tracefs=False, bpf=False, memcg_events=False)
+        probes = dataclasses.replace(probes, kmsg=False, tracefs=False, bpf=False, memcg_events=False,
+                                     proc_events=False)
     config = dataclasses.replace(
         config, roots=roots_cfg, probes=probes,
         socket=args.socket or config.socket, state_dir=args.state_dir or config.state_dir,

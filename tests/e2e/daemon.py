@@ -22,15 +22,17 @@ def ctl(socket: str, *args: str, timeout: float = 10.0) -> subprocess.CompletedP
 class Daemon:
     """memguardd on a temporary socket and an ephemeral loopback port."""
 
-    def __init__(self, tmp: str, *extra: str, config: str = "") -> None:
+    def __init__(self, tmp: str, *extra: str, config: str = "", probes: str = "") -> None:
         self.socket = os.path.join(tmp, "run", "memguard.sock")
         self.stderr_path = os.path.join(tmp, "memguardd.log")
         self.stderr = open(self.stderr_path, "w+")
-        # *config* (YAML without a probes section) plus our own trace
-        # instance, so a daemon running beside the tests is not disturbed.
+        # *config* (YAML without a probes section), *probes* (lines of that
+        # section), and our own trace instance, so a daemon running beside the
+        # tests is not disturbed.
         self.config = os.path.join(tmp, "memguard.yaml")
         with open(self.config, "w") as f:
-            f.write(config + f"probes:\n  tracefs_instance: mgtest-{os.getpid()}-{id(self):x}\n")
+            f.write(config + "probes:\n" + probes
+                    + f"  tracefs_instance: mgtest-{os.getpid()}-{id(self):x}\n")
         extra = ("--config", self.config, *extra)
         argv = [sys.executable, "-m", "memguard.daemon", "--socket", self.socket,
                 "--state-dir", os.path.join(tmp, "state"), "--metrics-listen", "127.0.0.1:0", *extra]

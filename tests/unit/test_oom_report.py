@@ -708,3 +708,19 @@ def test_truncated_report_names_what_was_cut(name, data):
             for v in report.victims:
                 assert v.pid in theirs and v.uid in (None, theirs[v.pid].uid)
                 assert dataclasses.replace(v, uid=None) == dataclasses.replace(theirs[v.pid], uid=None)
+
+
+def test_rate_limited_burst_of_bare_kill_lines_is_one_report_per_kill():
+    # Seen here with 20 kills in 20 cgroups within a second: after 10 reports
+    # in 5 s the kernel prints only the kill lines (oom_rs ratelimit).
+    records = renumber(load("v6.18-memcg-v1-single.kmsg"))
+    seq, usec = records[-1].seq, records[-1].usec
+    for i, pid in enumerate((5001, 5002, 5003)):
+        records.append(kernel_record(
+            f"Memory cgroup out of memory: Killed process {pid} (hog) total-vm:68012kB, anon-rss:65280kB, "
+            "file-rss:1344kB, shmem-rss:0kB, UID:0 pgtables:168kB oom_score_adj:0",
+            seq=seq + 1 + i, usec=usec + 1000 * (i + 1)))
+    reports = final(records)
+    assert [[v.pid for v in r.victims] for r in reports][1:] == [[5001], [5002], [5003]]
+    assert all("header" in r.missing for r in reports[1:])
+    assert len(reports[0].victims) == 1

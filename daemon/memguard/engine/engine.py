@@ -133,6 +133,11 @@ class Engine:
                        {n: s.sample.limit if s.sample else None for n, s in self.domains.items()},
                        self.process_table, domain_of, self.redact)
 
+    def remember(self, processes: list[ProcessInfo]) -> None:
+        """Processes seen at exec (the proc connector): kept to name victims."""
+        for p in processes:
+            self._remember(p)
+
     def _remember(self, p: ProcessInfo) -> None:
         if p.domain is None:
             p = self._attribute(p)
@@ -189,10 +194,11 @@ class Engine:
             self.facts[source] = dict(reading.facts)
         if reading.domain_of is not None:
             self.domain_of = reading.domain_of
+        if reading.known:
+            self.remember(reading.known)
         if reading.processes is not None:
             self.processes = tuple(self._attribute(p) for p in reading.processes)
-            for p in self.processes:
-                self._remember(p)
+            self.remember(self.processes)
         seen = set()
         for sample in reading.samples:
             seen.add(sample.domain)

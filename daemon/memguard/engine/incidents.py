@@ -297,7 +297,7 @@ class IncidentBuilder:
             "constraint": inc.constraint,
             "oom_memcg": inc.oom_memcg,
             "task_memcg": inc.task_memcg,
-            "victims": [self._victim_json(v, ctx) for v in inc.victims.values()],
+            "victims": [self._victim_json(inc, v, ctx) for v in inc.victims.values()],
             "probes": [{"name": name, "seen": rfc3339(p["seen"] + inc.wall_offset),
                         "delay_seconds": None if p["delay_seconds"] is None else round(p["delay_seconds"], 6)}
                        for name, p in sorted(inc.probes.items(), key=lambda kv: kv[1]["seen"])],
@@ -313,14 +313,14 @@ class IncidentBuilder:
         doc["headline"] = _headline(doc)
         return doc
 
-    def _victim_json(self, v: Victim, ctx: "Context") -> dict:
+    def _victim_json(self, inc: OpenIncident, v: Victim, ctx: "Context") -> dict:
         p = v.process
         out = {"pid": v.pid, **v.fields}
         out.setdefault("comm", p.comm if p else None)
         out.update({
             "cmdline": ctx.redact(p.cmdline) if p and p.cmdline else None,
             "start_time_seconds": p.start_time if p else None,
-            "cgroup": p.cgroup if p else None,
+            "cgroup": p.cgroup if p else (inc.task_memcg if len(inc.victims) == 1 else None),
             "rss_bytes_last_seen": p.rss if p else None,
             "job": p.job if p else None,
         })

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..clock import Instant
-from ..model import OomKill
+from ..model import OomKill, ProcessInfo
 from ..sources.base import Unavailable
 
 __all__ = ["Probe", "ProbeReading", "Unavailable"]
@@ -27,6 +27,9 @@ class ProbeReading:
     # Sample the domains now: a cgroup reported an OOM event (its counters
     # and a fresh sample beat waiting for the next tick).
     wake: bool = False
+    # Processes as they were at exec (the proc connector): the table that
+    # names a victim after its /proc entry is gone.
+    processes: list[ProcessInfo] = field(default_factory=list)
     # Reclaim stalls per cgroup2 path: (count, seconds), cumulative since the
     # probe started (the BPF probe's leading indicator); None: no news.
     reclaim: dict[str, tuple[int, float]] | None = None

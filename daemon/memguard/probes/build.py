@@ -15,6 +15,7 @@ from .base import Probe
 from .bpf import BpfProbe
 from .kmsg import KmsgProbe
 from .memcg import MemcgProbe
+from .procevents import ProcEventsProbe
 from .tracefs import TracefsProbe
 
 
@@ -32,4 +33,6 @@ def build_probes(config: Config, roots: Roots, kmsg_resume_seq: int | None = Non
         probes.append(KmsgProbe(path=f"{roots.dev}/kmsg", resume_seq=kmsg_resume_seq))
     if p.memcg_events:
         probes.append(MemcgProbe())
+    if p.proc_events:
+        probes.append(ProcEventsProbe(roots))
     return probes

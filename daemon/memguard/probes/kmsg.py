@@ -105,6 +105,8 @@ class KmsgProbe:
             self.offset, self.start_seq = calibration
         if self.resume_seq is None:
             os.lseek(self.fd, 0, os.SEEK_END)
+            if self.start_seq is not None:
+                self.last_seq = self.start_seq  # the cursor to save: everything up to our marker
         else:
             os.lseek(self.fd, 0, os.SEEK_SET)  # the oldest record still in the ring
             self.resumed = True

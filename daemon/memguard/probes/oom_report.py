@@ -652,6 +652,13 @@ class OomReportAssembler:
         """Apply one line to the open report (opening one if the line can only
         be part of an OOM report); the kind of line, or None if it is not ours."""
         if (m := _KILLED.match(text)) is not None:
+            if (draft is not None and draft.victims and not replace and "oom_group" not in draft.fields
+                    and int(m.group("pid")) not in draft.victims):
+                # Another kill, not a member of an oom.group kill: the kernel
+                # rate-limits the report (10 headers per 5 s, oom_rs in
+                # mm/oom_kill.c) but never the kill line, so a burst of kills
+                # prints bare kill lines; each is a report of its own.
+                draft = self._start(rec, False, out)
             draft = self._open_for(draft, rec, out, "killed")
             self._victim(draft, m, rec)
             draft.phase = "kill"

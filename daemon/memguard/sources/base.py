@@ -26,7 +26,8 @@ class Unavailable(Exception):
 class Reading:
     samples: list[Sample] = field(default_factory=list)
     pressure: dict[str, PSI] = field(default_factory=dict)   # domain -> PSI to merge in
-    processes: list[ProcessInfo] | None = None
+    processes: list[ProcessInfo] | None = None     # the top consumers
+    known: list[ProcessInfo] | None = None         # more processes, for the table that names victims
     facts: dict[str, object] = field(default_factory=dict)    # shown in status
     skipped: Counter[str] = field(default_factory=Counter)    # reason -> files skipped
     # Domains this source tracks, also those it could not read this time (so a

@@ -68,10 +68,12 @@ class ProcessSource:
     def __init__(self, roots: Roots, top: int = 10) -> None:
         self.roots = roots
         self.top = top
+        self.caught_up = False
 
     def collect(self, now: Instant) -> Reading:
         reading = Reading()
         heaviest: list[tuple[int, int, str, float]] = []
+        everyone: list[tuple[int, int, str, float]] = []
         for name in os.listdir(self.roots.proc):
             if not name.isdigit():
                 continue
@@ -83,6 +85,8 @@ class ProcessSource:
             if rss_pages == 0:  # kernel threads
                 continue
             item = (rss_pages, int(name), comm, start)
+            if not self.caught_up:
+                everyone.append(item)
             if len(heaviest) < self.top:
                 heapq.heappush(heaviest, item)
             elif item > heaviest[0]:
@@ -92,6 +96,12 @@ class ProcessSource:
             info = self._details(pid, comm, rss_pages * PAGE_SIZE, start, reading)
             if info is not None:
                 reading.processes.append(info)
+        if not self.caught_up:
+            # Once, at start: every process that was there before the proc
+            # connector's exec events began, for the table that names victims.
+            reading.known = [info for rss_pages, pid, comm, start in everyone
+                             if (info := self._details(pid, comm, rss_pages * PAGE_SIZE, start, reading))]
+            self.caught_up = True
         return reading
 
     def _details(self, pid: int, comm: str, rss: int, start: float,

@@ -1,0 +1,134 @@
+"""The process table's feed: fork and exec events from the netlink proc connector.
+
+Kernel: drivers/connector/cn_proc.c (CONFIG_PROC_EVENTS), needs root
+(CAP_NET_ADMIN).  At every exec the process's command line, start time,
+owner and memory cgroup are read at once, so an incident can name a victim
+whose /proc entry is gone by the time the kill is reported.
+
+pyroute2's netlink sockets run an asyncio loop of their own, which cannot
+run inside the daemon's: the socket lives in a thread here, which posts what
+it reads through a pipe the daemon's loop watches.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+
+from ..clock import Instant
+from ..model import ProcessInfo
+from ..roots import Roots, read_text
+from ..sources.processes import parse_cmdline, parse_proc_cgroup, parse_stat, parse_status_uid, PAGE_SIZE
+from .base import ProbeReading, Unavailable
+
+# Execs waiting for the loop; a burst beyond this drops the oldest (counted).
+QUEUE_LIMIT = 4096
+
+
+def describe(roots: Roots, pid: int) -> ProcessInfo | None:
+    """What /proc says of *pid* now; None when it is already gone."""
+    base = roots.proc_path(str(pid))
+    try:
+        comm, rss_pages, start = parse_stat(read_text(os.path.join(base, "stat")))
+        with open(os.path.join(base, "cmdline"), "rb") as f:
+            cmdline = parse_cmdline(f.read(4096)) or f"[{comm}]"
+        cgroup = parse_proc_cgroup(read_text(os.path.join(base, "cgroup")))
+        uid = parse_status_uid(read_text(os.path.join(base, "status")))
+    except (OSError, ValueError, IndexError):
+        return None
+    return ProcessInfo(pid=pid, comm=comm, rss=rss_pages * PAGE_SIZE, cgroup=cgroup, domain=None,
+                       cmdline=cmdline, start_time=start, uid=uid)
+
+
+class ProcEventsProbe:
+    name = "procevents"
+
+    def __init__(self, roots: Roots) -> None:
+        self.roots = roots
+        self.queue: collections.deque[ProcessInfo] = collections.deque(maxlen=QUEUE_LIMIT)
+        self.dropped = 0
+        self.error: str | None = None
+        self.rfd = self.wfd = None
+        self.thread: threading.Thread | None = None
+        self.socket = None
+        self.ready = threading.Event()
+
+    def open(self, now: Instant) -> int:
+        if os.geteuid() != 0:
+            raise Unavailable("the proc connector needs root (CAP_NET_ADMIN)")
+        try:
+            from pyroute2.netlink.connector.cn_proc import ProcEventSocket
+        except ImportError:
+            raise Unavailable("pyroute2 is not installed (pip install pyroute2)") from None
+        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.error = None
+        self.ready.clear()
+        self.thread = threading.Thread(target=self._listen, args=(ProcEventSocket, self.wfd),
+                                       name="memguard-procevents", daemon=True)
+        self.thread.start()
+        self.ready.wait(5.0)
+        if self.error is not None:
+            raise Unavailable(f"the proc connector is not available: {self.error} "
+                              "(a kernel without CONFIG_PROC_EVENTS?)")
+        return self.rfd
+
+    def _listen(self, socket_class, wfd: int) -> None:
+        """The thread: owns the pipe's write end and closes it when it ends,
+        so the descriptor number is never written to after reuse."""
+        try:
+            self._serve(socket_class, wfd)
+        finally:
+            os.close(wfd)
+
+    def _serve(self, socket_class, wfd: int) -> None:
+        try:
+            self.socket = socket_class()
+            self.socket.bind()
+            self.socket.control(listen=True)
+        except Exception as e:  # noqa: BLE001 - whatever pyroute2 raises, the probe is unavailable
+            self.error = f"{type(e).__name__}: {e}"
+            self.ready.set()
+            return
+        self.ready.set()
+        while True:
+            try:
+                messages = self.socket.get()
+            except Exception as e:  # noqa: BLE001 - the socket was closed, or broke
+                self.error = f"{type(e).__name__}: {e}"
+                break
+            for m in messages:
+                if m.get("event") == "PROC_EVENT_EXEC":
+                    info = describe(self.roots, m["process_tgid"])
+                    if info is not None:
+                        if len(self.queue) == self.queue.maxlen:
+                            self.dropped += 1
+                        self.queue.append(info)
+            try:
+                os.write(wfd, b"\0")
+            except BlockingIOError:
+                continue  # the loop has a wake-up pending already
+            except BrokenPipeError:
+                break  # the read end is closed: the probe is stopping
+
+    def read(self, now: Instant) -> ProbeReading:
+        while True:
+            try:
+                if not os.read(self.rfd, 4096):
+                    break
+            except BlockingIOError:
+                break
+        if self.thread is not None and not self.thread.is_alive():
+            raise OSError(f"the proc connector thread stopped: {self.error}")
+        reading = ProbeReading()
+        reading.processes = [self.queue.popleft() for _ in range(len(self.queue))]
+        reading.lost, self.dropped = self.dropped, 0
+        return reading
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()  # the thread's next get() or write fails and it ends
+            self.socket = None
+        if self.rfd is not None:
+            os.close(self.rfd)
+        self.rfd = self.wfd = None
