@@ -95,6 +95,7 @@ def hybrid_host(tree: Tree) -> Tree:
     tree.write("proc/self/mounts", MOUNTS_V1)
     tree.write("proc/pressure/memory", PSI)
     tree.write("proc/vmstat", "nr_free_pages 1\noom_kill 7\n")
+    tree.write("proc/sys/kernel/random/boot_id", "5d0a9e4c-0b1e-4c39-9a51-7d1b2f3c4e5f\n")
     tree.v1_cgroup("/", limit=None, usage=4_000_000_000)
     tree.write("sys/fs/cgroup/unified/cgroup.controllers", "cpu io pids\n")
     return tree

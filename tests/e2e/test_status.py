@@ -3,6 +3,7 @@ JSON document, exit codes and /metrics."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -89,7 +90,6 @@ def test_once_json_prints_a_snapshot_without_a_socket(host):
                         "--proc-root", host.roots.proc, "--sys-root", host.roots.sys],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    import json
     doc = json.loads(r.stdout)
     assert {d["name"] for d in doc["domains"]} == {"host", "cgroup:/jobs", "cgroup:/build"}
 
@@ -127,3 +127,26 @@ def test_metrics_match_the_golden_file_and_pass_promtool(daemon):
     for checked in (text, stable):
         lint = subprocess.run(["promtool", "check", "metrics"], input=checked, capture_output=True, text=True)
         assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint
+
+
+def test_a_host_that_died_near_a_limit_leaves_an_incident(tmp_path, host):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "heartbeat.json").write_text(json.dumps({
+        "boot_id": "an-earlier-boot", "wall": 1_790_000_000.0, "pid": 1, "clean": False,
+        "near_limit": [{"domain": "cgroup:/jobs", "usage_ratio": 0.97, "limit_bytes": 512 * MiB,
+                        "working_set_bytes": 497 * MiB}]}))
+    d = Daemon(str(tmp_path), "--proc-root", host.roots.proc, "--sys-root", host.roots.sys,
+               "--rootfs", host.top, "--no-probes")
+    try:
+        listing = json.loads(ctl(d.socket, "--json", "incidents").stdout)
+        (inc,) = listing["incidents"]
+        assert inc["fields"]["kind"] == "unclean_stop" and inc["fields"]["domain"] == "cgroup:/jobs"
+        text = ctl(d.socket, "incident", "show", inc["id"]).stdout
+        assert "stopped without memguardd shutting down cleanly" in text and "cgroup:/jobs: 97%" in text
+        missing = ctl(d.socket, "incident", "show", "20990101T000000.000Z-1-oom")
+        assert missing.returncode == 5 and "not_found" in missing.stderr
+    finally:
+        assert d.stop() == 0
+    # a clean stop leaves a clean heartbeat: the next start writes no incident
+    assert json.loads((state / "heartbeat.json").read_text())["clean"] is True

@@ -1,0 +1,136 @@
+"""The incident builder on a fake clock: one incident per kill, whoever saw it."""
+
+from types import SimpleNamespace
+
+from memguard.clock import FakeClock
+from memguard.config import Config
+from memguard.engine.engine import Engine, SourceRun
+from memguard.engine.incidents import COUNT_GRACE, Remove, Write
+from memguard.incidents.unclean import unclean_stop_incident
+from memguard.model import OomKill, ProcessInfo, Sample
+from memguard.sources.base import Reading
+
+MiB = 2**20
+
+
+def engine_with(domains=("cgroup:/a",), kills=None):
+    clock = FakeClock()
+    e = Engine(Config(), clock.now(), "t")
+    samples = [Sample(d, "cgroup", used=10 * MiB, working_set=10 * MiB, limit=64 * MiB, identity=1,
+                      oom_kills=0) for d in domains]
+    owners = {d.removeprefix("cgroup:"): d for d in domains}
+
+    def domain_of(path):
+        while path not in owners and path not in ("/", ""):
+            path = path.rsplit("/", 1)[0] or "/"
+        return owners.get(path, "host")
+    e.step([SourceRun("cgroups", reading=Reading(samples=samples, domain_of=domain_of))], clock.now())
+    return e, clock
+
+
+def kill(probe, pid, t, **kw):
+    return OomKill(probe=probe, pid=pid, seen=t + 0.001, kernel_time=t, **kw)
+
+
+def writes(effects):
+    return [e for e in effects if isinstance(e, Write)]
+
+
+def test_three_probes_one_incident_with_each_delay():
+    e, clock = engine_with()
+    t = clock.now().mono
+    fx = e.step([], clock.now(), events=[kill("bpf", 42, t, comm="hog")])
+    (w,) = writes(fx.incidents)
+    assert w.document["state"] == "open" and w.document["victims"][0]["comm"] == "hog"
+    clock.advance(0.01)
+    e.step([], clock.now(), events=[kill("tracefs", 42, t)])
+    clock.advance(0.05)
+    fx = e.step([], clock.now(), events=[kill("kmsg", 42, t, constraint="CONSTRAINT_MEMCG",
+                                              oom_memcg="/a", task_memcg="/a")])
+    (w,) = writes(fx.incidents)
+    assert [p["name"] for p in w.document["probes"]] == ["bpf", "tracefs", "kmsg"]
+    assert all(abs(p["delay_seconds"] - 0.001) < 1e-6 for p in w.document["probes"])
+    assert w.document["domain"] == "cgroup:/a"
+    assert len(e.incidents.incidents) == 1
+    clock.advance(2.0)
+    (sealed,) = writes(e.step([], clock.now()).incidents)
+    assert sealed.document["state"] == "sealed"
+
+
+def test_oom_group_sightings_merge_into_one_incident():
+    e, clock = engine_with()
+    t = clock.now().mono
+    fx1 = e.step([], clock.now(), events=[kill("bpf", 1, t)])
+    fx2 = e.step([], clock.now(), events=[kill("bpf", 2, t + 0.001)])
+    assert len(e.incidents.incidents) == 2
+    report = SimpleNamespace(victims=[SimpleNamespace(pid=1, comm="a"), SimpleNamespace(pid=2, comm="b")],
+                             tasks=(), missing=(), raw=(), memcg_limit=None)
+    fx = e.step([], clock.now(), events=[kill("kmsg", 1, t, report=report, oom_memcg="/a")])
+    assert len(e.incidents.incidents) == 1
+    removed = [x.id for x in fx.incidents if isinstance(x, Remove)]
+    (w,) = writes(fx.incidents)
+    assert removed == [writes(fx2.incidents)[0].id] and w.id == writes(fx1.incidents)[0].id
+    assert sorted(v["pid"] for v in w.document["victims"]) == [1, 2]
+
+
+def test_same_pid_long_apart_is_two_incidents():
+    e, clock = engine_with()
+    t = clock.now().mono
+    e.step([], clock.now(), events=[kill("bpf", 7, t)])
+    clock.advance(60)
+    e.step([], clock.now(), events=[kill("bpf", 7, clock.now().mono)])
+    assert len(e.incidents.incidents) == 2
+
+
+def test_victim_named_from_the_process_table_after_its_death():
+    e, clock = engine_with()
+    e.remember([ProcessInfo(99, "python3", 50 * MiB, "/a", None, cmdline="python3 train.py --token=abc",
+                            start_time=12.5, uid=1000)])
+    fx = e.step([], clock.now(), events=[kill("bpf", 99, clock.now().mono)])
+    (v,) = writes(fx.incidents)[0].document["victims"]
+    assert (v["comm"], v["cgroup"], v["uid"], v["start_time_seconds"]) == ("python3", "/a", 1000, 12.5)
+    assert v["cmdline"] == "python3 train.py --token=abc"  # redaction is the daemon's (engine given none)
+
+
+def test_counter_without_a_sighting_becomes_unattributed_after_the_grace():
+    e, clock = engine_with(("cgroup:/a", "cgroup:/a/b"))
+
+    def counters(a, b):
+        return [SourceRun("cgroups", reading=Reading(samples=[
+            Sample("cgroup:/a", "cgroup", 1, 1, 64 * MiB, identity=1, oom_kills=a),
+            Sample("cgroup:/a/b", "cgroup", 1, 1, 32 * MiB, identity=1, oom_kills=b)]))]
+    e.step(counters(0, 0), clock.now())
+    clock.advance(1)
+    e.step(counters(1, 1), clock.now())   # one kill in /a/b, counted in /a too
+    clock.advance(COUNT_GRACE)
+    fx = e.step(counters(1, 1), clock.now())
+    (w,) = writes(fx.incidents)
+    assert w.document["kind"] == "unattributed_oom_kill" and w.document["domain"] == "cgroup:/a/b"
+    assert e.incidents.unattributed == 1   # the parent's count is explained by the child's
+
+
+def test_counter_with_a_sighting_is_explained():
+    e, clock = engine_with()
+
+    def counter(n):
+        return [SourceRun("cgroups", reading=Reading(samples=[
+            Sample("cgroup:/a", "cgroup", 1, 1, 64 * MiB, identity=1, oom_kills=n)]))]
+    e.step(counter(0), clock.now())
+    e.step([], clock.now(), events=[kill("kmsg", 5, clock.now().mono, task_memcg="/a", oom_memcg="/a")])
+    clock.advance(0.5)
+    e.step(counter(1), clock.now())
+    clock.advance(COUNT_GRACE + 3)
+    e.step(counter(1), clock.now())
+    assert e.incidents.unattributed == 0
+
+
+def test_unclean_stop_only_after_a_reboot_near_a_limit():
+    now = FakeClock().now()
+    near = [{"domain": "wsl", "usage_ratio": 0.97, "limit_bytes": 8 << 30, "working_set_bytes": 7 << 30}]
+    beat = {"boot_id": "old", "wall": now.wall - 30, "clean": False, "near_limit": near}
+    doc = unclean_stop_incident(beat, "new", now)
+    assert doc["kind"] == "unclean_stop" and doc["domain"] == "wsl" and doc["found_late"]
+    assert unclean_stop_incident({**beat, "clean": True}, "new", now) is None
+    assert unclean_stop_incident(beat, "old", now) is None            # the daemon died, not the host
+    assert unclean_stop_incident({**beat, "near_limit": []}, "new", now) is None
+    assert unclean_stop_incident(None, "new", now) is None
