@@ -77,3 +77,74 @@ def read_optional(path: str) -> str | None:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             return None
         raise
+
+
+class PseudoFiles:
+    """Pseudo-files kept open and read again with pread(2) at offset 0.
+
+    Reading a cgroup's memory.usage_in_bytes this way costs 1.5 us instead
+    of 12 us for open+read+close (measured here); at a few hundred files a
+    tick that is most of the tick.  A file whose cgroup was removed fails
+    with ENODEV (or ENOENT when opened): the caller treats both as vanished.
+    ``read_optional`` remembers a file that does not exist, so an absent
+    optional file (no swap accounting) costs nothing after the first tick.
+
+    Descriptors are kept only for the kernel's own files (``keep_open``): a
+    regular file of a fixture tree that is deleted stays readable through an
+    open descriptor, where a removed cgroup's does not, so fixture trees are
+    opened afresh at every read.
+    """
+
+    def __init__(self, keep_open: bool = True) -> None:
+        self.keep_open = keep_open
+        self.fds: dict[str, int | None] = {}
+
+    def read(self, path: str) -> bytes:
+        """Contents.  Raises OSError (FileNotFoundError when it is gone)."""
+        return self._read(path, remember_absent=False)
+
+    def read_optional(self, path: str) -> bytes | None:
+        """Contents, or None when the file does not exist (remembered until
+        :meth:`retain` drops it).  Raises other OSErrors."""
+        try:
+            return self._read(path, remember_absent=True)
+        except FileNotFoundError:
+            return None
+
+    def _read(self, path: str, remember_absent: bool) -> bytes:
+        fd = self.fds.get(path, -1)
+        if fd is None:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory (remembered)", path)
+        if fd == -1:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                if remember_absent and e.errno in (errno.ENOENT, errno.ENOTDIR):
+                    self.fds[path] = None
+                    raise FileNotFoundError(e.errno, e.strerror, path) from None
+                raise
+            if not self.keep_open:
+                try:
+                    return os.pread(fd, _CHUNK, 0)
+                finally:
+                    os.close(fd)
+            self.fds[path] = fd
+        try:
+            return os.pread(fd, _CHUNK, 0)
+        except OSError:
+            self.close(path)
+            raise
+
+    def close(self, path: str) -> None:
+        fd = self.fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def retain(self, directories: set[str]) -> None:
+        """Close every file not directly in one of *directories*."""
+        for path in [p for p in self.fds if os.path.dirname(p) not in directories]:
+            self.close(path)
+
+    def close_all(self) -> None:
+        for path in list(self.fds):
+            self.close(path)

@@ -78,6 +78,7 @@ class OpenIncident:
     explains: set[str] = field(default_factory=set)  # domains whose counter it accounted for
     notes: list[str] = field(default_factory=list)
     context: dict = field(default_factory=dict)  # frozen at first sighting: samples, consumers
+    context_domain: str | None = None
 
 
 @dataclass
@@ -179,15 +180,25 @@ class IncidentBuilder:
             value = getattr(kill, name)
             if value is not None:
                 setattr(inc, name, value)
-        inc.domain = self._domain(inc, ctx)
-        if not inc.context:
+        self._refresh(inc, ctx)
+        if not inc.context or inc.context_domain != inc.domain:
+            # frozen at first sighting; again if the domain turned out another
             inc.context = ctx.freeze(inc.domain, self._time(kill), now)
+            inc.context_domain = inc.domain
 
     def _victim(self, inc: OpenIncident, pid: int, ctx: "Context") -> Victim:
         v = inc.victims.get(pid)
         if v is None:
-            v = inc.victims[pid] = Victim(pid, process=ctx.process(pid))
+            v = inc.victims[pid] = Victim(pid)
         return v
+
+    def _refresh(self, inc: OpenIncident, ctx: "Context") -> None:
+        """Name victims from the process table: its exec record can reach us
+        after the fastest probe's sighting of the kill."""
+        for v in inc.victims.values():
+            if v.process is None and v.pid is not None:
+                v.process = ctx.process(v.pid)
+        inc.domain = self._domain(inc, ctx)
 
     def _domain(self, inc: OpenIncident, ctx: "Context") -> str:
         """The domain that ran out: the kill's oom_memcg (not the victim's own
@@ -209,6 +220,8 @@ class IncidentBuilder:
         for inc in list(self.incidents.values()):
             if not inc.sealed and now.mono - inc.last_update >= self.settle:
                 inc.sealed = True
+                if inc.kind == "oom_kill":
+                    self._refresh(inc, ctx)
                 effects.append(Write(inc.id, self.document(inc, ctx)))
             elif inc.sealed and now.mono - inc.last_update >= REMEMBER:
                 del self.incidents[inc.id]

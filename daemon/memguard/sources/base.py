@@ -10,6 +10,7 @@ silently read as zero.
 
 from __future__ import annotations
 
+import errno
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -45,8 +46,8 @@ class Source(Protocol):
 
 def skip_reason(err: Exception) -> str:
     """A short, stable label for why a file was skipped (used as a metric label)."""
-    if isinstance(err, FileNotFoundError):
-        return "vanished"
+    if isinstance(err, FileNotFoundError) or getattr(err, "errno", None) == errno.ENODEV:
+        return "vanished"  # ENODEV: read through a descriptor of a removed cgroup
     if isinstance(err, PermissionError):
         return "permission"
     if isinstance(err, OSError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from ..model import PSI, Sample
-from ..roots import read_text
+from ..roots import PseudoFiles, read_text
 
 # A limit at or above this is "no limit": the kernel shows PAGE_COUNTER_MAX
 # rounded to pages (9223372036854771712 on x86-64 with 4 KiB pages).
@@ -30,38 +30,45 @@ def parse_limit(text: str) -> int | None:
     return None if value >= UNLIMITED else value
 
 
-def parse_flat_keyed(text: str) -> dict[str, int]:
-    """``key value`` lines (memory.stat, memory.oom_control, memory.events).
-
-    Raises ValueError on a line that is not two fields with an integer value:
-    a truncated or foreign file must not be read as zeros.
-    """
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        if not line:
-            continue
-        key, _, value = line.partition(" ")
-        out[key] = int(value)
-    if not out:
-        raise ValueError("empty file")
+def pick(data: bytes, keys: tuple[bytes, ...]) -> dict[bytes, int]:
+    """The integer values of *keys* in a ``key value`` file, without parsing
+    the lines we do not need (memory.stat has ~45).  A key not in the file is
+    left out; a key whose value is not an integer raises ValueError."""
+    out = {}
+    for key in keys:
+        if data.startswith(key + b" "):
+            start = len(key) + 1
+        else:
+            i = data.find(b"\n" + key + b" ")
+            if i < 0:
+                continue
+            start = i + len(key) + 2
+        end = data.find(b"\n", start)
+        out[key] = int(data[start:] if end < 0 else data[start:end])
     return out
+
+
+_STAT_KEYS = (b"hierarchical_memory_limit", b"hierarchical_memsw_limit", b"total_inactive_file", b"total_swap")
 
 
 def read_limit(fs_path: str) -> int | None:
     return parse_limit(read_text(os.path.join(fs_path, "memory.limit_in_bytes")))
 
 
-def read_sample(name: str, fs_path: str, psi: PSI | None) -> Sample:
-    """One v1 cgroup's sample.  Raises OSError (FileNotFoundError when it was
-    removed) or ValueError (malformed file); the caller counts the skip."""
-    used = int(read_text(os.path.join(fs_path, "memory.usage_in_bytes")))
-    stat = parse_flat_keyed(read_text(os.path.join(fs_path, "memory.stat")))
-    oom = parse_flat_keyed(read_text(os.path.join(fs_path, "memory.oom_control")))
-    limit = stat.get("hierarchical_memory_limit")
-    limit = None if limit is None or limit >= UNLIMITED else limit
-    inactive_file = stat.get("total_inactive_file")
-    swap_used = stat.get("total_swap")  # present only with swap accounting
-    memsw = stat.get("hierarchical_memsw_limit")
+def read_sample(name: str, fs_path: str, psi: PSI | None, files: PseudoFiles) -> Sample:
+    """One v1 cgroup's sample.  Raises OSError (FileNotFoundError or ENODEV
+    when it was removed) or ValueError (a malformed file, naming what is
+    missing); the caller counts the skip."""
+    used = int(files.read(os.path.join(fs_path, "memory.usage_in_bytes")))
+    stat = pick(files.read(os.path.join(fs_path, "memory.stat")), _STAT_KEYS)
+    if b"hierarchical_memory_limit" not in stat:
+        raise ValueError(f"{fs_path}/memory.stat lacks hierarchical_memory_limit")
+    oom = pick(files.read(os.path.join(fs_path, "memory.oom_control")), (b"oom_kill",))
+    limit = stat[b"hierarchical_memory_limit"]
+    limit = None if limit >= UNLIMITED else limit
+    inactive_file = stat.get(b"total_inactive_file")
+    swap_used = stat.get(b"total_swap")  # present only with swap accounting
+    memsw = stat.get(b"hierarchical_memsw_limit")
     swap_limit = None
     if swap_used is not None and memsw is not None and memsw < UNLIMITED and limit is not None:
         swap_limit = max(0, memsw - limit)  # v1's memsw limit counts memory plus swap
@@ -70,5 +77,5 @@ def read_sample(name: str, fs_path: str, psi: PSI | None) -> Sample:
         domain=name, kind="cgroup", used=used,
         working_set=used - (reclaimable or 0), limit=limit, reclaimable=reclaimable,
         swap_used=swap_used, swap_limit=swap_limit,
-        oom_kills=oom.get("oom_kill"), psi=psi,
+        oom_kills=oom.get(b"oom_kill"), psi=psi,  # oom_kill: since 4.13
     )

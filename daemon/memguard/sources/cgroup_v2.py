@@ -20,14 +20,14 @@ from __future__ import annotations
 import os
 
 from ..model import PSI, Sample
-from ..roots import read_optional, read_text
-from .cgroup_v1 import parse_flat_keyed
+from ..roots import PseudoFiles, read_optional
+from .cgroup_v1 import pick
 
 
-def parse_max(text: str) -> int | None:
+def parse_max(text: str | bytes) -> int | None:
     """``max`` is None (no limit); otherwise bytes.  Raises ValueError."""
     text = text.strip()
-    return None if text == "max" else int(text)
+    return None if text in ("max", b"max") else int(text)
 
 
 def read_limit(fs_path: str) -> int | None:
@@ -40,22 +40,25 @@ def _min_limit(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
 
 
-def read_sample(name: str, fs_path: str, ancestors_limit: int | None, psi: PSI | None) -> Sample:
+def read_sample(name: str, fs_path: str, ancestors_limit: int | None, psi: PSI | None,
+                files: PseudoFiles) -> Sample:
     """One v2 cgroup's sample.  Raises OSError or ValueError like cgroup_v1."""
-    used = int(read_text(os.path.join(fs_path, "memory.current")))
-    stat = parse_flat_keyed(read_text(os.path.join(fs_path, "memory.stat")))
-    events = parse_flat_keyed(read_text(os.path.join(fs_path, "memory.events")))
-    limit = _min_limit(read_limit(fs_path), ancestors_limit)
-    high_text = read_optional(os.path.join(fs_path, "memory.high"))
-    swap_text = read_optional(os.path.join(fs_path, "memory.swap.current"))  # CONFIG_SWAP
-    swap_max_text = read_optional(os.path.join(fs_path, "memory.swap.max"))
-    inactive_file = stat.get("inactive_file")
-    reclaimable = min(inactive_file, used) if inactive_file is not None else None
+    used = int(files.read(os.path.join(fs_path, "memory.current")))
+    stat = pick(files.read(os.path.join(fs_path, "memory.stat")), (b"inactive_file",))
+    if b"inactive_file" not in stat:
+        raise ValueError(f"{fs_path}/memory.stat lacks inactive_file")
+    events = pick(files.read(os.path.join(fs_path, "memory.events")), (b"oom_kill",))
+    own = files.read_optional(os.path.join(fs_path, "memory.max"))
+    limit = _min_limit(None if own is None else parse_max(own), ancestors_limit)
+    high = files.read_optional(os.path.join(fs_path, "memory.high"))
+    swap = files.read_optional(os.path.join(fs_path, "memory.swap.current"))  # CONFIG_SWAP
+    swap_max = files.read_optional(os.path.join(fs_path, "memory.swap.max"))
+    reclaimable = min(stat[b"inactive_file"], used)
     return Sample(
         domain=name, kind="cgroup", used=used,
-        working_set=used - (reclaimable or 0), limit=limit, reclaimable=reclaimable,
-        swap_used=None if swap_text is None else int(swap_text),
-        swap_limit=None if swap_max_text is None else parse_max(swap_max_text),
-        high=None if high_text is None else parse_max(high_text),
-        oom_kills=events.get("oom_kill"), psi=psi,
+        working_set=used - reclaimable, limit=limit, reclaimable=reclaimable,
+        swap_used=None if swap is None else int(swap),
+        swap_limit=None if swap_max is None else parse_max(swap_max),
+        high=None if high is None else parse_max(high),
+        oom_kills=events.get(b"oom_kill"), psi=psi,
     )

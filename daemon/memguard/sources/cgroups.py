@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from ..clock import Instant
-from ..roots import Roots, read_optional, read_text
+from ..roots import PseudoFiles, Roots, read_optional, read_text
 from . import cgroup_v1, cgroup_v2
 from .base import Reading, Unavailable, skip_reason
 from .meminfo import parse_meminfo, require
@@ -172,6 +172,8 @@ class CgroupSource:
         self.mounts: Mounts | None = None
         self._discovered_at: float | None = None
         self._stale = True
+        # Keep descriptors open on the kernel's cgroupfs, not on a fixture tree.
+        self.files = PseudoFiles(keep_open=roots.sys == "/sys")
 
     def _discover(self, now: Instant) -> None:
         mounts = parse_mounts(read_text(self.roots.proc_path("self", "mounts")), self.roots)
@@ -188,6 +190,9 @@ class CgroupSource:
                                   exclude=self.exclude, max_tracked=self.max_tracked)
         self._discovered_at = now.mono
         self._stale = False
+        keep = {d.fs_path for d in self.hierarchy.domains}
+        keep |= {os.path.dirname(d.psi_path) for d in self.hierarchy.domains if d.psi_path}
+        self.files.retain(keep)
 
     def collect(self, now: Instant) -> Reading:
         if (self._stale or self._discovered_at is None
@@ -204,9 +209,9 @@ class CgroupSource:
             try:
                 psi = self._psi(d)
                 if d.version == 1:
-                    sample = cgroup_v1.read_sample(d.name, d.fs_path, psi)
+                    sample = cgroup_v1.read_sample(d.name, d.fs_path, psi, self.files)
                 else:
-                    sample = cgroup_v2.read_sample(d.name, d.fs_path, d.ancestors_limit, psi)
+                    sample = cgroup_v2.read_sample(d.name, d.fs_path, d.ancestors_limit, psi, self.files)
             except (OSError, ValueError) as e:
                 reason = skip_reason(e)
                 reading.skipped[reason] += 1
@@ -219,5 +224,5 @@ class CgroupSource:
     def _psi(self, d: CgroupDomain):
         if d.psi_path is None:
             return None
-        text = read_optional(d.psi_path)
-        return None if text is None else parse_psi(text)
+        data = self.files.read_optional(d.psi_path)
+        return None if data is None else parse_psi(data.decode())
