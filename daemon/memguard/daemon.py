@@ -116,9 +116,10 @@ class Daemon:
 
     def _apply(self, effects) -> None:
         self.writer.submit(effects.incidents)
-        self.snapshot = effects.snapshot
-        if self.config.metrics.listen:
-            self.metrics.render(self.snapshot)
+        if effects.snapshot is not None:
+            self.snapshot = effects.snapshot
+            if self.config.metrics.listen:
+                self.metrics.render(self.snapshot)
         for msg, fields in effects.log:
             self.log.info(msg, **fields)
 

@@ -60,7 +60,7 @@ class Counters:
 
 @dataclass
 class Effects:
-    snapshot: Snapshot
+    snapshot: Snapshot | None        # None: nothing new to publish
     interval: float
     log: list[tuple[str, dict]] = field(default_factory=list)
     incidents: list = field(default_factory=list)   # incidents.Write / incidents.Remove, in order
@@ -110,7 +110,11 @@ class Engine:
             key = (doc["kind"], doc["domain"] or "", doc["constraint"] or "")
             self.counters.incidents[key] = self.counters.incidents.get(key, 0) + 1
         incident_effects += sealed
-        return Effects(self.snapshot(now), self.interval, log, incident_effects)
+        # A step for kernel events alone publishes no new snapshot: the kill's
+        # incident must not wait for one (200 domains take milliseconds to
+        # snapshot and render); the next tick publishes the new counters.
+        ticked = bool(runs) or tick_duration is not None
+        return Effects(self.snapshot(now) if ticked else None, self.interval, log, incident_effects)
 
     def probe_state(self, name: str, state: str, reason: str | None = None, **counts: int) -> list:
         """Record a probe's state and add to its counters; returns log lines
