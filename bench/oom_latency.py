@@ -24,6 +24,7 @@ import statistics
 import struct
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,21 +39,21 @@ CONFIG = "sampling:\n  interval: 1s\n  discovery_interval: 1s\nincidents:\n  set
 
 
 class Watch:
-    """inotify on a directory: the names renamed into it, with the time seen."""
+    """inotify on a directory, read by a thread of its own the moment an
+    event arrives: the names renamed into it, with the time each was seen
+    (the main thread is busy waiting for the hog meanwhile)."""
 
     def __init__(self, directory: str) -> None:
         self.libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.fd = self.libc.inotify_init1(os.O_CLOEXEC)
         if self.libc.inotify_add_watch(self.fd, directory.encode(), IN_MOVED_TO) < 0:
             raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
         self.seen: dict[str, float] = {}
+        threading.Thread(target=self._run, daemon=True).start()
 
-    def poll(self) -> None:
+    def _run(self) -> None:
         while True:
-            try:
-                data = os.read(self.fd, 65536)
-            except BlockingIOError:
-                return
+            data = os.read(self.fd, 65536)  # blocks until renames arrive
             now = time.clock_gettime(time.CLOCK_MONOTONIC)
             offset = 0
             while offset + 16 <= len(data):
@@ -72,7 +73,6 @@ def one_kill(hog_binary, watch: Watch, incidents: str, timeout: float = 30.0) ->
             deadline = time.monotonic() + timeout
             suffix = f"-{hog.pid}-oom.json"
             while time.monotonic() < deadline:
-                watch.poll()
                 names = [n for n in watch.seen if n.endswith(suffix)]
                 if names:
                     with open(os.path.join(incidents, names[0])) as f:

@@ -109,8 +109,11 @@ class Daemon:
             self.engine.remember(reading.processes)
         if reading.kills:
             for kill in reading.kills:
-                self.log.info("oom kill seen", probe=name, pid=kill.pid, comm=kill.comm)
+                self.log.info("oom kill seen", probe=name, pid=kill.pid, comm=kill.comm,
+                              kernel_time=kill.kernel_time, seen=round(now.mono, 4))
             self._apply(self.engine.step([], now, events=reading.kills))
+            self.log.log("debug", "kill folded in", probe=name,
+                         at=round(time.clock_gettime(time.CLOCK_MONOTONIC), 4))
         if reading.wake:
             self.wake.set()
 

@@ -170,9 +170,13 @@ class IncidentWriter:
             self.pool.submit(self._apply, effect)
 
     def _apply(self, effect) -> None:
+        t0 = time.perf_counter()
         try:
             if isinstance(effect, Write):
                 self.store.write(effect.id, effect.document)
+                self.log.log("debug", "incident stored", id=effect.id, state=effect.document.get("state"),
+                             seconds=round(time.perf_counter() - t0, 4),
+                             at=round(time.clock_gettime(time.CLOCK_MONOTONIC), 4))
             elif isinstance(effect, Remove):
                 self.store.remove(effect.id)
         except (OSError, ValueError, TypeError) as e:  # disk trouble, or a document JSON refuses

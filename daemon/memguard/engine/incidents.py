@@ -165,8 +165,8 @@ class IncidentBuilder:
     def _merge(self, inc: OpenIncident, kill: OomKill, now: Instant, ctx: "Context") -> None:
         inc.last_update = now.mono
         inc.sealed = False
-        if inc.kernel_time is None and kill.kernel_time is not None:
-            inc.kernel_time = kill.kernel_time
+        if kill.kernel_time is not None and (inc.kernel_time is None or kill.kernel_time < inc.kernel_time):
+            inc.kernel_time = kill.kernel_time  # mark_victim (eBPF, tracefs) precedes kmsg's kill line
         delay = None if kill.kernel_time is None else max(0.0, kill.seen - kill.kernel_time)
         inc.probes.setdefault(kill.probe, {"seen": kill.seen, "delay_seconds": delay})
         report = kill.report

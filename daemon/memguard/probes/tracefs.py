@@ -112,6 +112,9 @@ class TracefsProbe:
             if "mono" in clocks:  # since 3.17
                 _write(os.path.join(self.instance, "trace_clock"), "mono")
                 self.monotonic = True
+            percent = os.path.join(self.instance, "buffer_percent")
+            if os.path.exists(percent):  # since 5.1; 0: wake the reader at every event, not half a buffer
+                _write(percent, "0")
             _write(os.path.join(self.instance, "events", "oom", "mark_victim", "enable"), "1")
             self.fd = os.open(os.path.join(self.instance, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except PermissionError:
