@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 from tests.kernel import wait_until
@@ -30,16 +29,20 @@ class Daemon:
         # section), and our own trace instance, so a daemon running beside the
         # tests is not disturbed.
         self.config = os.path.join(tmp, "memguard.yaml")
+        self.instance = f"mgtest-{os.getpid()}-{id(self):x}"
         with open(self.config, "w") as f:
-            f.write(config + "probes:\n" + probes
-                    + f"  tracefs_instance: mgtest-{os.getpid()}-{id(self):x}\n")
+            f.write(config + "probes:\n" + probes + f"  tracefs_instance: {self.instance}\n")
         extra = ("--config", self.config, *extra)
         argv = [sys.executable, "-m", "memguard.daemon", "--socket", self.socket,
                 "--state-dir", os.path.join(tmp, "state"), "--metrics-listen", "127.0.0.1:0", *extra]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.stderr)
-        self.port = wait_until(self._port, timeout=20, what="memguardd to start")
-        wait_until(lambda: ctl(self.socket, "status").returncode in (0, 4), timeout=20,
-                   what="the control socket to answer with a first status")
+        try:
+            self.port = wait_until(self._port, timeout=20, what="memguardd to start")
+            wait_until(lambda: ctl(self.socket, "status").returncode in (0, 4), timeout=20,
+                       what="the control socket to answer with a first status")
+        except BaseException:
+            self.stop()  # a daemon that never came up is still ours to end
+            raise
 
     def log(self) -> str:
         with open(self.stderr_path) as f:
@@ -60,15 +63,20 @@ class Daemon:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
             return r.read().decode()
 
-    def stop(self) -> int:
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """End the daemon (SIGTERM: a clean stop); remove our trace instance
+        if a daemon that died uncleanly left it."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.stderr.close()
+        instance = os.path.join(TRACING_INSTANCES, self.instance)
+        if os.path.isdir(instance):
+            wait_until(lambda: _rmdir(instance), timeout=10, what=f"{instance} to be removed")
         return self.proc.returncode
 
     def wait_for_tick(self, predicate, timeout: float = 20.0):
@@ -77,5 +85,15 @@ class Daemon:
                           timeout=timeout, what="a status that satisfies the test")
 
 
-def elapsed(since: float) -> float:
-    return time.monotonic() - since
+TRACING_INSTANCES = "/sys/kernel/tracing/instances"
+
+
+def _rmdir(path: str) -> bool:
+    """rmdir; False while busy (the BPF child or a reader is still closing)."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True

@@ -179,3 +179,28 @@ def test_a_kill_no_probe_reports_is_an_unattributed_incident(tmp_path, v1_cgroup
         assert 'memguard_unattributed_oom_kills_total 1.0' in d.metrics()
     finally:
         assert d.stop() == 0, d.log()
+
+
+def test_sigkill_while_writing_leaves_no_partial_incident(tmp_path, v1_cgroup, hog):
+    import signal
+    d = _start(tmp_path)
+    incidents_dir = tmp_path / "state" / "incidents"
+    group = v1_cgroup(128 * MIB)
+    _wait_tracked(d, group)
+    h = hog(group, "grow", "8", "20")
+    assert h.wait_exit(30) == -9
+    # SIGKILL the moment the first version lands, while the other probes'
+    # sightings are being written over it
+    wait_until(lambda: list(incidents_dir.glob("*.json")), timeout=5, interval=0.001,
+               what="the first incident file")
+    assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+    for path in incidents_dir.glob("*.json"):
+        json.loads(path.read_text())  # whole, whichever version it is
+    d = _start(tmp_path)
+    try:
+        assert not list(incidents_dir.glob(".tmp-*")), "start-up removes partial writes"
+        listing = json.loads(ctl(d.socket, "--json", "incidents").stdout)
+        assert listing["corrupt"] == []
+        assert any(f"({h.pid})" in (i["fields"].get("victim") or "") for i in listing["incidents"])
+    finally:
+        assert d.stop() == 0, d.log()

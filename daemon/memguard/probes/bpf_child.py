@@ -269,6 +269,9 @@ def die_with_parent() -> None:
 
 
 def _exit_on_signal(signum, _frame) -> None:
+    # Once: a second signal must not interrupt BCC's own clean-up at exit.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     raise SystemExit(0)
 
 
