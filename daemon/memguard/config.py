@@ -41,6 +41,7 @@ class SamplingConfig:
     interval: float = _duration(default=1.0)            # when every domain is far from its limit
     fast_interval: float = _duration(default=0.25)      # when any domain is close to it
     fast_above: float = 0.85                            # usage ratio that counts as close
+    fast_below_tto: float = _duration(default=120.0)    # ...or a predicted time to OOM this short
     processes_interval: float = _duration(default=5.0)  # top consumers: slower, costlier
     discovery_interval: float = _duration(default=10.0) # rescan of the cgroup hierarchies
 

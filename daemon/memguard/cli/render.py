@@ -30,6 +30,13 @@ def _psi(domain: dict) -> str:
     return f"{psi['some']['avg10']:.2f}/{full['avg10']:.2f}" if full else f"{psi['some']['avg10']:.2f}/-"
 
 
+def _tto(domain: dict) -> str:
+    p = domain.get("prediction") or {}
+    if p.get("tto_seconds") is None:
+        return "-"
+    return f"{_duration(p['tto_seconds'])} ({p['confidence']:.0%})"
+
+
 def render_status(status: dict) -> str:
     health = "healthy" if status["healthy"] else "DEGRADED: " + "; ".join(status["degraded"])
     out = [f"memguardd {status['version']}, up {_duration(status['uptime_seconds'])}, "
@@ -43,9 +50,9 @@ def render_status(status: dict) -> str:
         rows.append([d["name"], d["kind"], format_bytes(d["used_bytes"]),
                      format_bytes(d["working_set_bytes"]), format_bytes(d["limit_bytes"]),
                      "-" if ratio is None else f"{100 * ratio:.1f}%",
-                     format_bytes(swap) if swap is not None else "-", _psi(d)])
-    out += table(["DOMAIN", "KIND", "USED", "WORKING SET", "LIMIT", "USE%", "SWAP", "PSI SOME/FULL"],
-                 rows, {2, 3, 4, 5, 6, 7})
+                     format_bytes(swap) if swap is not None else "-", _psi(d), _tto(d), d.get("risk", "-")])
+    out += table(["DOMAIN", "KIND", "USED", "WORKING SET", "LIMIT", "USE%", "SWAP", "PSI SOME/FULL",
+                  "TIME TO OOM", "RISK"], rows, {2, 3, 4, 5, 6, 7, 8})
     if status["processes"]:
         out.append("")
         prows = [[str(p["pid"]), p["comm"], format_bytes(p["rss_bytes"]), p["domain"] or "-",

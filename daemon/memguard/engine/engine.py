@@ -16,6 +16,7 @@ from ..clock import Instant
 from ..config import Config
 from ..model import OomKill, ProcessInfo, Sample, SourceStatus
 from ..sources.base import Reading
+from ..predict.predictor import BURST_WINDOW, HORIZONS, Prediction, predict, width
 from .incidents import Context, IncidentBuilder
 from .recorder import FlightRecorder
 from .snapshot import DomainView, Snapshot
@@ -46,6 +47,7 @@ class DomainState:
     recorder: FlightRecorder
     first_seen: float
     sample: Sample | None = None
+    prediction: Prediction | None = None
 
 
 @dataclass
@@ -165,6 +167,8 @@ class Engine:
             self._source_status(run, log)
             if run.reading is not None:
                 self._fold(run.name, run.reading, pressure, now, log)
+        for state in self.domains.values():
+            state.prediction = self._predict(state, now.mono)
         self.interval = self._next_interval()
 
     def _check_suspend(self, now: Instant, log: list) -> None:
@@ -224,7 +228,8 @@ class Engine:
         if state is None:
             rec = self.config.recorder
             state = DomainState(sample.kind, source, sample.identity,
-                                FlightRecorder(self._fine_slots, self._coarse_slots, rec.coarse_step),
+                                FlightRecorder(self._fine_slots, self._coarse_slots, rec.coarse_step,
+                                               tuple(width(h) for h in HORIZONS)),
                                 first_seen=now.mono)
             self.domains[sample.domain] = state
             log.append(("domain found", {"domain": sample.domain, "limit": sample.limit}))
@@ -250,11 +255,25 @@ class Engine:
                 return name
         return "host"
 
+    @staticmethod
+    def _predict(state: DomainState, now: float) -> Prediction | None:
+        if state.sample is None:
+            return None
+        rec = state.recorder
+        since = max(rec.window_start, now - BURST_WINDOW)
+        recent = [(p.t, p.working_set) for p in rec.fine.recent(since)]
+        envs = {h: rec.envelopes[width(h)].points(max(rec.window_start, now - h)) for h in HORIZONS}
+        return predict(envs, recent, state.sample.limit, now)
+
     def _next_interval(self) -> float:
+        """Fast when any domain is close to its limit or predicted to reach it soon."""
         sampling = self.config.sampling
         for state in self.domains.values():
             ratio = state.sample.usage_ratio if state.sample else None
             if ratio is not None and ratio >= sampling.fast_above:
+                return sampling.fast_interval
+            p = state.prediction
+            if p is not None and p.tto is not None and p.tto <= sampling.fast_below_tto:
                 return sampling.fast_interval
         return sampling.interval
 
@@ -263,7 +282,7 @@ class Engine:
             DomainView(name, s.kind, s.identity, s.sample, now.mono - s.first_seen,
                        max(0.0, now.mono - s.recorder.window_start)
                        if s.recorder.window_start > -math.inf else now.mono - s.first_seen,
-                       s.recorder.nbytes)
+                       s.recorder.nbytes, s.prediction)
             for name, s in sorted(self.domains.items()) if s.sample is not None
         )
         return Snapshot(

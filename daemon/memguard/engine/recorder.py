@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections import deque
 from dataclasses import dataclass
 
 from ..model import Sample
 
 FIELDS = ("t", "used", "working_set", "limit", "psi_some_avg10")
+ENVELOPE_SLOTS = 15  # envelope points per prediction horizon (predict.predictor.BUCKETS)
 NAN = math.nan
 
 
@@ -59,6 +61,19 @@ class Ring:
         last = (self.head - 1) % self.capacity
         return tuple(c[last] for c in self.columns)
 
+    def recent(self, since: float) -> list[Point]:
+        """Rows with t >= since, oldest first, reading back from the newest
+        only as far as needed (a few rows, where rows() scans the ring)."""
+        out = []
+        t = self.columns[0]
+        for k in range(min(self.count, self.capacity)):
+            j = (self.head - 1 - k) % self.capacity
+            if t[j] < since:
+                break
+            out.append(Point(*(c[j] for c in self.columns)))
+        out.reverse()
+        return out
+
     def rows(self, since: float = -math.inf) -> list[Point]:
         """Rows with t >= since, oldest first."""
         n = min(self.count, self.capacity)
@@ -90,20 +105,52 @@ def _fmin(a: float, b: float) -> float:
     return b if math.isnan(a) else a if math.isnan(b) else min(a, b)
 
 
+class Envelope:
+    """The upper envelope of the working set at one bucket width: the
+    maximum of each ``width``-second bucket (aligned to the clock), the
+    newest ``slots`` of them, kept as samples arrive: the predictor reads
+    15 points instead of scanning a ring."""
+
+    __slots__ = ("width", "buckets")
+
+    def __init__(self, width: float, slots: int) -> None:
+        self.width = width
+        self.buckets: deque[tuple[int, float, float]] = deque(maxlen=slots)  # (bucket, t, value)
+
+    def add(self, t: float, value: float) -> None:
+        b = int(t // self.width)
+        if self.buckets and self.buckets[-1][0] == b:
+            if value >= self.buckets[-1][2]:
+                self.buckets[-1] = (b, t, value)
+        else:
+            self.buckets.append((b, t, value))
+
+    def points(self, since: float) -> list[tuple[float, float]]:
+        return [(t, v) for b, t, v in self.buckets if t >= since]
+
+    def clear(self) -> None:
+        self.buckets.clear()
+
+
 class FlightRecorder:
     """One domain's recent history.  ``window_start`` is where the current
     prediction window begins: it moves to now when the limit changes or the
     host slept, since samples from before say nothing about the new regime."""
 
-    def __init__(self, fine_slots: int, coarse_slots: int, coarse_step: float) -> None:
+    def __init__(self, fine_slots: int, coarse_slots: int, coarse_step: float,
+                 envelope_widths: tuple[float, ...] = ()) -> None:
         self.fine = Ring(fine_slots)
         self.coarse = Ring(coarse_slots)
         self.coarse_step = coarse_step
         self.window_start = -math.inf
+        # one envelope per prediction horizon; +1 slot for the partial bucket
+        self.envelopes = {w: Envelope(w, ENVELOPE_SLOTS + 1) for w in envelope_widths}
 
     def record(self, t: float, sample: Sample) -> None:
         row = _row(t, sample)
         self.fine.append(row)
+        for env in self.envelopes.values():
+            env.add(t, row[2])
         bucket = math.floor(t / self.coarse_step) * self.coarse_step
         last = self.coarse.last()
         if last is not None and last[0] == bucket:
@@ -114,6 +161,8 @@ class FlightRecorder:
 
     def restart_window(self, t: float) -> None:
         self.window_start = t
+        for env in self.envelopes.values():
+            env.clear()
 
     def window(self, seconds: float, now: float) -> list[Point]:
         """Fine samples of the last *seconds* within the current window."""

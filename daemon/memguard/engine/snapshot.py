@@ -26,6 +26,7 @@ class DomainView:
     age: float               # seconds since first seen
     window: float            # seconds of the current prediction window
     recorder_bytes: int
+    prediction: object = None  # predict.predictor.Prediction
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,34 @@ def _domain_json(d: DomainView) -> dict:
         "oom_kills": s.oom_kills, "psi": _psi_json(s.psi),
         "tracked_seconds": round(d.age, 3), "window_seconds": round(d.window, 3),
         "recorder_bytes": d.recorder_bytes,
+        "prediction": _prediction_json(d.prediction),
+        "risk": risk(d.prediction),
     }
+
+
+def risk(p) -> str:
+    """A one-word summary of a prediction (rules decide what to do about it):
+    ``critical`` under a minute to OOM, ``warning`` under five, ``leak``
+    sustained growth, ``ok`` otherwise; ``unknown`` without a prediction."""
+    if p is None:
+        return "unknown"
+    if p.tto is not None and p.confidence >= 0.5:
+        if p.tto < 60:
+            return "critical"
+        if p.tto < 300:
+            return "warning"
+    if p.method == "burst":
+        return "critical"
+    return "leak" if p.leak_rate is not None else "ok"
+
+
+def _prediction_json(p) -> dict | None:
+    if p is None:
+        return None
+    return {"tto_seconds": None if p.tto is None else round(p.tto, 1),
+            "rate_bytes_per_second": round(p.rate, 1), "confidence": p.confidence, "method": p.method,
+            "horizon_seconds": p.horizon,
+            "leak_bytes_per_minute": None if p.leak_rate is None else round(p.leak_rate)}
 
 
 def _process_json(p: ProcessInfo) -> dict:

@@ -60,6 +60,10 @@ def _domain_metrics(snap: Snapshot):
     stalled = CounterMetricFamily("memguard_domain_pressure_stalled_seconds",
                                   "PSI memory pressure: total time tasks stalled on memory.",
                                   labels=labels + ["pressure"])
+    tto = gauge("time_to_oom_seconds", "Predicted time until the working set reaches the limit (absent when not growing).")
+    growth = gauge("growth_bytes_per_second", "Growth of the working set's upper envelope on the horizon the prediction used.")
+    confidence = gauge("prediction_confidence_ratio", "Confidence of the prediction, 0 to 1.")
+    leak = gauge("leak_bytes_per_second", "Growth sustained over minutes (a leak), absent when there is none.")
     kills = CounterMetricFamily("memguard_domain_oom_kills",
                                 "OOM kills the kernel counted in the domain (cgroup oom_kill, /proc/vmstat oom_kill).",
                                 labels=labels)
@@ -75,13 +79,21 @@ def _domain_metrics(snap: Snapshot):
             swap.add_metric(key, s.swap_used)
         if s.oom_kills is not None:
             kills.add_metric(key, s.oom_kills)
+        p = d.prediction
+        if p is not None:
+            growth.add_metric(key, p.rate)
+            confidence.add_metric(key, p.confidence)
+            if p.tto is not None:
+                tto.add_metric(key, p.tto)
+            if p.leak_rate is not None:
+                leak.add_metric(key, p.leak_rate / 60)
         if s.psi is not None:
             for kind in ("some", "full"):
                 p = getattr(s.psi, kind)
                 if p is not None:
                     avg10.add_metric(key + [kind], p.avg10 / 100)
                     stalled.add_metric(key + [kind], p.total_us / 1e6)
-    yield from (used, ws, recl, limit, swap, avg10, stalled, kills)
+    yield from (used, ws, recl, limit, swap, avg10, stalled, kills, tto, growth, confidence, leak)
 
 
 def _source_metrics(snap: Snapshot):

@@ -1,0 +1,1 @@
+"""Time-to-OOM prediction: pure functions of a domain's recent samples."""

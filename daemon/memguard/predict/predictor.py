@@ -1,0 +1,240 @@
+"""How long until a domain runs out: a pure function of its recent samples.
+
+Method (docs/prediction.md says why, and where it is wrong):
+
+1. The signal is the **working set** (usage minus reclaimable page cache):
+   page cache filling a cgroup to its limit is reclaimed, not OOM-killed.
+2. The samples are reduced to their **upper envelope**: the maximum of each
+   time bucket.  A training loop's memory is a sawtooth (allocate during the
+   step, free after it); what reaches the limit is the peaks, not the mean.
+3. On several **horizons** (the last 30 s, 2 min and 10 min) the envelope's
+   slope is estimated with the **Theil–Sen** estimator (the median of the
+   slopes between every pair of points), which a few outliers or one step
+   cannot drag, unlike least squares.  Where the recent half of a horizon
+   grows clearly faster than the older half, growth is **accelerating** and
+   a quadratic through the envelope is extrapolated instead of a line.
+4. Each horizon gives a time to OOM, ``(limit - envelope now) / slope``, and
+   a **confidence**: how consistently the pairwise slopes agree on growth,
+   scaled down when the horizon holds few points or covers little time.  The
+   prediction is the shortest time among the horizons that are confident
+   enough; a domain that is not growing has none.
+5. A **burst** (the envelope jumped by more than a tenth of the limit within
+   the last few seconds) is reported honestly: the short time the jump
+   implies, with a low confidence, method ``burst``.
+
+A **leak** is separate from an imminent OOM: growth that has held for
+minutes (the long horizon, most pairwise slopes positive) is reported as a
+rate per minute whether or not the limit is near.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+HORIZONS = (30.0, 120.0, 600.0)       # seconds
+BUCKETS = 15                          # envelope points per horizon
+MIN_POINTS = 5                        # fewer: that horizon says nothing
+MIN_CONFIDENCE = 0.5                  # below: a horizon's TTO is not used
+BURST_FRACTION = 0.10                 # a jump of a tenth of the limit...
+BURST_WINDOW = 5.0                    # ...within this many seconds
+ACCELERATION = 1.5                    # recent half's slope / older half's: accelerating
+LEAK_HORIZON = 600.0
+LEAK_MIN_SPAN = 180.0                 # a leak holds for minutes
+LEAK_CONSISTENCY = 0.8                # share of pairwise slopes that are positive
+LEAK_MIN_RATE = 1 << 20               # bytes per minute: slower is noise, not a leak worth naming
+NOISE_FRACTION = 0.01                 # growth under 1% of the limit over a horizon is noise
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What the predictor says of one domain.
+
+    ``tto`` is seconds until the working set reaches the limit, None when it
+    is not growing (or there is no limit); ``rate`` bytes per second of the
+    envelope on the horizon used (0.0 when flat or unknown); ``confidence``
+    0..1; ``method`` how it was obtained (``linear``, ``accelerating``,
+    ``burst``, ``flat``, ``insufficient``, ``no_limit``); ``leak_rate`` bytes
+    per minute of sustained growth over minutes, None when there is none.
+    """
+
+    tto: float | None
+    rate: float
+    confidence: float
+    method: str
+    horizon: float | None = None
+    headroom: float | None = None
+    leak_rate: float | None = None
+
+
+def width(horizon: float) -> float:
+    """The envelope's bucket width for a horizon: BUCKETS points across it."""
+    return horizon / BUCKETS
+
+
+def envelope(points: list[tuple[float, float]], horizon: float, now: float) -> list[tuple[float, float]]:
+    """The upper envelope of *points* over the last *horizon* seconds: the
+    maximum of each clock-aligned bucket of ``width(horizon)``, at the time
+    of that maximum (what engine.recorder.Envelope keeps incrementally)."""
+    w = width(horizon)
+    best: dict[int, tuple[float, float]] = {}
+    for t, v in points:
+        b = int(t // w)
+        if b not in best or v >= best[b][1]:
+            best[b] = (t, v)
+    return [best[b] for b in sorted(best) if best[b][0] >= now - horizon]
+
+
+def envelopes(points: list[tuple[float, float]], now: float) -> dict[float, list[tuple[float, float]]]:
+    """Every horizon's envelope of *points* (for tests; the daemon keeps them)."""
+    return {h: envelope(points, h, now) for h in HORIZONS}
+
+
+def theil_sen(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """(median pairwise slope, share of pairwise slopes that are positive)."""
+    slopes = []
+    positive = 0
+    n = len(points)
+    for i in range(n):
+        ti, vi = points[i]
+        for j in range(i + 1, n):
+            tj, vj = points[j]
+            if tj > ti:
+                s = (vj - vi) / (tj - ti)
+                slopes.append(s)
+                positive += s > 0
+    if not slopes:
+        return 0.0, 0.0
+    slopes.sort()
+    m = len(slopes)
+    median = slopes[m // 2] if m % 2 else (slopes[m // 2 - 1] + slopes[m // 2]) / 2
+    return median, positive / m
+
+
+def ls_slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope: O(n), the cheap first look before Theil-Sen's O(n^2)."""
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    return 0.0 if var == 0 else sum((t - mt) * (v - mv) for t, v in points) / var
+
+
+def _quadratic_tto(points: list[tuple[float, float]], limit: float, now: float) -> float | None:
+    """Time until a least-squares parabola through *points* reaches *limit*."""
+    t0 = points[0][0]
+    xs = [t - t0 for t, _ in points]
+    ys = [v for _, v in points]
+    n = len(xs)
+    sx = [sum(x ** k for x in xs) for k in range(5)]
+    sxy = [sum((x ** k) * y for x, y in zip(xs, ys)) for k in range(3)]
+    # normal equations for y = a + b x + c x^2
+    m = [[sx[0], sx[1], sx[2], sxy[0]], [sx[1], sx[2], sx[3], sxy[1]], [sx[2], sx[3], sx[4], sxy[2]]]
+    for col in range(3):
+        pivot = max(range(col, 3), key=lambda r: abs(m[r][col]))
+        if abs(m[pivot][col]) < 1e-12:
+            return None
+        m[col], m[pivot] = m[pivot], m[col]
+        for r in range(3):
+            if r != col:
+                f = m[r][col] / m[col][col]
+                m[r] = [a - f * b for a, b in zip(m[r], m[col])]
+    a, b, c = (m[i][3] / m[i][i] for i in range(3))
+    x_now = now - t0
+    # solve c x^2 + b x + (a - limit) = 0 for the first root after now
+    if abs(c) < 1e-18:
+        return None if b <= 0 else max(0.0, (limit - a) / b - x_now)
+    disc = b * b - 4 * c * (a - limit)
+    if disc < 0 or n < 3:
+        return None
+    roots = sorted(((-b - math.sqrt(disc)) / (2 * c), (-b + math.sqrt(disc)) / (2 * c)))
+    after = [r for r in roots if r >= x_now - 1e-9]
+    return after[0] - x_now if after else None
+
+
+def _horizon(env, limit, now, horizon) -> Prediction | None:
+    if len(env) < MIN_POINTS:
+        return None
+    if ls_slope(env) * horizon < NOISE_FRACTION * limit:
+        # Not growing by least squares, or by less than the noise: most
+        # domains, most of the time.  Theil-Sen could still find a small
+        # positive median; it is not worth 100 pairs a tick per idle domain.
+        return Prediction(None, 0.0, 0.0, "flat", horizon, limit - env[-1][1])
+    span = env[-1][0] - env[0][0]
+    slope, consistency = theil_sen(env)
+    current = env[-1][1]
+    headroom = limit - current
+    coverage = min(1.0, span / horizon)
+    fill = min(1.0, len(env) / BUCKETS)
+    confidence = max(0.0, (2 * consistency - 1)) * coverage * fill
+    if slope <= 0 or consistency <= 0.5:
+        return Prediction(None, max(0.0, slope), confidence, "flat", horizon, headroom)
+    half = len(env) // 2
+    older, _ = theil_sen(env[:half + 1])
+    recent, _ = theil_sen(env[half:])
+    if older > 0 and recent > ACCELERATION * older and len(env) >= 6:
+        tto = _quadratic_tto(env, limit, now)
+        if tto is not None:
+            return Prediction(tto, recent, confidence, "accelerating", horizon, headroom)
+    tto = max(0.0, headroom / slope)
+    return Prediction(tto, slope, confidence, "linear", horizon, headroom)
+
+
+def _burst(recent, limit, now) -> Prediction | None:
+    if len(recent) < 2:
+        return None
+    low = min(v for _, v in recent[:-1])
+    t_last, v_last = recent[-1]
+    jump = v_last - low
+    if jump < BURST_FRACTION * limit:
+        return None
+    t_low = min(t for t, v in recent[:-1] if v == low)
+    rate = jump / max(t_last - t_low, 1e-3)
+    tto = max(0.0, (limit - v_last) / rate)
+    return Prediction(tto, rate, 0.2, "burst", BURST_WINDOW, limit - v_last)
+
+
+def leak_rate(env: list[tuple[float, float]]) -> float | None:
+    """Bytes per minute of growth sustained over minutes in the envelope of
+    the last LEAK_HORIZON seconds, or None."""
+    if len(env) < MIN_POINTS or env[-1][0] - env[0][0] < LEAK_MIN_SPAN or ls_slope(env) * 60 < LEAK_MIN_RATE:
+        return None
+    slope, consistency = theil_sen(env)
+    if slope <= 0 or consistency < LEAK_CONSISTENCY:
+        return None
+    return slope * 60.0
+
+
+def predict(envs: dict[float, list[tuple[float, float]]], recent: list[tuple[float, float]],
+            limit: float | None, now: float) -> Prediction:
+    """The prediction for a domain from its upper envelopes per horizon
+    (``envs[h]``: the points of the last h seconds, oldest first) and its
+    samples of the last BURST_WINDOW seconds (*recent*).  Never raises: too
+    few samples give method ``insufficient``, no limit gives ``no_limit``."""
+    leak = leak_rate(envs.get(LEAK_HORIZON, []))
+    if not limit or limit <= 0 or math.isnan(limit):
+        return Prediction(None, 0.0, 0.0, "no_limit", leak_rate=leak)
+    current = recent[-1][1] if recent else None
+    if current is None:
+        return Prediction(None, 0.0, 0.0, "insufficient")
+    candidates = [p for h in HORIZONS if (p := _horizon(envs.get(h, []), limit, now, h)) is not None]
+    burst = _burst(recent, limit, now)
+    growing = [p for p in candidates if p.tto is not None and p.confidence >= MIN_CONFIDENCE]
+    if growing:
+        best = min(growing, key=lambda p: p.tto)
+        if burst is not None and burst.tto < best.tto:
+            best = burst
+    elif burst is not None:
+        best = burst
+    elif candidates:
+        best = max(candidates, key=lambda p: p.confidence)
+        best = Prediction(None, best.rate, best.confidence, "flat", best.horizon, best.headroom)
+    else:
+        best = Prediction(None, 0.0, 0.0, "insufficient", headroom=limit - current)
+    return Prediction(best.tto, best.rate, round(best.confidence, 3), best.method, best.horizon,
+                      best.headroom, leak)
+
+
+def predict_points(points: list[tuple[float, float]], limit: float | None, now: float) -> Prediction:
+    """predict() from raw (time, working set) samples, oldest first."""
+    return predict(envelopes(points, now), [(t, v) for t, v in points if t >= now - BURST_WINDOW], limit, now)
