@@ -95,3 +95,28 @@ def test_a_limited_v2_cgroup_is_a_domain_with_the_usage_we_made(daemon, v2_cgrou
     assert d["limit_bytes"] == 256 * MIB
     assert abs(d["used_bytes"] - touched) <= 0.10 * touched, d
     assert d["psi"] is not None
+
+
+def test_a_growing_cgroup_is_predicted_to_run_out_before_it_does(daemon, v1_cgroup, hog):
+    import time
+    group = v1_cgroup(512 * MIB)
+    daemon.wait_for_tick(lambda s: _domain(s, group))
+    h = hog(group, "grow", "4", "100")     # 40 MiB/s: about 12 s to the limit
+    predictions = []
+
+    def watch(s):
+        d = _domain(s, group)
+        p = d and d["prediction"]
+        if p and p["tto_seconds"] is not None:
+            predictions.append((time.monotonic(), p, d["risk"]))
+        return h.returncode is not None or len(predictions) >= 40
+    daemon.wait_for_tick(watch, timeout=60)
+    assert h.wait_exit(60) == -9
+    killed = time.monotonic()
+    assert predictions, "a prediction came before the kill"
+    first_at = predictions[0][0]
+    assert killed - first_at > 3, "the warning came seconds ahead, not at the kill"
+    errors = [abs(p["tto_seconds"] - (killed - t)) / (killed - t) for t, p, _ in predictions
+              if killed - t > 2]
+    assert sorted(errors)[len(errors) // 2] <= 0.25, f"median TTO error {sorted(errors)[len(errors) // 2]:.2f}"
+    assert {risk for _, _, risk in predictions} & {"warning", "critical"}
