@@ -33,6 +33,7 @@ from .incidents.store import IncidentStore
 from .incidents.unclean import unclean_stop_incident
 from .log import Logger
 from .probes.build import build_probes
+from .probes.procevents import describe
 from .probes.base import ProbeReading
 from .roots import Roots
 from .runner import IncidentWriter, ProbeHost, SlowSources, run_source
@@ -108,6 +109,13 @@ class Daemon:
         if reading.processes:
             self.engine.remember(reading.processes)
         if reading.kills:
+            unknown = [k.pid for k in reading.kills
+                       if k.pid is not None and k.pid not in self.engine.process_table]
+            if unknown:
+                # Missed at exec (events lost in a burst): a victim is often
+                # still there, dying or not yet reaped, when the fastest
+                # probe reports it; one look at /proc costs ~50 us.
+                self.engine.remember([p for pid in unknown if (p := describe(self.roots, pid))])
             for kill in reading.kills:
                 self.log.info("oom kill seen", probe=name, pid=kill.pid, comm=kill.comm,
                               kernel_time=kill.kernel_time, seen=round(now.mono, 4))
