@@ -35,9 +35,11 @@ from dataclasses import dataclass
 HORIZONS = (30.0, 120.0, 600.0)       # seconds
 BUCKETS = 15                          # envelope points per horizon
 MIN_POINTS = 5                        # fewer: that horizon says nothing
+GOOD_POINTS = 8                       # as many as a horizon needs for full confidence
 MIN_CONFIDENCE = 0.5                  # below: a horizon's TTO is not used
 BURST_FRACTION = 0.10                 # a jump of a tenth of the limit...
-BURST_WINDOW = 5.0                    # ...within this many seconds
+BURST_WINDOW = 5.0                    # ...within this many seconds...
+BURST_RATIO = 3.0                     # ...and this many times faster than the last 30 s
 ACCELERATION = 1.5                    # recent half's slope / older half's: accelerating
 LEAK_HORIZON = 600.0
 LEAK_MIN_SPAN = 180.0                 # a leak holds for minutes
@@ -164,8 +166,10 @@ def _horizon(env, limit, now, horizon) -> Prediction | None:
     slope, consistency = theil_sen(env)
     current = env[-1][1]
     headroom = limit - current
-    coverage = min(1.0, span / horizon)
-    fill = min(1.0, len(env) / BUCKETS)
+    # A third of the horizon and 8 points are enough to trust a consistent
+    # slope: a ramp that began 12 s ago is not less of a ramp on the 30 s horizon.
+    coverage = min(1.0, 3 * span / horizon)
+    fill = min(1.0, len(env) / GOOD_POINTS)
     confidence = max(0.0, (2 * consistency - 1)) * coverage * fill
     if slope <= 0 or consistency <= 0.5:
         return Prediction(None, max(0.0, slope), confidence, "flat", horizon, headroom)
@@ -219,6 +223,9 @@ def predict(envs: dict[float, list[tuple[float, float]]], recent: list[tuple[flo
         return Prediction(None, 0.0, 0.0, "insufficient")
     candidates = [p for h in HORIZONS if (p := _horizon(envs.get(h, []), limit, now, h)) is not None]
     burst = _burst(recent, limit, now)
+    short = next((p for p in candidates if p.horizon == HORIZONS[0]), None)
+    if burst is not None and short is not None and short.rate > 0 and burst.rate < BURST_RATIO * short.rate:
+        burst = None  # a steady fast ramp, which the horizons predict, not a burst
     growing = [p for p in candidates if p.tto is not None and p.confidence >= MIN_CONFIDENCE]
     if growing:
         best = min(growing, key=lambda p: p.tto)
