@@ -333,7 +333,8 @@ class IncidentBuilder:
         out.update({
             "cmdline": ctx.redact(p.cmdline) if p and p.cmdline else None,
             "start_time_seconds": p.start_time if p else None,
-            "cgroup": p.cgroup if p else (inc.task_memcg if len(inc.victims) == 1 else None),
+            # the kernel's word at the kill first; the process table's is from its exec
+            "cgroup": inc.task_memcg if inc.task_memcg and len(inc.victims) == 1 else (p.cgroup if p else None),
             "rss_bytes_last_seen": p.rss if p else None,
             "job": p.job if p else None,
         })
