@@ -1,0 +1,1 @@
+"""Rules: YAML files whose conditions, in a small safe expression language, turn predictions into decisions."""
