@@ -1,0 +1,214 @@
+"""Rule files: YAML loaded once into typed, validated rules.
+
+A rule file::
+
+    rules:
+      - name: memory-running-out
+        description: the working set will reach the limit soon
+        match:
+          kind: [cgroup, host, wsl]        # domain kinds (default: all)
+          domain: "cgroup:/build*"         # glob on the domain name (default: *)
+        levels:                            # the escalation ladder, lowest first
+          - severity: warning
+            when: tto < 5m && confidence >= 0.5
+            for: 10s                       # how long the condition must hold
+          - severity: critical
+            when: tto < 60s
+            for: 2s
+          - severity: last_resort
+            when: tto < 10s
+        cooldown: 2m                       # no new firing this soon after one cleared
+
+``when``/``for``/``severity`` at the rule's top level are a one-level
+ladder.  Every error names the file, the line and the field, and says what
+was expected; the same loader serves the daemon and ``memguardctl rules
+check``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import yaml
+
+from ..units import parse_duration
+from .expr import Condition, ExprError, compile_condition
+
+SEVERITIES = ("info", "warning", "critical", "last_resort")
+KINDS = ("host", "wsl", "cgroup", "gpu")
+# What a condition may read (docs/rules.md explains each).
+VARIABLES = frozenset({
+    "tto", "rate", "confidence", "method", "leak_rate", "risk", "used", "working_set", "limit",
+    "usage_ratio", "reclaimable", "swap", "swap_limit", "high", "psi", "oom_kills", "domain", "kind",
+    "job", "gpu",
+})
+
+
+class RuleError(ValueError):
+    def __init__(self, source: str, line: int | None, field: str, message: str) -> None:
+        self.source, self.line, self.field, self.message = source, line, field, message
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {field}: {message}")
+
+
+@dataclass(frozen=True)
+class Level:
+    severity: str
+    when: Condition
+    hold: float          # seconds the condition must hold ("for")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str
+    kinds: tuple[str, ...]
+    domain_glob: str
+    levels: tuple[Level, ...]
+    cooldown: float
+    source: str
+    line: int
+
+
+def _line(node) -> int:
+    return node.start_mark.line + 1
+
+
+def _mapping(node, source, field) -> dict:
+    if not isinstance(node, yaml.MappingNode):
+        raise RuleError(source, _line(node), field, "expected a mapping")
+    out = {}
+    for k, v in node.value:
+        if k.value in out:
+            raise RuleError(source, _line(k), f"{field}.{k.value}" if field else k.value, "given twice")
+        out[k.value] = (k, v)
+    return out
+
+
+def _scalar(node, source, field, what: str) -> str:
+    if not isinstance(node, yaml.ScalarNode) or node.value == "":
+        raise RuleError(source, _line(node), field, f"expected {what}")
+    return node.value
+
+
+def _check_keys(found: dict, allowed: set, source: str, field: str) -> None:
+    for key, (knode, _) in found.items():
+        if key not in allowed:
+            raise RuleError(source, _line(knode), f"{field}.{key}" if field else key,
+                            f"unknown key (known here: {', '.join(sorted(allowed))})")
+
+
+def _duration(node, source, field) -> float:
+    try:
+        return parse_duration(_scalar(node, source, field, "a duration (10s, 5m)"))
+    except ValueError as e:
+        raise RuleError(source, _line(node), field, str(e)) from None
+
+
+def _level(found: dict, source: str, field: str, default_severity: str | None) -> Level:
+    if "when" not in found:
+        raise RuleError(source, None, field, "a level needs 'when' (its condition)")
+    wnode = found["when"][1]
+    text = _scalar(wnode, source, f"{field}.when", "a condition such as 'tto < 60s'")
+    try:
+        cond = compile_condition(text, known=set(VARIABLES))
+    except ExprError as e:
+        raise RuleError(source, _line(wnode), f"{field}.when", f"{e.message} (column {e.column} of {text!r})") from None
+    severity = default_severity
+    if "severity" in found:
+        snode = found["severity"][1]
+        severity = _scalar(snode, source, f"{field}.severity", "a severity")
+        if severity not in SEVERITIES:
+            raise RuleError(source, _line(snode), f"{field}.severity",
+                            f"expected one of {', '.join(SEVERITIES)}, got {severity!r}")
+    if severity is None:
+        raise RuleError(source, None, field, "needs a severity")
+    hold = _duration(found["for"][1], source, f"{field}.for") if "for" in found else 0.0
+    return Level(severity, cond, hold)
+
+
+def parse_rules(text: str, source: str = "<rules>") -> list[Rule]:
+    """Typed rules from a rule file's text.  Raises RuleError."""
+    try:
+        doc = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise RuleError(source, mark.line + 1 if mark else None, "document", f"not valid YAML: {e}") from None
+    if doc is None:
+        return []
+    top = _mapping(doc, source, "")
+    _check_keys(top, {"rules"}, source, "")
+    if "rules" not in top:
+        return []
+    rules_node = top["rules"][1]
+    if not isinstance(rules_node, yaml.SequenceNode):
+        raise RuleError(source, _line(rules_node), "rules", "expected a list of rules")
+    rules, names = [], set()
+    for i, node in enumerate(rules_node.value):
+        rule = _rule(node, source, f"rules[{i}]")
+        if rule.name in names:
+            raise RuleError(source, _line(node), f"rules[{i}].name", f"{rule.name!r} is defined twice")
+        names.add(rule.name)
+        rules.append(rule)
+    return rules
+
+
+def _rule(node, source: str, field: str) -> Rule:
+    found = _mapping(node, source, field)
+    _check_keys(found, {"name", "description", "match", "levels", "when", "for", "severity", "cooldown",
+                        "actions"}, source, field)
+    if "name" not in found:
+        raise RuleError(source, _line(node), field, "a rule needs a name")
+    name = _scalar(found["name"][1], source, f"{field}.name", "a name")
+    description = found["description"][1].value if "description" in found else ""
+    kinds, glob = KINDS, "*"
+    if "match" in found:
+        m = _mapping(found["match"][1], source, f"{field}.match")
+        _check_keys(m, {"kind", "domain"}, source, f"{field}.match")
+        if "kind" in m:
+            knode = m["kind"][1]
+            items = knode.value if isinstance(knode, yaml.SequenceNode) else [knode]
+            kinds = tuple(_scalar(k, source, f"{field}.match.kind", "a domain kind") for k in items)
+            for k, item in zip(kinds, items):
+                if k not in KINDS:
+                    raise RuleError(source, _line(item), f"{field}.match.kind",
+                                    f"expected one of {', '.join(KINDS)}, got {k!r}")
+        if "domain" in m:
+            glob = _scalar(m["domain"][1], source, f"{field}.match.domain", "a glob such as 'cgroup:/build*'")
+    if "levels" in found and "when" in found:
+        raise RuleError(source, _line(found["when"][0]), f"{field}.when", "give either 'levels' or 'when', not both")
+    if "levels" in found:
+        lnode = found["levels"][1]
+        if not isinstance(lnode, yaml.SequenceNode) or not lnode.value:
+            raise RuleError(source, _line(lnode), f"{field}.levels", "expected a non-empty list of levels")
+        levels = []
+        for j, item in enumerate(lnode.value):
+            lf = f"{field}.levels[{j}]"
+            sub = _mapping(item, source, lf)
+            _check_keys(sub, {"severity", "when", "for"}, source, lf)
+            levels.append(_level(sub, source, lf, None))
+        ranks = [SEVERITIES.index(lv.severity) for lv in levels]
+        if ranks != sorted(set(ranks)):
+            raise RuleError(source, _line(lnode), f"{field}.levels",
+                            "levels must go up in severity, each once (info < warning < critical < last_resort)")
+    elif "when" in found:
+        levels = [_level(found, source, field, "warning")]
+    else:
+        raise RuleError(source, _line(node), field, "a rule needs 'when' or 'levels'")
+    cooldown = _duration(found["cooldown"][1], source, f"{field}.cooldown") if "cooldown" in found else 0.0
+    return Rule(name, description, kinds, glob, tuple(levels), cooldown, source, _line(node))
+
+
+def load_rules(paths: list[str]) -> list[Rule]:
+    """Every rule of every file; raises RuleError (a name defined in two
+    files is an error too) or OSError."""
+    rules, seen = [], {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for rule in parse_rules(f.read(), path):
+                if rule.name in seen:
+                    raise RuleError(path, rule.line, "name",
+                                    f"{rule.name!r} is already defined in {seen[rule.name]}")
+                seen[rule.name] = f"{rule.source}:{rule.line}"
+                rules.append(rule)
+    return rules

@@ -1,0 +1,104 @@
+"""Rule files (errors at file:line:field) and their evaluation on a fake clock."""
+
+import pytest
+
+from memguard.rules.evaluate import RuleEngine
+from memguard.rules.load import RuleError, load_rules, parse_rules
+
+LADDER = """\
+rules:
+  - name: running-out
+    match:
+      kind: [cgroup]
+      domain: "cgroup:/build*"
+    levels:
+      - severity: warning
+        when: tto < 5m
+        for: 10s
+      - severity: critical
+        when: tto < 60s
+        for: 2s
+      - severity: last_resort
+        when: tto < 10s
+    cooldown: 2m
+"""
+
+
+def env(tto, domain="cgroup:/build", kind="cgroup"):
+    return {domain: {"domain": domain, "kind": kind, "tto": tto}}
+
+
+def run(engine, series, start=0.0, step=1.0, domain="cgroup:/build"):
+    """Feed tto values one second apart; the transitions, as (t, kind, severity)."""
+    out = []
+    for i, tto in enumerate(series):
+        for tr in engine.evaluate(env(tto, domain), start + i * step):
+            out.append((tr.at, tr.kind, tr.severity))
+    return out
+
+
+def test_for_duration_then_escalation_then_clear():
+    engine = RuleEngine(parse_rules(LADDER))
+    series = [400] * 3 + [200] * 12 + [50] * 3 + [5] + [None] * 2
+    assert run(engine, series) == [
+        (13.0, "fire", "warning"),        # tto < 5m from t=3, held 10 s
+        (17.0, "escalate", "critical"),   # tto < 60s from t=15, held 2 s
+        (18.0, "escalate", "last_resort"),
+        (19.0, "clear", None),
+    ]
+
+
+def test_a_flapping_condition_is_not_refired_within_the_cooldown():
+    engine = RuleEngine(parse_rules(LADDER.replace("for: 10s", "for: 0s")))
+    assert run(engine, [200, None, 200, None]) == [(0.0, "fire", "warning"), (1.0, "clear", None)]
+    assert engine.suppressed == 1
+    assert run(engine, [200], start=200.0) == [(200.0, "fire", "warning")]   # after the cooldown
+
+
+def test_match_by_kind_and_glob():
+    engine = RuleEngine(parse_rules(LADDER.replace("for: 10s", "for: 0s")))
+    assert run(engine, [200], domain="cgroup:/other") == []
+    assert engine.evaluate(env(200, "host", "host"), 0.0) == []
+    assert engine.firing() == []
+    engine.evaluate(env(200), 0.0)
+    assert engine.firing() == [("running-out", "cgroup:/build", "warning", 0.0)]
+
+
+def test_a_vanished_domain_drops_its_state():
+    engine = RuleEngine(parse_rules(LADDER.replace("for: 10s", "for: 0s")))
+    engine.evaluate(env(200), 0.0)
+    engine.evaluate({}, 1.0)
+    assert engine.firing() == [] and engine.state == {}
+
+
+def test_one_level_shorthand():
+    (rule,) = parse_rules("rules:\n  - name: r\n    when: usage_ratio > 0.9\n    for: 30s\n")
+    assert [(lv.severity, lv.hold) for lv in rule.levels] == [("warning", 30.0)]
+
+
+@pytest.mark.parametrize("text,line,field,what", [
+    ("rules:\n  - name: r\n    when: tto < 60x\n", 3, "rules[0].when", "unknown unit"),
+    ("rules:\n  - name: r\n    when: ttoo < 60s\n", 3, "rules[0].when", "unknown variable 'ttoo'"),
+    ("rules:\n  - name: r\n    when: tto < 60s\n    for: soon\n", 4, "rules[0].for", "expected a duration"),
+    ("rules:\n  - name: r\n    when: tto < 60s\n    severity: urgent\n", 4, "rules[0].severity", "expected one of"),
+    ("rules:\n  - name: r\n    whne: tto < 60s\n", 3, "rules[0].whne", "unknown key"),
+    ("rules:\n  - name: r\n    match:\n      kind: [pod]\n    when: tto < 1s\n", 4, "rules[0].match.kind", "got 'pod'"),
+    ("rules:\n  - name: r\n    when: tto < 1s\n  - name: r\n    when: tto < 2s\n", 4, "rules[1].name", "defined twice"),
+    ("rules:\n  - name: r\n    levels:\n      - {severity: critical, when: tto < 1s}\n      - {severity: warning, when: tto < 9s}\n",
+     4, "rules[0].levels", "go up in severity"),
+    ("rules:\n  - name: r\n", 2, "rules[0]", "needs 'when' or 'levels'"),
+    ("rules: [\n", 2, "document", "not valid YAML"),
+])
+def test_errors_name_file_line_and_field(text, line, field, what):
+    with pytest.raises(RuleError) as e:
+        parse_rules(text, "my.rules.yaml")
+    assert (e.value.source, e.value.line, e.value.field) == ("my.rules.yaml", line, field)
+    assert what in e.value.message
+
+
+def test_a_name_in_two_files_is_an_error(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("rules:\n  - name: r\n    when: tto < 1s\n")
+    b.write_text("rules:\n  - name: r\n    when: tto < 2s\n")
+    with pytest.raises(RuleError, match="already defined in"):
+        load_rules([str(a), str(b)])
