@@ -10,6 +10,7 @@ below; docs/configuration.md documents each key.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import typing
 from dataclasses import dataclass, field
@@ -92,6 +93,13 @@ class IncidentsConfig:
 
 
 @dataclass(frozen=True)
+class RulesConfig:
+    # Rule files or globs (rules.d/*.yaml); relative paths are taken from
+    # the config file's directory.  docs/rules.md describes the format.
+    files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     listen: str = "127.0.0.1:9717"        # host:port; "" turns the endpoint off
 
@@ -115,6 +123,18 @@ class Config:
     wsl: WslConfig = WslConfig()
     probes: ProbesConfig = ProbesConfig()
     incidents: IncidentsConfig = IncidentsConfig()
+    rules: RulesConfig = RulesConfig()
+    source: str = field(default="", metadata={"internal": True})  # the file read ("" for the defaults)
+
+    def rule_files(self) -> list[str]:
+        """The rule files, globs expanded, relative to the config file."""
+        base = os.path.dirname(os.path.abspath(self.source)) if self.source else os.getcwd()
+        out = []
+        for pattern in self.rules.files:
+            path = os.path.join(base, os.path.expanduser(pattern))
+            matched = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
+            out += matched
+        return out
 
     def resolved_paths(self) -> tuple[str, str]:
         """(socket, state_dir) with the defaults for the current user filled in."""
@@ -130,7 +150,7 @@ class Config:
 def load_config(path: str) -> Config:
     """Read and validate *path*.  Raises ConfigError or OSError."""
     with open(path, encoding="utf-8") as f:
-        return parse_config(f.read(), path)
+        return dataclasses.replace(parse_config(f.read(), path), source=path)
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:
@@ -151,7 +171,7 @@ def _line(node: yaml.Node) -> int:
 def _build(cls, node: yaml.Node, source: str, prefix: str):
     if not isinstance(node, yaml.MappingNode):
         raise ConfigError(source, _line(node), prefix, "expected a mapping of keys")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     hints = typing.get_type_hints(cls)
     values = {}
     for key_node, value_node in node.value:

@@ -32,6 +32,7 @@ from .incidents.redact import redact_cmdline
 from .incidents.store import IncidentStore
 from .incidents.unclean import unclean_stop_incident
 from .log import Logger
+from .rules.load import RuleError, load_rules
 from .probes.build import build_probes
 from .probes.procevents import describe
 from .probes.base import ProbeReading
@@ -73,6 +74,7 @@ class Daemon:
                                    max_age_seconds=config.incidents.max_age)
         self.writer = IncidentWriter(self.store, self.log)
         self.probes = None
+        self.reload_rules(initial=True)
         self._saved_seq = None
         self._heartbeat_at = 0.0
 
@@ -134,6 +136,27 @@ class Daemon:
         for msg, fields in effects.log:
             self.log.info(msg, **fields)
 
+    # -- rules ------------------------------------------------------------------
+
+    def reload_rules(self, initial: bool = False) -> dict:
+        """Load the rule files again; a file with an error leaves the rules in
+        force as they were, and the error is shown in status.  At start-up an
+        error raises RuleError (the daemon does not start on broken rules)."""
+        files = self.config.rule_files()
+        try:
+            rules = load_rules(files)
+        except (RuleError, OSError) as e:
+            if initial:
+                raise
+            self.engine.rules_info = {**self.engine.rules_info, "error": str(e)}
+            self.log.error("rules not reloaded; the last good rules stay in force", error=str(e))
+            return {"reloaded": False, "error": str(e), "rules": len(self.engine.rules.rules)}
+        self.engine.rules.replace_rules(rules)
+        self.engine.rules_info = {"files": files, "count": len(rules), "error": None,
+                                  "loaded": time.time()}
+        self.log.info("rules loaded", count=len(rules), files=",".join(files) or "none")
+        return {"reloaded": True, "error": None, "rules": len(rules)}
+
     # -- state that survives a restart ----------------------------------------------
 
     def _persist(self, now: Instant) -> None:
@@ -180,6 +203,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         removed = self.store.recover()
         if removed:
@@ -190,6 +214,7 @@ class Daemon:
         control.route("status", self._status)
         control.route("incidents", self._incidents)
         control.route("incident", self._incident)
+        control.route("reload", lambda params, peer: self.reload_rules(), privileged=True)
         await control.start()
         metrics_server, metrics_at = None, "off"
         if self.config.metrics.listen:
@@ -328,7 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write("\n")
         return 0
     try:
-        asyncio.run(Daemon(config, roots, log=log).run())
+        daemon = Daemon(config, roots, log=log)
+    except (RuleError, OSError) as e:
+        print(f"memguardd: cannot start: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        asyncio.run(daemon.run())
     except (RuntimeError, OSError) as e:
         log.error("cannot start", error=str(e))
         return EXIT_STARTUP

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -150,3 +151,40 @@ def test_a_host_that_died_near_a_limit_leaves_an_incident(tmp_path, host):
         assert d.stop() == 0
     # a clean stop leaves a clean heartbeat: the next start writes no incident
     assert json.loads((state / "heartbeat.json").read_text())["clean"] is True
+
+
+def test_rules_fire_reload_and_a_bad_file_keeps_the_last_good(tmp_path, host):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: jobs-filling\n    match:\n      domain: 'cgroup:/jobs'\n"
+                     "    when: usage_ratio > 0.3\n    severity: critical\n")
+    d = Daemon(str(tmp_path), "--proc-root", host.roots.proc, "--sys-root", host.roots.sys,
+               "--rootfs", host.top, "--no-probes", config=f"rules:\n  files: ['{rules}']\n")
+    try:
+        status = d.wait_for_tick(lambda s: s["rules"]["firing"])
+        assert status["rules"]["count"] == 1 and status["rules"]["error"] is None
+        assert [(f["rule"], f["domain"], f["severity"]) for f in status["rules"]["firing"]] == [
+            ("jobs-filling", "cgroup:/jobs", "critical")]
+        assert 'memguard_rule_firing{domain="cgroup:/jobs",rule="jobs-filling",severity="critical"} 1.0' in d.metrics()
+        rules.write_text("rules:\n  - name: broken\n    when: usage_ratio >\n")
+        r = ctl(d.socket, "reload")
+        assert r.returncode == 1 and "NOT reloaded" in r.stdout
+        status = d.wait_for_tick(lambda s: s["rules"]["error"])   # shown from the next tick
+        assert status["rules"]["count"] == 1 and "rules.yaml:3: rules[0].when" in status["rules"]["error"]
+        assert status["rules"]["firing"], "the last good rules stay in force"
+        rules.write_text("rules:\n  - name: calm\n    when: usage_ratio > 0.99\n")
+        os.kill(d.proc.pid, signal.SIGHUP)
+        status = d.wait_for_tick(lambda s: s["rules"]["count"] == 1 and not s["rules"]["firing"]
+                                 and s["rules"]["error"] is None)
+    finally:
+        assert d.stop() == 0, d.log()
+
+
+def test_broken_rules_at_start_stop_the_daemon_with_the_place(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: r\n    when: tto <\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"rules:\n  files: ['{rules}']\n")
+    r = subprocess.run([sys.executable, "-m", "memguard.daemon", "--config", str(config), "--no-probes",
+                        "--socket", str(tmp_path / "s.sock"), "--state-dir", str(tmp_path / "st")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and f"{rules}:3: rules[0].when" in r.stderr

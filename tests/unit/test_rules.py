@@ -1,5 +1,8 @@
 """Rule files (errors at file:line:field) and their evaluation on a fake clock."""
 
+import glob
+import os
+
 import pytest
 
 from memguard.rules.evaluate import RuleEngine
@@ -102,3 +105,25 @@ def test_a_name_in_two_files_is_an_error(tmp_path):
     b.write_text("rules:\n  - name: r\n    when: tto < 2s\n")
     with pytest.raises(RuleError, match="already defined in"):
         load_rules([str(a), str(b)])
+
+
+SHIPPED = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "rules", "*.yaml")))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.rsplit("/", 1)[-1])
+def test_shipped_rule_sets_load(path):
+    assert load_rules([path])
+
+
+def test_the_shipped_sets_are_all_there():
+    assert {p.rsplit("/", 1)[-1] for p in SHIPPED} == {"default.yaml", "training.yaml", "compile.yaml", "wsl.yaml"}
+
+
+def test_default_rules_escalate_on_a_shortening_prediction():
+    engine = RuleEngine(load_rules([p for p in SHIPPED if p.endswith("default.yaml")]))
+    seen = []
+    for t, tto in enumerate([600, 240, 240, 240, 240, 240, 240, 240, 240, 240, 240, 240, 50, 50, 50, 5]):
+        e = {"cgroup:/a": {"domain": "cgroup:/a", "kind": "cgroup", "tto": tto, "confidence": 0.9,
+                           "usage_ratio": 0.5}}
+        seen += [(tr.kind, tr.severity) for tr in engine.evaluate(e, float(t))]
+    assert seen == [("fire", "warning"), ("escalate", "critical"), ("escalate", "last_resort")]

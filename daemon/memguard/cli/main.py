@@ -15,6 +15,7 @@ import json
 import sys
 
 from ..config import Config
+from ..rules.load import RuleError, load_rules
 from . import client
 from .incident import plot, render_incident, render_list
 from .render import render_status
@@ -31,6 +32,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sub.add_parser("status", help="domains, sources and top consumers; exit 4 when degraded")
     sub.add_parser("version", help="the daemon's version and protocol")
     sub.add_parser("incidents", help="the incidents stored, newest first")
+    sub.add_parser("reload", help="load the rule files again (the last good rules stay on error)")
+    rules = sub.add_parser("rules", help="rule files")
+    rules_sub = rules.add_subparsers(dest="action", required=True)
+    check = rules_sub.add_parser("check", help="validate rule files; exit 1 on any error")
+    check.add_argument("files", nargs="+", metavar="FILE")
     inc = sub.add_parser("incident", help="one incident")
     inc_sub = inc.add_subparsers(dest="action", required=True)
     show = inc_sub.add_parser("show", help="what was killed, why, how fast memory grew, who else used it")
@@ -39,8 +45,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def rules_check(files: list[str], as_json: bool) -> int:
+    """Validate rule files locally (no daemon needed)."""
+    results, failed = [], False
+    for path in files:
+        try:
+            rules = load_rules([path])
+            results.append({"file": path, "ok": True, "rules": [r.name for r in rules], "error": None})
+        except RuleError as e:
+            failed = True
+            results.append({"file": path, "ok": False, "rules": [],
+                            "error": {"line": e.line, "field": e.field, "message": e.message, "text": str(e)}})
+        except OSError as e:
+            failed = True
+            results.append({"file": path, "ok": False, "rules": [],
+                            "error": {"line": None, "field": None, "message": str(e), "text": f"{path}: {e.strerror}"}})
+    if as_json:
+        json.dump({"schema_version": 1, "ok": not failed, "files": results}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for r in results:
+            if r["ok"]:
+                print(f"{r['file']}: {len(r['rules'])} rule(s) OK ({', '.join(r['rules'])})")
+            else:
+                print(r["error"]["text"], file=sys.stderr)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "rules":
+        return rules_check(args.files, args.json)
     path = args.socket or Config().resolved_paths()[0]
     params = {"id": args.id} if args.command == "incident" else {}
     try:
@@ -60,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(render_list(result))
     elif args.command == "incident":
         sys.stdout.write(render_incident(result))
+    elif args.command == "reload":
+        print(f"rules reloaded: {result['rules']} in force" if result["reloaded"]
+              else f"rules NOT reloaded ({result['error']}); the last good {result['rules']} stay in force")
+        if not result["reloaded"]:
+            return EXIT_ERROR
     else:
         print(f"memguardd {result['version']} (protocol {result['protocol']})")
     if args.command == "incident" and args.plot:

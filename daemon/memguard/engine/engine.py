@@ -17,6 +17,7 @@ from ..config import Config
 from ..model import OomKill, ProcessInfo, Sample, SourceStatus
 from ..sources.base import Reading
 from ..predict.predictor import BURST_WINDOW, HORIZONS, Prediction, predict, width
+from ..rules.evaluate import RuleEngine, domain_env
 from .incidents import Context, IncidentBuilder
 from .recorder import FlightRecorder
 from .snapshot import DomainView, Snapshot
@@ -26,6 +27,8 @@ from .snapshot import DomainView, Snapshot
 SUSPEND_THRESHOLD = 1.0
 # Processes remembered for naming a victim after its /proc entry is gone.
 PROCESS_TABLE_SIZE = 4096
+# Rule transitions remembered per domain, for the incident of a kill.
+TRANSITIONS_KEPT = 600.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,11 @@ class Engine:
         self.reclaim: dict[str, tuple[int, float]] = {}    # cgroup2 path -> (stalls, seconds)
         self.redact = redact
         self.incidents = IncidentBuilder()
+        self.rules = RuleEngine([])
+        self.rules_info: dict = {"files": [], "count": 0, "error": None}
+        # Rule transitions of the last minutes, per domain: what an incident
+        # tells of the warnings before a kill.
+        self.transitions: dict[str, list] = {}
         self.counters = Counters()
         self._boot_offset: float | None = None
         rec = config.recorder
@@ -137,7 +145,8 @@ class Engine:
         domain_of = self.domain_of or (lambda path: host)
         return Context({n: s.recorder for n, s in self.domains.items()},
                        {n: s.sample.limit if s.sample else None for n, s in self.domains.items()},
-                       self.process_table, domain_of, self.redact)
+                       self.process_table, domain_of, self.redact, self.transitions,
+                       {n: s.prediction for n, s in self.domains.items()})
 
     def remember(self, processes: list[ProcessInfo]) -> None:
         """Processes seen at exec (the proc connector): kept to name victims."""
@@ -169,6 +178,7 @@ class Engine:
                 self._fold(run.name, run.reading, pressure, now, log)
         for state in self.domains.values():
             state.prediction = self._predict(state, now.mono)
+        self._evaluate_rules(now, log)
         self.interval = self._next_interval()
 
     def _check_suspend(self, now: Instant, log: list) -> None:
@@ -255,6 +265,20 @@ class Engine:
                 return name
         return "host"
 
+    def _evaluate_rules(self, now: Instant, log: list) -> None:
+        if not self.rules.rules:
+            return
+        envs = {v.name: domain_env(v) for v in self._views(now)}
+        for tr in self.rules.evaluate(envs, now.mono):
+            log.append((f"rule {tr.kind}", {"rule": tr.rule, "domain": tr.domain, "severity": tr.severity,
+                                            "previous": tr.previous}))
+            kept = self.transitions.setdefault(tr.domain, [])
+            kept.append(tr)
+            while kept and now.mono - kept[0].at > TRANSITIONS_KEPT:
+                kept.pop(0)
+        for name in [n for n in self.transitions if n not in self.domains]:
+            del self.transitions[name]
+
     @staticmethod
     def _predict(state: DomainState, now: float) -> Prediction | None:
         if state.sample is None:
@@ -277,19 +301,23 @@ class Engine:
                 return sampling.fast_interval
         return sampling.interval
 
-    def snapshot(self, now: Instant) -> Snapshot:
-        domains = tuple(
+    def _views(self, now: Instant) -> tuple[DomainView, ...]:
+        return tuple(
             DomainView(name, s.kind, s.identity, s.sample, now.mono - s.first_seen,
                        max(0.0, now.mono - s.recorder.window_start)
                        if s.recorder.window_start > -math.inf else now.mono - s.first_seen,
                        s.recorder.nbytes, s.prediction)
             for name, s in sorted(self.domains.items()) if s.sample is not None
         )
+
+    def snapshot(self, now: Instant) -> Snapshot:
+        domains = self._views(now)
         return Snapshot(
             version=self.version, now=now, started=self.started, interval=self.interval,
             sources=tuple(sorted(self.sources.values(), key=lambda s: s.name)),
             probes=tuple(sorted(self.probes.values(), key=lambda s: s.name)),
             domains=domains, processes=self.processes, reclaim=dict(self.reclaim),
+            firing=tuple(self.rules.firing()), rules_info=dict(self.rules_info),
             unattributed_kills=self.incidents.unattributed,
             facts={k: dict(v) for k, v in self.facts.items()},
             counters=replace(self.counters, dropped=dict(self.counters.dropped),

@@ -394,7 +394,10 @@ class Context:
     """What the builder may know of the world, handed in by the engine."""
 
     def __init__(self, recorders: dict[str, FlightRecorder], limits: dict[str, int | None],
-                 processes: dict[int, ProcessInfo], domain_of, redact) -> None:
+                 processes: dict[int, ProcessInfo], domain_of, redact,
+                 transitions: dict | None = None, predictions: dict | None = None) -> None:
+        self.transitions = transitions or {}
+        self.predictions = predictions or {}
         self.recorders = recorders
         self.limits = limits
         self.processes = processes
@@ -423,9 +426,18 @@ class Context:
                       "cmdline": self.redact(p.cmdline) if p.cmdline else None}
                      for p in sorted(self.processes.values(), key=lambda p: -p.rss)
                      if domain is None or p.domain == domain][:10]
+        warnings = [{"t": round(tr.at - t, 3), "rule": tr.rule, "kind": tr.kind, "severity": tr.severity}
+                    for tr in self.transitions.get(domain or "", ()) if tr.at <= t + 1.0]
+        fired = [w["t"] for w in warnings if w["kind"] == "fire"]
+        p = self.predictions.get(domain or "")
+        prediction = None if p is None else {
+            "tto_seconds": p.tto, "rate_bytes_per_second": p.rate, "confidence": p.confidence,
+            "method": p.method, "leak_bytes_per_minute": p.leak_rate}
         return {"samples": samples, "growth": growth(samples), "top_consumers": consumers,
                 "limit_bytes": self.limits.get(domain or ""),
-                "predictions": [], "warnings": [], "actions": [], "warning_seconds": None}
+                "predictions": [prediction] if prediction else [], "warnings": warnings, "actions": [],
+                # seconds from the first rule firing to the kill (None: no warning)
+                "warning_seconds": round(-min(fired), 3) if fired else None}
 
 
 def growth(samples: dict) -> dict:

@@ -43,6 +43,8 @@ class Snapshot:
     counters: object
     reclaim: dict = field(default_factory=dict)      # cgroup2 path -> (stalls, seconds)
     unattributed_kills: int = 0
+    firing: tuple = ()            # (rule, domain, severity, since) of firing rules
+    rules_info: dict = field(default_factory=dict)
 
     @property
     def degraded(self) -> list[str]:
@@ -68,6 +70,10 @@ class Snapshot:
             "facts": self.facts,
             "counters": _counters_json(self.counters),
             "unattributed_kills": self.unattributed_kills,
+            "rules": {**self.rules_info,
+                      "firing": [{"rule": r, "domain": d, "severity": sev,
+                                  "since_seconds": round(self.now.mono - since, 3)}
+                                 for r, d, sev, since in self.firing]},
             "reclaim": [{"cgroup": path, "stalls": n, "stall_seconds": round(sec, 6)}
                         for path, (n, sec) in sorted(self.reclaim.items())],
         }

@@ -175,6 +175,16 @@ def _probe_metrics(snap: Snapshot):
         stalls.add_metric([path], n)
         stall_s.add_metric([path], seconds)
     yield from (up, available, events, errors, lost, malformed, incidents, unattributed, stall_s, stalls)
+    firing = GaugeMetricFamily("memguard_rule_firing", "1 for each rule firing on a domain, at its severity.",
+                               labels=["rule", "domain", "severity"])
+    for rule, domain, severity, _ in snap.firing:
+        firing.add_metric([rule, domain, severity], 1)
+    loaded = GaugeMetricFamily("memguard_rules_loaded", "Rules in force.")
+    loaded.add_metric([], snap.rules_info.get("count", 0))
+    reload_ok = GaugeMetricFamily("memguard_rules_last_reload_ok",
+                                  "0 when the last reload failed and the previous rules stay in force.")
+    reload_ok.add_metric([], 0 if snap.rules_info.get("error") else 1)
+    yield from (firing, loaded, reload_ok)
 
 
 class Metrics:
