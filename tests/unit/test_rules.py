@@ -71,7 +71,7 @@ def test_a_vanished_domain_drops_its_state():
     engine = RuleEngine(parse_rules(LADDER.replace("for: 10s", "for: 0s")))
     engine.evaluate(env(200), 0.0)
     engine.evaluate({}, 1.0)
-    assert engine.firing() == [] and engine.state == {}
+    assert engine.firing() == [] and engine.state == {"running-out": {}}
 
 
 def test_one_level_shorthand():

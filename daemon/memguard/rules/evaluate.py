@@ -37,7 +37,7 @@ class PairState:
 
 
 def matches(rule: Rule, domain: str, kind: str) -> bool:
-    return kind in rule.kinds and fnmatch.fnmatchcase(domain, rule.domain_glob)
+    return kind in rule.kinds and (rule.domain_glob == "*" or fnmatch.fnmatchcase(domain, rule.domain_glob))
 
 
 def domain_env(view) -> dict:
@@ -61,47 +61,68 @@ def domain_env(view) -> dict:
 
 
 class RuleEngine:
+    """The rules in force and the state of every (rule, domain) pair that
+    has one: a pair whose condition never held keeps none, so the common
+    case, a rule that does not apply to a quiet domain, costs one
+    evaluation and a dictionary miss."""
+
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = list(rules)
-        self.state: dict[tuple[str, str], PairState] = {}
+        self.state: dict[str, dict[str, PairState]] = {}     # rule -> domain -> state
         self.suppressed = 0
         self.evaluations = 0
+        self._domains: tuple | None = None                    # (domain, kind) pairs last seen
+        self._targets: dict[str, list[str]] = {}              # rule -> the domains it matches
 
     def replace_rules(self, rules: list[Rule]) -> None:
         """New rules (a reload): pairs of rules that remain keep their state."""
         names = {r.name for r in rules}
-        self.state = {k: v for k, v in self.state.items() if k[0] in names}
+        self.state = {k: v for k, v in self.state.items() if k in names}
         self.rules = list(rules)
+        self._domains = None
+
+    def _retarget(self, envs: dict[str, dict]) -> None:
+        domains = tuple((d, e.get("kind", "")) for d, e in envs.items())
+        if domains == self._domains:
+            return
+        self._domains = domains
+        self._targets = {r.name: [d for d, k in domains if matches(r, d, k)] for r in self.rules}
+        for rule in self.rules:
+            wanted = set(self._targets[rule.name])
+            states = self.state.get(rule.name, {})
+            for d in [d for d in states if d not in wanted]:
+                del states[d]          # the domain is gone, or the rule no longer matches it
 
     def evaluate(self, envs: dict[str, dict], now: float) -> list[Transition]:
         """One tick: *envs* maps each domain to its variables."""
         out: list[Transition] = []
-        live = set()
+        self._retarget(envs)
         for rule in self.rules:
-            for domain, env in envs.items():
-                if not matches(rule, domain, env.get("kind", "")):
-                    continue
-                key = (rule.name, domain)
-                live.add(key)
-                st = self.state.get(key)
+            states = self.state.setdefault(rule.name, {})
+            levels = rule.levels
+            first = levels[0].when.evaluate
+            for domain in self._targets[rule.name]:
+                env = envs[domain]
+                st = states.get(domain)
                 if st is None:
-                    st = self.state[key] = PairState()
+                    if len(levels) == 1 and first(env) is not True:
+                        continue       # never held: no state needed
+                    st = states[domain] = PairState()
                 self._step(rule, domain, env, st, now, out)
-        for key in [k for k in self.state if k not in live]:
-            del self.state[key]       # the domain is gone, or the rule no longer matches
+            self.evaluations += len(levels) * len(self._targets[rule.name])
         return out
 
     def _step(self, rule: Rule, domain: str, env: dict, st: PairState, now: float,
               out: list[Transition]) -> None:
         reached = -1
+        pending = st.pending
         for i, level in enumerate(rule.levels):
-            self.evaluations += 1
-            if level.when(env):
-                since = st.pending.setdefault(i, now)
+            if level.when.evaluate(env) is True:
+                since = pending.setdefault(i, now)
                 if now - since >= level.hold:
                     reached = i
-            else:
-                st.pending.pop(i, None)
+            elif pending:
+                pending.pop(i, None)
         if reached == st.level:
             return
         old = rule.levels[st.level].severity if st.level >= 0 else None
@@ -126,5 +147,5 @@ class RuleEngine:
         """(rule, domain, severity, since) of every firing pair, most severe first."""
         rules = {r.name: r for r in self.rules}
         out = [(name, domain, rules[name].levels[st.level].severity, st.since)
-               for (name, domain), st in self.state.items() if st.level >= 0]
+               for name, states in self.state.items() for domain, st in states.items() if st.level >= 0]
         return sorted(out, key=lambda f: (-SEVERITIES.index(f[2]), f[0], f[1]))
