@@ -1,0 +1,153 @@
+"""Replaying a recorded trace through the real engine, predictor and rules
+on a simulated clock: ``bench/predict.py`` and ``memguardctl rules test``.
+
+A trace is what ``bench/record.py`` writes: ``NAME.json`` (the workload, its
+limit, whether and when the kernel killed it) beside ``NAME.csv[.gz]``
+(samples every 50 ms: ``t_ms``, ``usage_kib``, ``working_set_kib``,
+``psi_some_avg10``, ``psi_full_avg10``, ``limit_kib`` among others).  The
+replay samples it as the daemon would: every ``sampling.interval``, or
+``fast_interval`` once a domain is close or a prediction is short.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import gzip
+import io
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+
+from .clock import FakeClock
+from .config import Config
+from .engine.engine import Engine, SourceRun
+from .model import PSI, Pressure, Sample
+from .rules.load import SEVERITIES, Rule
+from .sources.base import Reading
+
+DOMAIN = "cgroup:/trace"
+
+
+@dataclass(frozen=True)
+class Trace:
+    name: str
+    limit: int
+    t: list[float]                  # seconds since the start
+    used: list[int]
+    working_set: list[int]
+    psi_some: list[float]
+    psi_full: list[float]
+    kills: list[float]              # seconds since the start
+    description: str = ""
+
+    @property
+    def killed(self) -> bool:
+        return bool(self.kills)
+
+
+def load_trace(path: str) -> Trace:
+    """A trace from its JSON sidecar (or the CSV beside it).  Raises OSError
+    or ValueError naming the file."""
+    if not path.endswith(".json"):
+        path = path.split(".csv")[0] + ".json"
+    with open(path, encoding="utf-8") as f:
+        meta = json.load(f)
+    samples = os.path.join(os.path.dirname(path), meta["samples_file"])
+    opener = gzip.open if samples.endswith(".gz") else open
+    with opener(samples, "rt", encoding="utf-8") as f:
+        rows = list(csv.DictReader(io.StringIO(f.read())))
+    if not rows:
+        raise ValueError(f"{samples}: no samples")
+    kib = 1024
+    return Trace(
+        name=meta["name"], limit=int(meta["limit_bytes"]),
+        t=[int(r["t_ms"]) / 1000 for r in rows],
+        used=[int(r["usage_kib"]) * kib for r in rows],
+        working_set=[int(r["working_set_kib"]) * kib for r in rows],
+        psi_some=[float(r["psi_some_avg10"] or 0) for r in rows],
+        psi_full=[float(r["psi_full_avg10"] or 0) for r in rows],
+        kills=[k["t"] for k in meta.get("kills", [])],
+        description=meta.get("description", ""))
+
+
+@dataclass
+class Replay:
+    trace: Trace
+    ticks: list[tuple[float, object]] = field(default_factory=list)       # (t, prediction)
+    transitions: list[tuple[float, str, str, str | None]] = field(default_factory=list)  # (t, rule, kind, severity)
+
+
+def replay(trace: Trace, rules: list[Rule], config: Config | None = None) -> Replay:
+    """Run the trace through Engine.step as the daemon's ticks would."""
+    config = config or Config()
+    clock = FakeClock(mono=0.0)
+    engine = Engine(config, clock.now(), "replay")
+    engine.rules.replace_rules(rules)
+    out = Replay(trace)
+    end = trace.kills[0] if trace.kills else trace.t[-1]
+    t = trace.t[0]
+    while t <= end:
+        i = max(0, bisect.bisect_right(trace.t, t) - 1)
+        psi = PSI(Pressure(trace.psi_some[i], 0.0, 0.0, 0), Pressure(trace.psi_full[i], 0.0, 0.0, 0))
+        sample = Sample(DOMAIN, "cgroup", used=trace.used[i], working_set=trace.working_set[i],
+                        limit=trace.limit, reclaimable=trace.used[i] - trace.working_set[i], psi=psi,
+                        identity=1)
+        clock.mono = clock.boot = t
+        fx = engine.step([SourceRun("cgroups", reading=Reading(samples=[sample]))], clock.now())
+        out.ticks.append((t, engine.domains[DOMAIN].prediction))
+        for msg, fields in fx.log:
+            if msg.startswith("rule "):
+                out.transitions.append((t, fields["rule"], msg[5:], fields["severity"]))
+        t += fx.interval
+    return out
+
+
+def ramp_start(trace: Trace, floor: float = 0.2) -> float:
+    """When the run to the kill began: the last time before the kill the
+    working set was under *floor* of the limit (the start if never)."""
+    end = trace.kills[0] if trace.kills else trace.t[-1]
+    start = trace.t[0]
+    for t, ws in zip(trace.t, trace.working_set):
+        if t > end:
+            break
+        if ws < floor * trace.limit:
+            start = t
+    return start
+
+
+@dataclass(frozen=True)
+class Score:
+    name: str
+    killed: bool
+    ramp: float | None               # seconds from the ramp's start to the kill
+    lead: float | None               # seconds from the first warning to the kill
+    ideal: float | None              # min(warning horizon, ramp)
+    tto_error: float | None          # median relative error over the last 60 s
+    tto_coverage: float | None       # share of those ticks with a prediction
+    false_warnings: int              # warnings on a trace that was not killed
+
+
+def score(r: Replay, horizon: float, min_severity: str = "warning") -> Score:
+    """How well the replay warned: see bench/predict.py for the targets."""
+    trace = r.trace
+    rank = SEVERITIES.index(min_severity)
+    warnings = [t for t, _, kind, sev in r.transitions
+                if kind in ("fire", "escalate") and sev is not None and SEVERITIES.index(sev) >= rank]
+    if not trace.killed:
+        return Score(trace.name, False, None, None, None, None, None, len(warnings))
+    kill = trace.kills[0]
+    ramp = kill - ramp_start(trace)
+    lead = kill - warnings[0] if warnings else 0.0
+    errors, covered, total = [], 0, 0
+    for t, p in r.ticks:
+        left = kill - t
+        if 0 < left <= 60:
+            total += 1
+            if p is not None and p.tto is not None:
+                covered += 1
+                errors.append(abs(p.tto - left) / left)
+    return Score(trace.name, True, ramp, lead, min(horizon, ramp),
+                 statistics.median(errors) if errors else None,
+                 covered / total if total else None, 0)
