@@ -15,7 +15,9 @@ import json
 import sys
 
 from ..config import Config
+from ..replay import load_trace, replay
 from ..rules.load import RuleError, load_rules
+from ..units import format_bytes
 from . import client
 from .incident import plot, render_incident, render_list
 from .render import render_status
@@ -37,6 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     rules_sub = rules.add_subparsers(dest="action", required=True)
     check = rules_sub.add_parser("check", help="validate rule files; exit 1 on any error")
     check.add_argument("files", nargs="+", metavar="FILE")
+    test = rules_sub.add_parser("test", help="replay a recorded trace: when each rule fires and clears")
+    test.add_argument("files", nargs="+", metavar="FILE")
+    test.add_argument("--trace", required=True, help="a trace recorded by bench/record.py (NAME.json)")
     inc = sub.add_parser("incident", help="one incident")
     inc_sub = inc.add_subparsers(dest="action", required=True)
     show = inc_sub.add_parser("show", help="what was killed, why, how fast memory grew, who else used it")
@@ -72,10 +77,39 @@ def rules_check(files: list[str], as_json: bool) -> int:
     return EXIT_ERROR if failed else EXIT_OK
 
 
+def rules_test(files: list[str], trace_path: str, as_json: bool) -> int:
+    """Replay a trace through the rules, like promtool's rule tests."""
+    try:
+        rules = load_rules(files)
+        trace = load_trace(trace_path)
+    except (RuleError, OSError, ValueError, KeyError) as e:
+        print(f"memguardctl: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    result = replay(trace, rules)
+    events = [{"t": round(t, 2), "rule": rule, "kind": kind, "severity": sev}
+              for t, rule, kind, sev in result.transitions]
+    kill = trace.kills[0] if trace.kills else None
+    if as_json:
+        json.dump({"schema_version": 1, "trace": trace.name, "killed_at": kill, "transitions": events},
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    print(f"trace {trace.name}: limit {format_bytes(trace.limit)}, "
+          + (f"OOM-killed at {kill:.1f} s" if kill is not None else f"not killed ({trace.t[-1]:.1f} s)"))
+    for e in events:
+        before = f"  ({kill - e['t']:.1f} s before the kill)" if kill is not None else ""
+        print(f"  {e['t']:8.2f} s  {e['rule']}: {e['kind']}" + (f" {e['severity']}" if e["severity"] else "") + before)
+    if not events:
+        print("  no rule fired")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.command == "rules":
+    if args.command == "rules" and args.action == "check":
         return rules_check(args.files, args.json)
+    if args.command == "rules":
+        return rules_test(args.files, args.trace, args.json)
     path = args.socket or Config().resolved_paths()[0]
     params = {"id": args.id} if args.command == "incident" else {}
     try:
