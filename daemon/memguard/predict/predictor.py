@@ -122,8 +122,9 @@ def ls_slope(points: list[tuple[float, float]]) -> float:
     return 0.0 if var == 0 else sum((t - mt) * (v - mv) for t, v in points) / var
 
 
-def _quadratic_tto(points: list[tuple[float, float]], limit: float, now: float) -> float | None:
-    """Time until a least-squares parabola through *points* reaches *limit*."""
+def _quadratic_tto(points: list[tuple[float, float]], limit: float, now: float) -> tuple[float, float] | None:
+    """(time until a least-squares parabola through *points* reaches *limit*,
+    its squared residual), or None when it never does."""
     t0 = points[0][0]
     xs = [t - t0 for t, _ in points]
     ys = [v for _, v in points]
@@ -142,16 +143,32 @@ def _quadratic_tto(points: list[tuple[float, float]], limit: float, now: float) 
                 f = m[r][col] / m[col][col]
                 m[r] = [a - f * b for a, b in zip(m[r], m[col])]
     a, b, c = (m[i][3] / m[i][i] for i in range(3))
+    residual = sum((a + b * x + c * x * x - y) ** 2 for x, y in zip(xs, ys))
     x_now = now - t0
     # solve c x^2 + b x + (a - limit) = 0 for the first root after now
     if abs(c) < 1e-18:
-        return None if b <= 0 else max(0.0, (limit - a) / b - x_now)
+        return None if b <= 0 else (max(0.0, (limit - a) / b - x_now), residual)
     disc = b * b - 4 * c * (a - limit)
     if disc < 0 or n < 3:
         return None
     roots = sorted(((-b - math.sqrt(disc)) / (2 * c), (-b + math.sqrt(disc)) / (2 * c)))
     after = [r for r in roots if r >= x_now - 1e-9]
-    return after[0] - x_now if after else None
+    return (after[0] - x_now, residual) if after else None
+
+
+def _exponential_tto(points: list[tuple[float, float]], limit: float, now: float) -> tuple[float, float] | None:
+    """(time until ``v = e^(b + k t)``, fitted to *points* by Theil-Sen on
+    log v, reaches *limit*, its squared residual), or None."""
+    logs = [(t, math.log(v)) for t, v in points if v > 0]
+    if len(logs) < 3:
+        return None
+    k, _ = theil_sen(logs)
+    if k <= 0:
+        return None
+    b = sorted(lv - k * t for t, lv in logs)[len(logs) // 2]
+    residual = sum((math.exp(b + k * t) - v) ** 2 for t, v in points)
+    v_now = math.exp(b + k * now)
+    return (0.0 if v_now >= limit else (math.log(limit) - math.log(v_now)) / k), residual
 
 
 def _horizon(env, limit, now, horizon) -> Prediction | None:
@@ -177,8 +194,11 @@ def _horizon(env, limit, now, horizon) -> Prediction | None:
     older, _ = theil_sen(env[:half + 1])
     recent, _ = theil_sen(env[half:])
     if older > 0 and recent > ACCELERATION * older and len(env) >= 6:
-        tto = _quadratic_tto(env, limit, now)
-        if tto is not None:
+        # A parabola or an exponential (a leak that doubles, which a parabola
+        # underestimates): whichever fits the envelope better.
+        fits = [f for f in (_quadratic_tto(env, limit, now), _exponential_tto(env, limit, now)) if f is not None]
+        if fits:
+            tto, _ = min(fits, key=lambda f: f[1])
             return Prediction(tto, recent, confidence, "accelerating", horizon, headroom)
     tto = max(0.0, headroom / slope)
     return Prediction(tto, slope, confidence, "linear", horizon, headroom)
