@@ -1,8 +1,9 @@
-"""Prometheus metrics, rendered from the published snapshot once per tick.
+"""Prometheus metrics, rendered from the published snapshot.
 
 Each daemon has its own registry (never prometheus_client's global one), so
-tests build as many as they like.  A scrape serves the bytes of the last
-rendering: a slow or frequent scraper never delays a tick.  Names follow
+tests build as many as they like.  A snapshot is rendered at most once, at
+the first scrape after it was published; later scrapes of the same tick
+serve the same bytes, so a frequent scraper costs no more than one a tick.  Names follow
 Prometheus conventions (base units, ``_bytes``, ``_seconds``, ``_total``) and
 are documented in docs/metrics.md; they are an API.
 """
