@@ -34,6 +34,8 @@ from .incidents.unclean import unclean_stop_incident
 from .log import Logger
 from .rules.load import RuleError, load_rules
 from .probes.build import build_probes
+from .probes.memcg import MemcgProbe
+from .sources.cgroups import CgroupSource
 from .probes.procevents import describe
 from .probes.base import ProbeReading
 from .roots import Roots
@@ -75,6 +77,8 @@ class Daemon:
         self.writer = IncidentWriter(self.store, self.log)
         self.probes = None
         self._rendered: Snapshot | None = None
+        self._memcg_tracked = None
+        self._lookups = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-proc")
         self.reload_rules(initial=True)
         self._saved_seq = None
         self._heartbeat_at = 0.0
@@ -82,7 +86,16 @@ class Daemon:
     # -- ticks and events -------------------------------------------------------
 
     def tick(self) -> float:
-        """Run one tick; return the interval until the next."""
+        """Run one tick; return the interval until the next.  A bug in a
+        source or the engine is logged, and the daemon goes on."""
+        try:
+            return self._tick()
+        except Exception as e:  # noqa: BLE001 - one bad tick must not stop the watch
+            self.engine.counters.dropped["tick_error"] = self.engine.counters.dropped.get("tick_error", 0) + 1
+            self.log.error("tick failed", error=repr(e))
+            return self.config.sampling.interval
+
+    def _tick(self) -> float:
         now = self.clock.now()
         t0 = time.perf_counter()
         runs = [run_source(s, now) for s in self.tick_sources]
@@ -92,7 +105,20 @@ class Daemon:
         self._apply(self.engine.step(runs, now, tick_duration=duration))
         self.metrics.tick_duration.observe(duration)
         self._persist(now)
+        self._track_memcg()
         return self.engine.interval
+
+    def _track_memcg(self) -> None:
+        """Keep the memcg probe's registrations on the cgroup domains tracked now."""
+        memcg = next((p for p in self.probes or () if isinstance(p, MemcgProbe)), None)
+        cgroups = next((s for s in self.tick_sources if isinstance(s, CgroupSource)), None)
+        if memcg is None or cgroups is None:
+            return
+        domains = cgroups.hierarchy.domains
+        if domains is not self._memcg_tracked:
+            for error in memcg.track(domains):
+                self.log.warning("memcg notification not registered", error=error)
+            self._memcg_tracked = domains
 
     def on_probe(self, name: str, reading: ProbeReading | None, probe_state: str,
                  reason: str | None, now: Instant) -> None:
@@ -117,8 +143,13 @@ class Daemon:
             if unknown:
                 # Missed at exec (events lost in a burst): a victim is often
                 # still there, dying or not yet reaped, when the fastest
-                # probe reports it; one look at /proc costs ~50 us.
-                self.engine.remember([p for pid in unknown if (p := describe(self.roots, pid))])
+                # probe reports it.  Read off the loop (its cmdline takes the
+                # dying process's mmap lock); the incident is named at sealing.
+                loop = asyncio.get_running_loop()
+                for pid in unknown:
+                    future = self._lookups.submit(describe, self.roots, pid)
+                    future.add_done_callback(lambda f: f.result() and loop.call_soon_threadsafe(
+                        self.engine.remember, [f.result()]))
             for kill in reading.kills:
                 self.log.info("oom kill seen", probe=name, pid=kill.pid, comm=kill.comm,
                               kernel_time=kill.kernel_time, seen=round(now.mono, 4))
@@ -248,6 +279,7 @@ class Daemon:
             if metrics_server is not None:
                 await metrics_server.stop()
             self.slow.shutdown()
+            self._lookups.shutdown(wait=False, cancel_futures=True)
             self.writer.shutdown()
             self._persist(self.clock.now())
             self._heartbeat(self.clock.now(), clean=True)
@@ -299,13 +331,14 @@ def once(config: Config, roots: Roots) -> Snapshot:
     now = clock.now()
     tick_sources, slow = build_sources(config, roots)
     runs = [run_source(s, now) for s in tick_sources]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(slow)) as pool:
-        futures = [(s.name, pool.submit(run_source, s, now)) for s in slow]
-        for name, future in futures:
-            try:
-                runs.append(future.result(timeout=config.wsl.read_timeout))
-            except concurrent.futures.TimeoutError:
-                runs.append(SourceRun(name, error=f"timed out after {config.wsl.read_timeout:g}s"))
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(slow))
+    futures = [(s.name, pool.submit(run_source, s, now)) for s in slow]
+    for name, future in futures:
+        try:
+            runs.append(future.result(timeout=config.wsl.read_timeout))
+        except concurrent.futures.TimeoutError:
+            runs.append(SourceRun(name, error=f"timed out after {config.wsl.read_timeout:g}s"))
+    pool.shutdown(wait=False, cancel_futures=True)  # a read stuck on the Windows drive is left behind
     engine = Engine(config, now, __version__)
     return engine.step(runs, clock.now()).snapshot
 

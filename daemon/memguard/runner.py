@@ -50,6 +50,7 @@ class SlowSources:
         self.in_flight: dict[str, tuple[concurrent.futures.Future, float]] = {}
         self.due: dict[str, float] = {}
         self.dropped: dict[str, int] = {}
+        self.timed_out: set[str] = set()
 
     def poll(self, now: Instant) -> list[SourceRun]:
         """Results that finished (or timed out) since the last call; start
@@ -57,11 +58,14 @@ class SlowSources:
         runs = []
         for name, (future, started) in list(self.in_flight.items()):
             if future.done():
-                runs.append(future.result())
                 del self.in_flight[name]
-            elif now.mono - started > self.timeout:
+                if name in self.timed_out:  # its reading is stale by now: drop it
+                    self.timed_out.discard(name)
+                    continue
+                runs.append(future.result())
+            elif now.mono - started > self.timeout and name not in self.timed_out:
+                self.timed_out.add(name)   # said once; the next run waits for it to end
                 runs.append(SourceRun(name, error=f"timed out after {self.timeout:g}s (still running)"))
-                self.due[name] = now.mono + self.interval
         for source in self.sources:
             if now.mono < self.due.get(source.name, 0.0):
                 continue
@@ -127,7 +131,7 @@ class ProbeHost:
         now = self.clock.now()
         try:
             reading = probe.read(now)
-        except (OSError, ValueError, EOFError) as e:
+        except Exception as e:  # noqa: BLE001 - a probe's failure, whatever it is, must not stop the loop
             self._failed(probe, f"{type(e).__name__}: {e}", now)
             return
         self.backoff.pop(probe.name, None)

@@ -134,3 +134,31 @@ def test_unclean_stop_only_after_a_reboot_near_a_limit():
     assert unclean_stop_incident(beat, "old", now) is None            # the daemon died, not the host
     assert unclean_stop_incident({**beat, "near_limit": []}, "new", now) is None
     assert unclean_stop_incident(None, "new", now) is None
+
+
+def test_two_unattributed_incidents_in_one_tick_have_their_own_ids():
+    e, clock = engine_with(("cgroup:/a", "cgroup:/b"))
+
+    def counters(n):
+        return [SourceRun("cgroups", reading=Reading(samples=[
+            Sample("cgroup:/a", "cgroup", 1, 1, 64 * MiB, identity=1, oom_kills=n),
+            Sample("cgroup:/b", "cgroup", 1, 1, 64 * MiB, identity=1, oom_kills=n)]))]
+    e.step(counters(0), clock.now())
+    e.step(counters(1), clock.now())
+    clock.advance(COUNT_GRACE)
+    fx = e.step(counters(1), clock.now())
+    ids = [w.id for w in writes(fx.incidents)]
+    assert len(ids) == 2 and len(set(ids)) == 2 and e.incidents.unattributed == 2
+    assert sum(i["count"] for i in fx.snapshot.to_json()["counters"]["incidents"]) == 2
+
+
+def test_an_incident_reopened_by_a_late_probe_is_counted_once():
+    e, clock = engine_with()
+    t = clock.now().mono
+    e.step([], clock.now(), events=[kill("bpf", 42, t)])
+    clock.advance(3)
+    e.step([], clock.now())                       # sealed
+    e.step([], clock.now(), events=[kill("kmsg", 42, t, oom_memcg="/a")])   # reopened
+    clock.advance(3)
+    e.step([], clock.now())                       # sealed again
+    assert sum(e.counters.incidents.values()) == 1

@@ -98,3 +98,10 @@ def test_leak_rate_over_minutes_even_far_from_the_limit():
     pts = series(lambda t: 100 * MiB + 0.1 * MiB * t + 5 * MiB * math.sin(t), seconds=600)
     assert leak_rate(envelope(pts, 600.0, pts[-1][0])) == pytest.approx(6 * MiB, rel=0.2)
     assert leak_rate(envelope(series(lambda t: 100 * MiB, 600), 600.0, 600.0)) is None
+
+
+def test_a_flat_sawtooth_with_big_steps_is_no_burst():
+    # Found in review: each step's rise from its trough was taken for a burst.
+    pts = series(lambda t: 4096 * MiB + 2048 * MiB * ((t % 4) / 4), seconds=120)
+    p = predict(pts, 10240 * MiB, pts[-1][0])
+    assert p.method != "burst" and p.tto is None

@@ -127,3 +127,13 @@ def test_default_rules_escalate_on_a_shortening_prediction():
                            "usage_ratio": 0.5}}
         seen += [(tr.kind, tr.severity) for tr in engine.evaluate(e, float(t))]
     assert seen == [("fire", "warning"), ("escalate", "critical"), ("escalate", "last_resort")]
+
+
+def test_a_reload_that_shortens_a_firing_ladder_does_not_break():
+    # Found in review: the firing pair's level pointed past the new ladder.
+    engine = RuleEngine(parse_rules(LADDER.replace("for: 10s", "for: 0s").replace("for: 2s", "for: 0s")))
+    engine.evaluate(env(5), 0.0)
+    assert engine.firing()[0][2] == "last_resort"
+    engine.replace_rules(parse_rules("rules:\n  - name: running-out\n    when: tto < 60s\n"))
+    engine.evaluate(env(5, "cgroup:/x"), 1.0)
+    assert engine.firing() == [("running-out", "cgroup:/x", "warning", 1.0)]

@@ -114,12 +114,12 @@ class Engine:
             elif isinstance(event, OomKill):
                 incident_effects += self.incidents.add_kill(event, now, ctx)
         incident_effects += self.incidents.check_counts(now, ctx)
-        sealed = self.incidents.seal_due(now, ctx)
-        for write in sealed:
-            doc = write.document
-            key = (doc["kind"], doc["domain"] or "", doc["constraint"] or "")
-            self.counters.incidents[key] = self.counters.incidents.get(key, 0) + 1
-        incident_effects += sealed
+        incident_effects += self.incidents.seal_due(now, ctx)
+        for inc in self.incidents.incidents.values():
+            if inc.sealed and not inc.counted:  # once, though a late probe may reopen it
+                inc.counted = True
+                key = (inc.kind, inc.domain or "", inc.constraint or "")
+                self.counters.incidents[key] = self.counters.incidents.get(key, 0) + inc.count
         # A step for kernel events alone publishes no new snapshot: the kill's
         # incident must not wait for one (200 domains take milliseconds to
         # snapshot and render); the next tick publishes the new counters.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 from dataclasses import dataclass, field
 
 from ..clock import Instant
@@ -75,6 +76,7 @@ class OpenIncident:
     found_late: bool = False
     sealed: bool = False
     count: int = 1                   # kills it stands for (an unattributed one can be several)
+    counted: bool = False            # in the engine's sealed-incident counters already
     explains: set[str] = field(default_factory=set)  # domains whose counter it accounted for
     notes: list[str] = field(default_factory=list)
     context: dict = field(default_factory=dict)  # frozen at first sighting: samples, consumers
@@ -277,7 +279,8 @@ class IncidentBuilder:
 
     def _unattributed(self, c: Counted, count: int, ctx: "Context") -> OpenIncident:
         self.unattributed += count
-        inc = OpenIncident(id=incident_id(c.seen + c.wall_offset, None, "unattributed"),
+        slug = re.sub(r"[^A-Za-z0-9_-]+", "_", c.domain.removeprefix("cgroup:")).strip("_")[:60] or "root"
+        inc = OpenIncident(id=incident_id(c.seen + c.wall_offset, None, f"unattributed-{slug}"),
                            kind="unattributed_oom_kill", kernel_time=None, first_seen=c.seen,
                            last_update=c.seen, wall_offset=c.wall_offset, domain=c.domain,
                            sealed=True, count=count, explains={c.domain})

@@ -204,16 +204,21 @@ def _horizon(env, limit, now, horizon) -> Prediction | None:
     return Prediction(tto, slope, confidence, "linear", horizon, headroom)
 
 
-def _burst(recent, limit, now) -> Prediction | None:
+def _burst(recent, limit, now, before: float | None) -> Prediction | None:
+    """A jump of more than BURST_FRACTION of the limit in the last
+    BURST_WINDOW seconds above *before*, the highest point of the envelope
+    before that window (a sawtooth that falls back and climbs to the same
+    peaks every step is no burst)."""
     if len(recent) < 2:
         return None
     low = min(v for _, v in recent[:-1])
+    base = low if before is None else max(low, before)
     t_last, v_last = recent[-1]
-    jump = v_last - low
+    jump = v_last - base
     if jump < BURST_FRACTION * limit:
         return None
     t_low = min(t for t, v in recent[:-1] if v == low)
-    rate = jump / max(t_last - t_low, 1e-3)
+    rate = (v_last - low) / max(t_last - t_low, 1e-3)
     tto = max(0.0, (limit - v_last) / rate)
     return Prediction(tto, rate, 0.2, "burst", BURST_WINDOW, limit - v_last)
 
@@ -242,7 +247,8 @@ def predict(envs: dict[float, list[tuple[float, float]]], recent: list[tuple[flo
     if current is None:
         return Prediction(None, 0.0, 0.0, "insufficient")
     candidates = [p for h in HORIZONS if (p := _horizon(envs.get(h, []), limit, now, h)) is not None]
-    burst = _burst(recent, limit, now)
+    earlier = [v for t, v in envs.get(HORIZONS[0], []) if t < now - BURST_WINDOW]
+    burst = _burst(recent, limit, now, max(earlier) if earlier else None)
     short = next((p for p in candidates if p.horizon == HORIZONS[0]), None)
     if burst is not None and short is not None and short.rate > 0 and burst.rate < BURST_RATIO * short.rate:
         burst = None  # a steady fast ramp, which the horizons predict, not a burst

@@ -99,10 +99,14 @@ class BpfProbe:
             if kind == "oom_victim":
                 reading.kills.append(payload)
             elif kind == "reclaim":
-                reading.reclaim = {
-                    c.get("path") or f"id:{c['cgroup_id']}": (int(c["count"]), int(c["stall_ns_total"]) / 1e9)
-                    for c in payload.get("cgroups", ())}
-                total = int(payload.get("decode_errors", 0))  # a running total
+                try:
+                    reading.reclaim = {
+                        c.get("path") or f"id:{c['cgroup_id']}": (int(c["count"]), int(c["stall_ns_total"]) / 1e9)
+                        for c in payload.get("cgroups", ())}
+                    total = int(payload.get("decode_errors", 0))  # a running total
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    reading.malformed += 1
+                    continue
                 reading.malformed += max(0, total - self.decode_errors)
                 self.decode_errors = total
             elif kind == "hello":
@@ -113,7 +117,10 @@ class BpfProbe:
             elif kind == "error":
                 raise ValueError(payload.get("message", "the BPF child failed"))
         if eof:
-            status = self.child.wait(timeout=5)
+            try:
+                status = self.child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                status = "unknown (it closed its output but did not exit)"
             raise EOFError(f"the BPF child exited with status {status}")
         return reading
 

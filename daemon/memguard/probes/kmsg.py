@@ -93,6 +93,9 @@ class KmsgProbe:
         self.last_usec = 0
 
     def open(self, now: Instant) -> int:
+        if self.last_seq is not None:
+            self.resume_seq = self.last_seq  # reopened after a failure: go on where we were
+            self.started_at_seq = None
         try:
             self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:

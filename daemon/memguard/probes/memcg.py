@@ -33,16 +33,16 @@ class MemcgProbe:
 
     def __init__(self) -> None:
         self.epoll: select.epoll | None = None
-        self.eventfds: dict[str, int] = {}      # v1: domain -> eventfd
+        self.eventfds: dict[tuple, int] = {}    # v1: (domain, inode) -> eventfd
         self.inotify: int | None = None
-        self.watches: dict[str, int] = {}       # v2: domain -> watch descriptor
+        self.watches: dict[tuple, int] = {}     # v2: (domain, inode) -> watch descriptor
         self._libc = ctypes.CDLL(None, use_errno=True)
 
     def open(self, now: Instant) -> int:
-        self.epoll = select.epoll()
         fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             raise Unavailable(f"inotify_init1: {os.strerror(ctypes.get_errno())}")
+        self.epoll = select.epoll()
         self.inotify = fd
         self.epoll.register(fd, select.EPOLLIN)
         return self.epoll.fileno()
@@ -53,25 +53,27 @@ class MemcgProbe:
         if self.epoll is None:
             return []
         errors = []
-        wanted = {d.name: d for d in domains}
+        # keyed by name and inode: a cgroup made again under the same path
+        # is a new one, whose files need a new registration
+        wanted = {(d.name, d.inode): d for d in domains}
         for name in [n for n in self.eventfds if n not in wanted]:
             efd = self.eventfds.pop(name)
             self.epoll.unregister(efd)
             os.close(efd)  # the kernel drops the registration with it
         for name in [n for n in self.watches if n not in wanted]:
             self._libc.inotify_rm_watch(self.inotify, self.watches.pop(name))
-        for name, d in wanted.items():
-            if name in self.eventfds or name in self.watches:
+        for key, d in wanted.items():
+            if key in self.eventfds or key in self.watches:
                 continue
             try:
                 if d.version == 1:
-                    self.eventfds[name] = self._register_v1(d.fs_path)
+                    self.eventfds[key] = self._register_v1(d.fs_path)
                 else:
-                    self._watch_v2(name, d.fs_path)
+                    self._watch_v2(key, d.fs_path)
             except FileNotFoundError:
                 continue
             except OSError as e:
-                errors.append(f"{name}: {e}")
+                errors.append(f"{d.name}: {e}")
         return errors
 
     def _register_v1(self, fs_path: str) -> int:
@@ -89,13 +91,13 @@ class MemcgProbe:
         self.epoll.register(efd, select.EPOLLIN)
         return efd
 
-    def _watch_v2(self, name: str, fs_path: str) -> None:
+    def _watch_v2(self, key: tuple, fs_path: str) -> None:
         path = os.path.join(fs_path, "memory.events").encode()
         wd = self._libc.inotify_add_watch(self.inotify, path, IN_MODIFY)
         if wd < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), path.decode())
-        self.watches[name] = wd
+        self.watches[key] = wd
 
     def read(self, now: Instant) -> ProbeReading:
         reading = ProbeReading()

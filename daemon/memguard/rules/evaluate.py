@@ -75,9 +75,10 @@ class RuleEngine:
         self._targets: dict[str, list[str]] = {}              # rule -> the domains it matches
 
     def replace_rules(self, rules: list[Rule]) -> None:
-        """New rules (a reload): pairs of rules that remain keep their state."""
-        names = {r.name for r in rules}
-        self.state = {k: v for k, v in self.state.items() if k in names}
+        """New rules (a reload): a rule that remains unchanged keeps its
+        pairs' state; a changed one (its ladder may be shorter) starts afresh."""
+        same = {r.name for r in rules if r in self.rules}
+        self.state = {k: v for k, v in self.state.items() if k in same}
         self.rules = list(rules)
         self._domains = None
 
