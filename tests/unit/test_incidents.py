@@ -162,3 +162,16 @@ def test_an_incident_reopened_by_a_late_probe_is_counted_once():
     clock.advance(3)
     e.step([], clock.now())                       # sealed again
     assert sum(e.counters.incidents.values()) == 1
+
+
+def test_a_stale_scan_does_not_overwrite_what_the_exec_told():
+    # Found in CI: a /proc scan caught the hog between fork and exec, still in
+    # its parent's cgroup, and its result arrived after the exec event.
+    e, clock = engine_with()
+    e.remember([ProcessInfo(7, "hog", 1, "/a", None, cmdline="hog grow", start_time=5.0)])
+    e.remember([ProcessInfo(7, "python", 50 * MiB, "/process_api", None, cmdline="pytest", start_time=5.0)],
+               at_exec=False)
+    assert (e.process_table[7].cgroup, e.process_table[7].comm, e.process_table[7].rss) == ("/a", "hog", 50 * MiB)
+    # a new process under the same pid (another start time) is taken from the scan
+    e.remember([ProcessInfo(7, "sh", 1, "/b", None, start_time=99.0)], at_exec=False)
+    assert e.process_table[7].cgroup == "/b"

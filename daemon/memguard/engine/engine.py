@@ -81,6 +81,7 @@ class Engine:
         self.facts: dict[str, dict] = {}
         self.processes: tuple[ProcessInfo, ...] = ()
         self.process_table: dict[int, ProcessInfo] = {}
+        self._exec_seen: set[int] = set()     # pids whose entry came from their exec
         self.domain_of = None
         self.probes: dict[str, SourceStatus] = {}
         self.probe_counts: dict[str, dict[str, int]] = {}   # probe -> events/lost/malformed/errors
@@ -148,9 +149,21 @@ class Engine:
                        self.process_table, domain_of, self.redact, self.transitions,
                        {n: s.prediction for n, s in self.domains.items()})
 
-    def remember(self, processes: list[ProcessInfo]) -> None:
-        """Processes seen at exec (the proc connector): kept to name victims."""
+    def remember(self, processes: list[ProcessInfo], at_exec: bool = True) -> None:
+        """Processes to name victims by: seen at exec (the proc connector),
+        or by a /proc scan (*at_exec* False).  A scan's view is older than it
+        looks (it ran in a thread before this tick) and may show a process
+        between fork and exec, still in its parent's cgroup: it never
+        overwrites what the exec told of the same process."""
         for p in processes:
+            old = self.process_table.get(p.pid)
+            if not at_exec and old is not None and p.pid in self._exec_seen \
+                    and old.start_time == p.start_time:
+                p = replace(old, rss=p.rss)
+            elif at_exec:
+                self._exec_seen.add(p.pid)
+            else:
+                self._exec_seen.discard(p.pid)   # a new process under a reused pid
             self._remember(p)
 
     def _remember(self, p: ProcessInfo) -> None:
@@ -159,6 +172,7 @@ class Engine:
         self.process_table.pop(p.pid, None)
         self.process_table[p.pid] = p
         while len(self.process_table) > PROCESS_TABLE_SIZE:
+            self._exec_seen.discard(next(iter(self.process_table)))
             del self.process_table[next(iter(self.process_table))]
 
     def _tick(self, runs: list[SourceRun], now: Instant, tick_duration: float | None, log: list) -> None:
@@ -213,10 +227,10 @@ class Engine:
         if reading.domain_of is not None:
             self.domain_of = reading.domain_of
         if reading.known:
-            self.remember(reading.known)
+            self.remember(reading.known, at_exec=False)
         if reading.processes is not None:
             self.processes = tuple(self._attribute(p) for p in reading.processes)
-            self.remember(self.processes)
+            self.remember(list(self.processes), at_exec=False)
         seen = set()
         for sample in reading.samples:
             seen.add(sample.domain)
