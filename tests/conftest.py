@@ -7,11 +7,16 @@ hogs as it needs, and teardown stops every hog, then removes every cgroup.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from tests.kernel import (Capabilities, Hog, V1MemoryCgroup, V2MemoryCgroup, build_hog,
-                          capabilities, leftover_test_cgroups, require)
+                          capabilities, filesystem_type, leftover_test_cgroups, require)
+
+MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +97,17 @@ def hog(hog_binary, v1_cgroup, v2_cgroup):
             errors.append(e)
     if errors:
         raise errors[0]
+
+
+@pytest.fixture
+def page_cache_dir(tmp_path):
+    """A directory on a disk file system, so that written files are page cache:
+    tmp_path unless it is on tmpfs; then a directory under /var/tmp."""
+    if filesystem_type(tmp_path) not in MEMORY_FILESYSTEMS:
+        yield tmp_path
+        return
+    d = Path(tempfile.mkdtemp(prefix="mgtest-", dir="/var/tmp"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d)

@@ -133,6 +133,8 @@ class Daemon:
             self.log.log("warning" if probe_state == "failed" else "info", msg, **fields)
         if reading is None:
             return
+        if reading.facts:  # e.g. the BPF child's load time and memory, shown in status
+            self.engine.facts.setdefault(f"probe:{name}", {}).update(reading.facts)
         if reading.reclaim is not None:
             self.engine.reclaim = reading.reclaim
         if reading.processes:

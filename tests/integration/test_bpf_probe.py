@@ -41,7 +41,7 @@ PROBES_DIR = REPO / "probes"
 # (require("bcc") checks exactly this interpreter).
 PYTHON = sys.executable
 HELLO_TIMEOUT_S = 60.0   # compiling takes 0.7 s here; leave room on a loaded CI host
-MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
+from tests.conftest import MEMORY_FILESYSTEMS
 
 
 def now_ns() -> int:
@@ -155,19 +155,6 @@ def probe():
     yield start
     for child in children:
         child.stop()
-
-
-@pytest.fixture
-def page_cache_dir(tmp_path):
-    """A directory on a disk file system, so that written files are page cache."""
-    if filesystem_type(tmp_path) not in MEMORY_FILESYSTEMS:
-        yield tmp_path
-        return
-    d = Path(tempfile.mkdtemp(prefix="mgtest-", dir="/var/tmp"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d)
 
 
 def live_format_fields() -> list[str]:

@@ -26,21 +26,7 @@ from tests.kernel import (CAPABILITY_NAMES, CI_REQUIRED, MIB, Capabilities, Capa
 pytestmark = pytest.mark.root
 
 # Memory-backed file systems: a file there is shmem, not reclaimable page cache.
-MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
-
-
-@pytest.fixture
-def page_cache_dir(tmp_path):
-    """A directory on a disk file system, so that written files are page cache.
-    tmp_path unless it is on tmpfs; then a directory under /var/tmp."""
-    if filesystem_type(tmp_path) not in MEMORY_FILESYSTEMS:
-        yield tmp_path
-        return
-    d = Path(tempfile.mkdtemp(prefix="mgtest-", dir="/var/tmp"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d)
+from tests.conftest import MEMORY_FILESYSTEMS
 
 
 def memory_cgroup_of(pid: int) -> str:

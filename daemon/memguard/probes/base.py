@@ -10,7 +10,6 @@ probe that cannot work on this host raises :class:`Unavailable` from
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,7 +34,6 @@ class ProbeReading:
     reclaim: dict[str, tuple[int, float]] | None = None
     lost: int = 0                     # records the kernel overwrote before we read them
     malformed: int = 0                # records we could not parse (skipped)
-    errors: Counter[str] = field(default_factory=Counter)
     facts: dict[str, object] = field(default_factory=dict)
 
 

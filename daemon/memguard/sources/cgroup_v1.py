@@ -55,7 +55,8 @@ def read_limit(fs_path: str) -> int | None:
     return parse_limit(read_text(os.path.join(fs_path, "memory.limit_in_bytes")))
 
 
-def read_sample(name: str, fs_path: str, psi: PSI | None, files: PseudoFiles) -> Sample:
+def read_sample(name: str, fs_path: str, psi: PSI | None, files: PseudoFiles,
+                identity: int | None = None) -> Sample:
     """One v1 cgroup's sample.  Raises OSError (FileNotFoundError or ENODEV
     when it was removed) or ValueError (a malformed file, naming what is
     missing); the caller counts the skip."""
@@ -78,4 +79,5 @@ def read_sample(name: str, fs_path: str, psi: PSI | None, files: PseudoFiles) ->
         working_set=used - (reclaimable or 0), limit=limit, reclaimable=reclaimable,
         swap_used=swap_used, swap_limit=swap_limit,
         oom_kills=oom.get(b"oom_kill"), psi=psi,  # oom_kill: since 4.13
+        identity=identity,
     )

@@ -41,7 +41,7 @@ def _min_limit(a: int | None, b: int | None) -> int | None:
 
 
 def read_sample(name: str, fs_path: str, ancestors_limit: int | None, psi: PSI | None,
-                files: PseudoFiles) -> Sample:
+                files: PseudoFiles, identity: int | None = None) -> Sample:
     """One v2 cgroup's sample.  Raises OSError or ValueError like cgroup_v1."""
     used = int(files.read(os.path.join(fs_path, "memory.current")))
     stat = pick(files.read(os.path.join(fs_path, "memory.stat")), (b"inactive_file",))
@@ -60,5 +60,5 @@ def read_sample(name: str, fs_path: str, ancestors_limit: int | None, psi: PSI |
         swap_used=None if swap is None else int(swap),
         swap_limit=None if swap_max is None else parse_max(swap_max),
         high=None if high is None else parse_max(high),
-        oom_kills=events.get(b"oom_kill"), psi=psi,
+        oom_kills=events.get(b"oom_kill"), psi=psi, identity=identity,
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ..clock import Instant
 from ..roots import PseudoFiles, Roots, read_optional, read_text
@@ -209,16 +209,17 @@ class CgroupSource:
             try:
                 psi = self._psi(d)
                 if d.version == 1:
-                    sample = cgroup_v1.read_sample(d.name, d.fs_path, psi, self.files)
+                    sample = cgroup_v1.read_sample(d.name, d.fs_path, psi, self.files, d.inode)
                 else:
-                    sample = cgroup_v2.read_sample(d.name, d.fs_path, d.ancestors_limit, psi, self.files)
+                    sample = cgroup_v2.read_sample(d.name, d.fs_path, d.ancestors_limit, psi, self.files,
+                                                   d.inode)
             except (OSError, ValueError) as e:
                 reason = skip_reason(e)
                 reading.skipped[reason] += 1
                 if reason == "vanished":
                     self._stale = True  # rediscover on the next tick
                 continue
-            reading.samples.append(replace(sample, identity=d.inode))
+            reading.samples.append(sample)
         return reading
 
     def _psi(self, d: CgroupDomain):
