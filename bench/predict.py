@@ -74,7 +74,8 @@ def main() -> int:
             f"- command: `.venv/bin/python bench/predict.py --rules {args.rules} --horizon {args.horizon} --write`",
             "- each trace (bench/traces/README.md) replayed through Engine.step with the default sampling "
             "(1 s, 250 ms when close or predicted short); lead = kill - first warning (warning or above); "
-            "ideal = min(horizon, ramp), ramp = kill - last time the working set was under 20 % of the limit.",
+            "ideal = min(horizon, ramp), ramp = kill - the start of the climb that ended in the kill: the last time "
+            "the working set was under 20 % of the limit, or the trace's `ramp_start` (bench/traces/README.md).",
             "", result, "", summary]))
     return 0
 

@@ -41,6 +41,7 @@ class Trace:
     psi_full: list[float]
     kills: list[float]              # seconds since the start
     description: str = ""
+    ramp_start: float | None = None  # the final climb's start, read off the curve (README)
 
     @property
     def killed(self) -> bool:
@@ -69,7 +70,7 @@ def load_trace(path: str) -> Trace:
         psi_some=[float(r["psi_some_avg10"] or 0) for r in rows],
         psi_full=[float(r["psi_full_avg10"] or 0) for r in rows],
         kills=[k["t"] for k in meta.get("kills", [])],
-        description=meta.get("description", ""))
+        description=meta.get("description", ""), ramp_start=meta.get("ramp_start"))
 
 
 @dataclass
@@ -79,8 +80,9 @@ class Replay:
     transitions: list[tuple[float, str, str, str | None]] = field(default_factory=list)  # (t, rule, kind, severity)
 
 
-def replay(trace: Trace, rules: list[Rule], config: Config | None = None) -> Replay:
-    """Run the trace through Engine.step as the daemon's ticks would."""
+def replay(trace: Trace, rules: list[Rule], config: Config | None = None, kind: str = "cgroup") -> Replay:
+    """Run the trace through Engine.step as the daemon's ticks would, as a
+    domain of *kind* (``wsl`` replays it as the WSL VM's memory)."""
     config = config or Config()
     clock = FakeClock(mono=0.0)
     engine = Engine(config, clock.now(), "replay")
@@ -91,7 +93,7 @@ def replay(trace: Trace, rules: list[Rule], config: Config | None = None) -> Rep
     while t <= end:
         i = max(0, bisect.bisect_right(trace.t, t) - 1)
         psi = PSI(Pressure(trace.psi_some[i], 0.0, 0.0, 0), Pressure(trace.psi_full[i], 0.0, 0.0, 0))
-        sample = Sample(DOMAIN, "cgroup", used=trace.used[i], working_set=trace.working_set[i],
+        sample = Sample(DOMAIN, kind, used=trace.used[i], working_set=trace.working_set[i],
                         limit=trace.limit, reclaimable=trace.used[i] - trace.working_set[i], psi=psi,
                         identity=1)
         clock.mono = clock.boot = t
@@ -105,8 +107,13 @@ def replay(trace: Trace, rules: list[Rule], config: Config | None = None) -> Rep
 
 
 def ramp_start(trace: Trace, floor: float = 0.2) -> float:
-    """When the run to the kill began: the last time before the kill the
-    working set was under *floor* of the limit (the start if never)."""
+    """When the run to the kill began: the trace's ``ramp_start`` where its
+    final climb does not start from near zero (memory released between two
+    climbs, a leak rising out of a flat sawtooth), else the last time before
+    the kill the working set was under *floor* of the limit (the start if
+    never)."""
+    if trace.ramp_start is not None:
+        return trace.ramp_start
     end = trace.kills[0] if trace.kills else trace.t[-1]
     start = trace.t[0]
     for t, ws in zip(trace.t, trace.working_set):

@@ -1,8 +1,10 @@
 import math
 
+import pytest
+
 from memguard.clock import FakeClock
 from memguard.config import Config, SamplingConfig, parse_config
-from memguard.engine.engine import Engine, SourceRun
+from memguard.engine.engine import JITTER, Engine, SourceRun
 from memguard.engine.recorder import FlightRecorder, Ring
 from memguard.model import PSI, Pressure, ProcessInfo, Sample
 from memguard.sources.base import Reading
@@ -95,10 +97,25 @@ def test_wall_clock_step_is_not_a_suspend():
 def test_interval_goes_fast_near_a_limit_and_back():
     config = Config(sampling=SamplingConfig(interval=2.0, fast_interval=0.1, fast_above=0.8))
     engine, clock = make(config)
-    assert engine.step([run(sample(used=100 * MiB))], clock.now()).interval == 2.0
-    assert engine.step([run(sample(used=210 * MiB))], clock.now()).interval == 0.1
+    near = pytest.approx
+    assert engine.step([run(sample(used=100 * MiB))], clock.now()).interval == near(2.0, rel=JITTER)
+    assert engine.step([run(sample(used=210 * MiB))], clock.now()).interval == near(0.1, rel=JITTER)
     # page cache at the limit is not close to an OOM: the working set decides
-    assert engine.step([run(sample(used=250 * MiB, ws=20 * MiB))], clock.now()).interval == 2.0
+    assert engine.step([run(sample(used=250 * MiB, ws=20 * MiB))], clock.now()).interval == near(2.0, rel=JITTER)
+
+
+def test_intervals_are_spread_over_every_phase_of_a_periodic_workload():
+    # Sampling a 2 s training step every 1 s would see it at one phase only.
+    engine, clock = make(Config(sampling=SamplingConfig(interval=1.0)))
+    t, intervals, phases = 0.0, [], []
+    for _ in range(40):
+        interval = engine.step([run(sample())], clock.now()).interval
+        intervals.append(interval)
+        t += interval
+        phases.append(t % 2.0)
+    assert all(1 - JITTER <= i <= 1 + JITTER for i in intervals)
+    quarters = [sum(1 for p in phases if lo <= p < lo + 0.5) for lo in (0.0, 0.5, 1.0, 1.5)]
+    assert min(quarters) >= 5, quarters
 
 
 def test_pressure_from_another_source_is_merged_into_its_domain():

@@ -105,3 +105,48 @@ def test_a_flat_sawtooth_with_big_steps_is_no_burst():
     pts = series(lambda t: 4096 * MiB + 2048 * MiB * ((t % 4) / 4), seconds=120)
     p = predict(pts, 10240 * MiB, pts[-1][0])
     assert p.method != "burst" and p.tto is None
+
+
+def test_a_ramp_levelling_off_below_the_limit_is_no_oom():
+    # a start-up ramp: fast at first, each second slower (to 600 MiB)
+    pts = series(lambda t: 600 * MiB * (1 - math.exp(-t / 4)), seconds=14, step=0.25)
+    for now in (10.0, 12.0, 14.0):
+        p = predict([x for x in pts if x[0] <= now], LIMIT, now)
+        assert p.method in ("levelling", "flat") and p.tto is None, (now, p)
+
+
+def test_a_ramp_levelling_off_above_the_limit_still_reaches_it():
+    # the same shape heading for 1.5 GiB: slowing, but not enough
+    pts = series(lambda t: 1536 * MiB * (1 - math.exp(-t / 8)), seconds=12, step=0.25)
+    now = pts[-1][0]
+    p = predict(pts, LIMIT, now)
+    true_tto = -8 * math.log(1 - 1024 / 1536) - now
+    assert p.method == "levelling" and p.tto is not None
+    assert p.tto == pytest.approx(true_tto, rel=0.35)
+
+
+def test_growth_before_a_release_is_not_the_growth_now():
+    # a compiler climbs to 680 MiB at ~14 s and exits; the next one climbs
+    # fast and then slows, levelling off near 800 MiB (compile_fits)
+    def ws(t):
+        if t < 15:
+            return 680 * MiB * (1 - math.exp(-t / 3))
+        return 400 * MiB + 400 * MiB * (1 - math.exp(-(t - 15) / 6))
+    pts = series(ws, seconds=27, step=0.25)
+    p = predict(pts, LIMIT, pts[-1][0])
+    assert p.tto is None, p
+
+
+def test_the_sample_right_after_a_release_gives_no_stale_prediction():
+    pts = series(lambda t: 100 * MiB + 30 * MiB * t, seconds=25, step=0.25)
+    pts.append((25.1, 200 * MiB))   # the process holding 650 MiB just exited
+    p = predict(pts, LIMIT, 25.1)
+    assert p.method == "released" and p.tto is None
+
+
+def test_one_peak_sample_after_a_run_of_troughs_is_no_acceleration():
+    # a 2 s sawtooth sampled at its troughs for 14 s, then once at a peak
+    pts = [(t, 40 * MiB + 5 * MiB * t) for t in [0.3 + 1.0 * i for i in range(15)]]
+    pts.append((14.8, 40 * MiB + 5 * MiB * 14.8 + 128 * MiB))
+    p = predict(pts, 512 * MiB, 14.8)
+    assert p.method != "accelerating"

@@ -122,7 +122,7 @@ def test_the_shipped_sets_are_all_there():
 def test_default_rules_escalate_on_a_shortening_prediction():
     engine = RuleEngine(load_rules([p for p in SHIPPED if p.endswith("default.yaml")]))
     seen = []
-    for t, tto in enumerate([600, 240, 240, 240, 240, 240, 240, 240, 240, 240, 240, 240, 50, 50, 50, 5]):
+    for t, tto in enumerate([600, 240, 240, 240, 240, 240, 240, 240, 50, 50, 50, 5, 5, 5]):
         e = {"cgroup:/a": {"domain": "cgroup:/a", "kind": "cgroup", "tto": tto, "confidence": 0.9,
                            "usage_ratio": 0.5}}
         seen += [(tr.kind, tr.severity) for tr in engine.evaluate(e, float(t))]
@@ -137,3 +137,27 @@ def test_a_reload_that_shortens_a_firing_ladder_does_not_break():
     engine.replace_rules(parse_rules("rules:\n  - name: running-out\n    when: tto < 60s\n"))
     engine.evaluate(env(5, "cgroup:/x"), 1.0)
     assert engine.firing() == [("running-out", "cgroup:/x", "warning", 1.0)]
+
+
+def test_a_reached_level_is_kept_for_keep_firing_for_after_its_condition_fails():
+    engine = RuleEngine(parse_rules(
+        "rules:\n  - name: r\n    when: tto < 60s\n    for: 2s\n    keep_firing_for: 5s\n"))
+    seen = []
+    for t, tto in enumerate([30, 30, 30, None, 30, None, None, None, None, None, None]):
+        seen += [(t, tr.kind) for tr in engine.evaluate(env(tto), float(t))]
+    # fires at 2 s; the one-tick gap at 3 s does not clear it; cleared 5 s
+    # after the condition last held (4 s)
+    assert seen == [(2, "fire"), (9, "clear")]
+
+
+def test_without_keep_firing_for_one_failed_tick_clears():
+    engine = RuleEngine(parse_rules("rules:\n  - name: r\n    when: tto < 60s\n    for: 2s\n"))
+    seen = []
+    for t, tto in enumerate([30, 30, 30, None, 30]):
+        seen += [(t, tr.kind) for tr in engine.evaluate(env(tto), float(t))]
+    assert seen == [(2, "fire"), (3, "clear")]
+
+
+def test_keep_firing_for_must_be_a_duration():
+    with pytest.raises(RuleError, match=r"rules\[0\]\.keep_firing_for: expected a duration"):
+        parse_rules("rules:\n  - name: r\n    when: tto < 60s\n    keep_firing_for: long\n", "r.yaml")

@@ -29,6 +29,9 @@ SUSPEND_THRESHOLD = 1.0
 PROCESS_TABLE_SIZE = 4096
 # Rule transitions remembered per domain, for the incident of a kill.
 TRANSITIONS_KEPT = 600.0
+# Tick intervals vary by up to this fraction either way (_next_interval).
+JITTER = 0.1
+GOLDEN = (math.sqrt(5) - 1) / 2
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ class Engine:
         # incident must not wait for one (200 domains take milliseconds to
         # snapshot and render); the next tick publishes the new counters.
         ticked = bool(runs) or tick_duration is not None
-        return Effects(self.snapshot(now) if ticked else None, self.interval, log, incident_effects)
+        return Effects(self.snapshot(now) if ticked else None, self._spread(self.interval), log, incident_effects)
 
     def probe_state(self, name: str, state: str, reason: str | None = None, **counts: int) -> list:
         """Record a probe's state and add to its counters; returns log lines
@@ -300,8 +303,11 @@ class Engine:
         rec = state.recorder
         since = max(rec.window_start, now - BURST_WINDOW)
         recent = [(p.t, p.working_set) for p in rec.fine.recent(since)]
-        envs = {h: rec.envelopes[width(h)].points(max(rec.window_start, now - h)) for h in HORIZONS}
-        return predict(envs, recent, state.sample.limit, now)
+        envs, lows = {}, {}
+        for h in HORIZONS:
+            env, since = rec.envelopes[width(h)], max(rec.window_start, now - h)
+            envs[h], lows[h] = env.points(since), env.lows(since)
+        return predict(envs, recent, state.sample.limit, now, lows)
 
     def _next_interval(self) -> float:
         """Fast when any domain is close to its limit or predicted to reach it soon."""
@@ -314,6 +320,15 @@ class Engine:
             if p is not None and p.tto is not None and p.tto <= sampling.fast_below_tto:
                 return sampling.fast_interval
         return sampling.interval
+
+    def _spread(self, interval: float) -> float:
+        """*interval* varied by up to JITTER either way, so that a workload
+        with a period of a multiple of it (a training step of 2 s sampled
+        every second) is not always seen at the same phase: its peaks would
+        never reach the envelope.  The golden-ratio sequence covers the
+        phases evenly and replays the same every time."""
+        phase = (self.counters.ticks * GOLDEN) % 1.0
+        return interval * (1.0 + JITTER * (2 * phase - 1))
 
     def _views(self, now: Instant) -> tuple[DomainView, ...]:
         return tuple(

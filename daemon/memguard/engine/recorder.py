@@ -107,26 +107,34 @@ def _fmin(a: float, b: float) -> float:
 
 class Envelope:
     """The upper envelope of the working set at one bucket width: the
-    maximum of each ``width``-second bucket (aligned to the clock), the
-    newest ``slots`` of them, kept as samples arrive: the predictor reads
-    15 points instead of scanning a ring."""
+    maximum of each ``width``-second bucket (aligned to the clock), with
+    the bucket's minimum beside it (a release shows there), the newest
+    ``slots`` of them, kept as samples arrive: the predictor reads 15 points
+    instead of scanning a ring."""
 
     __slots__ = ("width", "buckets")
 
     def __init__(self, width: float, slots: int) -> None:
         self.width = width
-        self.buckets: deque[tuple[int, float, float]] = deque(maxlen=slots)  # (bucket, t, value)
+        self.buckets: deque[tuple[int, float, float, float]] = deque(maxlen=slots)  # (bucket, t, max, min)
 
     def add(self, t: float, value: float) -> None:
         b = int(t // self.width)
         if self.buckets and self.buckets[-1][0] == b:
-            if value >= self.buckets[-1][2]:
-                self.buckets[-1] = (b, t, value)
+            _, bt, high, low = self.buckets[-1]
+            if value >= high:
+                self.buckets[-1] = (b, t, value, low)
+            elif value < low:
+                self.buckets[-1] = (b, bt, high, value)
         else:
-            self.buckets.append((b, t, value))
+            self.buckets.append((b, t, value, value))
 
     def points(self, since: float) -> list[tuple[float, float]]:
-        return [(t, v) for b, t, v in self.buckets if t >= since]
+        return [(t, v) for b, t, v, _ in self.buckets if t >= since]
+
+    def lows(self, since: float) -> list[float]:
+        """The minimum of each bucket that points(since) returns."""
+        return [low for b, t, _, low in self.buckets if t >= since]
 
     def clear(self) -> None:
         self.buckets.clear()

@@ -12,13 +12,18 @@ Method (docs/prediction.md says why, and where it is wrong):
    slopes between every pair of points), which a few outliers or one step
    cannot drag, unlike least squares.  Where the recent half of a horizon
    grows clearly faster than the older half, growth is **accelerating** and
-   a quadratic through the envelope is extrapolated instead of a line.
-4. Each horizon gives a time to OOM, ``(limit - envelope now) / slope``, and
-   a **confidence**: how consistently the pairwise slopes agree on growth,
-   scaled down when the horizon holds few points or covers little time.  The
-   prediction is the shortest time among the horizons that are confident
-   enough; a domain that is not growing has none.
-5. A **burst** (the envelope jumped by more than a tenth of the limit within
+   a parabola or an exponential is extrapolated instead of a line; where it
+   grows clearly slower, it is **levelling** off, and the growth still to
+   come is what a rate decaying as it has adds up to.
+4. A **release** (the envelope fell by a fifth of the limit and stayed
+   down: a compiler ended) drops the envelope before it: that growth was
+   another process's.
+5. Each horizon gives a time to OOM and a **confidence**: how consistently
+   the pairwise slopes agree on growth, scaled down when the horizon holds
+   few points or covers little time.  The most confident horizon is
+   reported, unless another sees the limit clearly sooner; a domain that is
+   not growing has none.
+6. A **burst** (the envelope jumped by more than a tenth of the limit within
    the last few seconds) is reported honestly: the short time the jump
    implies, with a low confidence, method ``burst``.
 
@@ -45,6 +50,9 @@ LEAK_HORIZON = 600.0
 LEAK_MIN_SPAN = 180.0                 # a leak holds for minutes
 LEAK_CONSISTENCY = 0.8                # share of pairwise slopes that are positive
 LEAK_MIN_RATE = 1 << 20               # bytes per minute: slower is noise, not a leak worth naming
+RELEASE_FRACTION = 0.2               # a fall of the envelope by a fifth of the limit: memory released
+RELEASE_NOW = 0.3                    # the newest sample this far below its bucket's peak: released now
+SOONER = 0.8                          # a horizon whose TTO is this much shorter is believed
 NOISE_FRACTION = 0.01                 # growth under 1% of the limit over a horizon is noise
 
 
@@ -56,7 +64,8 @@ class Prediction:
     is not growing (or there is no limit); ``rate`` bytes per second of the
     envelope on the horizon used (0.0 when flat or unknown); ``confidence``
     0..1; ``method`` how it was obtained (``linear``, ``accelerating``,
-    ``burst``, ``flat``, ``insufficient``, ``no_limit``); ``leak_rate`` bytes
+    ``levelling``, ``burst``, ``released``, ``flat``, ``insufficient``,
+    ``no_limit``); ``leak_rate`` bytes
     per minute of sustained growth over minutes, None when there is none.
     """
 
@@ -78,18 +87,22 @@ def envelope(points: list[tuple[float, float]], horizon: float, now: float) -> l
     """The upper envelope of *points* over the last *horizon* seconds: the
     maximum of each clock-aligned bucket of ``width(horizon)``, at the time
     of that maximum (what engine.recorder.Envelope keeps incrementally)."""
+    return envelope_lows(points, horizon, now)[0]
+
+
+def envelope_lows(points: list[tuple[float, float]], horizon: float,
+                  now: float) -> tuple[list[tuple[float, float]], list[float]]:
+    """envelope() and the minimum of each of its buckets."""
     w = width(horizon)
     best: dict[int, tuple[float, float]] = {}
+    low: dict[int, float] = {}
     for t, v in points:
         b = int(t // w)
         if b not in best or v >= best[b][1]:
             best[b] = (t, v)
-    return [best[b] for b in sorted(best) if best[b][0] >= now - horizon]
-
-
-def envelopes(points: list[tuple[float, float]], now: float) -> dict[float, list[tuple[float, float]]]:
-    """Every horizon's envelope of *points* (for tests; the daemon keeps them)."""
-    return {h: envelope(points, h, now) for h in HORIZONS}
+        low[b] = min(low.get(b, v), v)
+    kept = [b for b in sorted(best) if best[b][0] >= now - horizon]
+    return [best[b] for b in kept], [low[b] for b in kept]
 
 
 def theil_sen(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -171,7 +184,41 @@ def _exponential_tto(points: list[tuple[float, float]], limit: float, now: float
     return (0.0 if v_now >= limit else (math.log(limit) - math.log(v_now)) / k), residual
 
 
-def _horizon(env, limit, now, horizon) -> Prediction | None:
+def _levelling_tto(env, half: int, older: float, recent: float, headroom: float, now: float) -> float | None:
+    """Time until a rate decaying exponentially, from *older* (the slope of
+    the envelope's older half) to *recent* (its recent half's), has added
+    *headroom*; None when all it will ever add is less (it levels off below
+    the limit)."""
+    c_old = (env[0][0] + env[half][0]) / 2
+    c_new = (env[half][0] + env[-1][0]) / 2
+    tau = (c_new - c_old) / math.log(older / recent)       # rate falls by e every tau seconds
+    rate_now = recent * math.exp(-(now - c_new) / tau)
+    remaining = rate_now * tau                             # all the growth still to come
+    if remaining <= headroom:
+        return None
+    return -tau * math.log(1 - headroom / remaining)
+
+
+def since_release(env: list[tuple[float, float]], lows: list[float] | None,
+                  limit: float) -> list[tuple[float, float]]:
+    """*env* from its last release on: a bucket that fell more than
+    RELEASE_FRACTION of the limit below the peak of the bucket before it,
+    and neither it nor the next bucket climbed back to that peak (a compiler
+    or a job step ended; a sawtooth is back at its peak within a step, even
+    when one bucket's samples missed it).  Only complete buckets are judged:
+    the newest is still filling.  Growth before a release was another
+    process's; it says nothing of the growth now.  *lows* are the buckets'
+    minima (without them, the peaks' own fall is judged)."""
+    drop = RELEASE_FRACTION * limit
+    for i in range(len(env) - 3, 0, -1):
+        before = env[i - 1][1]
+        if env[i][1] < before and env[i + 1][1] < before and before - (lows[i] if lows else env[i][1]) > drop:
+            return env[i:]
+    return env
+
+
+def _horizon(env, lows, limit, now, horizon) -> Prediction | None:
+    env = since_release(env, lows, limit)
     if len(env) < MIN_POINTS:
         return None
     if ls_slope(env) * horizon < NOISE_FRACTION * limit:
@@ -192,14 +239,27 @@ def _horizon(env, limit, now, horizon) -> Prediction | None:
         return Prediction(None, max(0.0, slope), confidence, "flat", horizon, headroom)
     half = len(env) // 2
     older, _ = theil_sen(env[:half + 1])
-    recent, _ = theil_sen(env[half:])
-    if older > 0 and recent > ACCELERATION * older and len(env) >= 6:
+    recent, recent_consistency = theil_sen(env[half:])
+    if (older > 0 and recent > ACCELERATION * older and len(env) >= 6
+            and theil_sen(env[half:-1])[0] > ACCELERATION * older):
+        # (also without the newest point: one sample of a sawtooth's peak
+        # after a run of its troughs is no acceleration)
         # A parabola or an exponential (a leak that doubles, which a parabola
         # underestimates): whichever fits the envelope better.
         fits = [f for f in (_quadratic_tto(env, limit, now), _exponential_tto(env, limit, now)) if f is not None]
         if fits:
             tto, _ = min(fits, key=lambda f: f[1])
             return Prediction(tto, recent, confidence, "accelerating", horizon, headroom)
+    if older > 0 and recent * ACCELERATION < older:
+        # Levelling off: a start-up ramp reaching its working size, a
+        # compiler past its peak.  The growth that remains is what a rate
+        # decaying as it has so far adds up to; a curve that bends away
+        # from the limit is no more sure to reach it than its recent half.
+        confidence = min(confidence, max(0.0, 2 * recent_consistency - 1) * coverage * fill)
+        if recent <= 0:
+            return Prediction(None, 0.0, confidence, "flat", horizon, headroom)
+        tto = _levelling_tto(env, half, older, recent, headroom, now)
+        return Prediction(tto, recent, confidence, "levelling", horizon, headroom)
     tto = max(0.0, headroom / slope)
     return Prediction(tto, slope, confidence, "linear", horizon, headroom)
 
@@ -235,26 +295,39 @@ def leak_rate(env: list[tuple[float, float]]) -> float | None:
 
 
 def predict(envs: dict[float, list[tuple[float, float]]], recent: list[tuple[float, float]],
-            limit: float | None, now: float) -> Prediction:
+            limit: float | None, now: float, lows: dict[float, list[float]] | None = None) -> Prediction:
     """The prediction for a domain from its upper envelopes per horizon
-    (``envs[h]``: the points of the last h seconds, oldest first) and its
-    samples of the last BURST_WINDOW seconds (*recent*).  Never raises: too
-    few samples give method ``insufficient``, no limit gives ``no_limit``."""
+    (``envs[h]``: the points of the last h seconds, oldest first; ``lows[h]``
+    their buckets' minima) and its samples of the last BURST_WINDOW seconds
+    (*recent*).  Never raises: too few samples give method ``insufficient``,
+    no limit gives ``no_limit``."""
+    lows = lows or {}
     leak = leak_rate(envs.get(LEAK_HORIZON, []))
     if not limit or limit <= 0 or math.isnan(limit):
         return Prediction(None, 0.0, 0.0, "no_limit", leak_rate=leak)
     current = recent[-1][1] if recent else None
     if current is None:
         return Prediction(None, 0.0, 0.0, "insufficient")
-    candidates = [p for h in HORIZONS if (p := _horizon(envs.get(h, []), limit, now, h)) is not None]
-    earlier = [v for t, v in envs.get(HORIZONS[0], []) if t < now - BURST_WINDOW]
+    short_env = envs.get(HORIZONS[0], [])
+    if short_env and short_env[-1][1] - current > RELEASE_NOW * limit:
+        # Memory was released in this very bucket: the envelope still holds
+        # the peak before it, and a prediction from it would be stale.
+        return Prediction(None, 0.0, 0.0, "released", headroom=limit - current, leak_rate=leak)
+    candidates = [p for h in HORIZONS
+                  if (p := _horizon(envs.get(h, []), lows.get(h), limit, now, h)) is not None]
+    earlier = [v for t, v in since_release(short_env, lows.get(HORIZONS[0]), limit) if t < now - BURST_WINDOW]
     burst = _burst(recent, limit, now, max(earlier) if earlier else None)
     short = next((p for p in candidates if p.horizon == HORIZONS[0]), None)
     if burst is not None and short is not None and short.rate > 0 and burst.rate < BURST_RATIO * short.rate:
         burst = None  # a steady fast ramp, which the horizons predict, not a burst
     growing = [p for p in candidates if p.tto is not None and p.confidence >= MIN_CONFIDENCE]
     if growing:
-        best = min(growing, key=lambda p: p.tto)
+        # The most confident horizon, unless a confident one sees it coming
+        # clearly sooner (the short horizon catching a new ramp first).
+        best = max(growing, key=lambda p: p.confidence)
+        sooner = min(growing, key=lambda p: p.tto)
+        if sooner.tto < SOONER * best.tto:
+            best = sooner
         if burst is not None and burst.tto < best.tto:
             best = burst
     elif burst is not None:
@@ -270,4 +343,6 @@ def predict(envs: dict[float, list[tuple[float, float]]], recent: list[tuple[flo
 
 def predict_points(points: list[tuple[float, float]], limit: float | None, now: float) -> Prediction:
     """predict() from raw (time, working set) samples, oldest first."""
-    return predict(envelopes(points, now), [(t, v) for t, v in points if t >= now - BURST_WINDOW], limit, now)
+    both = {h: envelope_lows(points, h, now) for h in HORIZONS}
+    return predict({h: e for h, (e, _) in both.items()}, [(t, v) for t, v in points if t >= now - BURST_WINDOW],
+                   limit, now, {h: low for h, (_, low) in both.items()})

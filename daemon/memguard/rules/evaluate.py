@@ -3,7 +3,9 @@ cooldowns, on time handed in: a pure state machine, tested on a fake clock.
 
 For each (rule, domain) pair the rule matches, every level's condition is
 checked each tick; a level is *reached* once its condition has held for its
-``for``.  The pair fires at the highest level reached, escalates and
+``for``, and stays reached until the condition has failed for its
+``keep_firing_for`` (Prometheus's word: one tick of a flickering prediction
+does not clear a warning that has stood for a minute).  The pair fires at the highest level reached, escalates and
 de-escalates as levels are reached and lost, and clears when none is.  A
 new firing within ``cooldown`` of the last clear is suppressed (counted),
 so a condition flapping around its threshold does not fire every minute;
@@ -33,6 +35,7 @@ class PairState:
     level: int = -1                                   # index into rule.levels; -1: not firing
     since: float | None = None                        # when it began firing
     pending: dict[int, float] = field(default_factory=dict)   # level -> condition true since
+    kept: dict[int, float] = field(default_factory=dict)      # level -> last reached (keep_firing_for)
     cleared_at: float | None = None
 
 
@@ -116,14 +119,22 @@ class RuleEngine:
     def _step(self, rule: Rule, domain: str, env: dict, st: PairState, now: float,
               out: list[Transition]) -> None:
         reached = -1
-        pending = st.pending
+        pending, kept = st.pending, st.kept
         for i, level in enumerate(rule.levels):
             if level.when.evaluate(env) is True:
                 since = pending.setdefault(i, now)
-                if now - since >= level.hold:
+                if now - since >= level.hold or i in kept:    # (back while kept: still firing)
                     reached = i
+                    if level.keep:
+                        kept[i] = now
+                    continue
             elif pending:
                 pending.pop(i, None)
+            if kept and i in kept:
+                if now - kept[i] < level.keep:
+                    reached = i
+                else:
+                    del kept[i]
         if reached == st.level:
             return
         old = rule.levels[st.level].severity if st.level >= 0 else None

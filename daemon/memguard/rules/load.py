@@ -12,6 +12,7 @@ A rule file::
           - severity: warning
             when: tto < 5m && confidence >= 0.5
             for: 10s                       # how long the condition must hold
+            keep_firing_for: 5s            # how long it stays reached once the condition fails
           - severity: critical
             when: tto < 60s
             for: 2s
@@ -56,6 +57,7 @@ class Level:
     severity: str
     when: Condition
     hold: float          # seconds the condition must hold ("for")
+    keep: float = 0.0    # seconds it stays reached after the condition fails ("keep_firing_for")
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,9 @@ def _level(found: dict, source: str, field: str, default_severity: str | None) -
     if severity is None:
         raise RuleError(source, None, field, "needs a severity")
     hold = _duration(found["for"][1], source, f"{field}.for") if "for" in found else 0.0
-    return Level(severity, cond, hold)
+    keep = (_duration(found["keep_firing_for"][1], source, f"{field}.keep_firing_for")
+            if "keep_firing_for" in found else 0.0)
+    return Level(severity, cond, hold, keep)
 
 
 def parse_rules(text: str, source: str = "<rules>") -> list[Rule]:
@@ -155,8 +159,8 @@ def parse_rules(text: str, source: str = "<rules>") -> list[Rule]:
 
 def _rule(node, source: str, field: str) -> Rule:
     found = _mapping(node, source, field)
-    _check_keys(found, {"name", "description", "match", "levels", "when", "for", "severity", "cooldown",
-                        "actions"}, source, field)
+    _check_keys(found, {"name", "description", "match", "levels", "when", "for", "keep_firing_for", "severity",
+                        "cooldown", "actions"}, source, field)
     if "name" not in found:
         raise RuleError(source, _line(node), field, "a rule needs a name")
     name = _scalar(found["name"][1], source, f"{field}.name", "a name")
@@ -185,7 +189,7 @@ def _rule(node, source: str, field: str) -> Rule:
         for j, item in enumerate(lnode.value):
             lf = f"{field}.levels[{j}]"
             sub = _mapping(item, source, lf)
-            _check_keys(sub, {"severity", "when", "for"}, source, lf)
+            _check_keys(sub, {"severity", "when", "for", "keep_firing_for"}, source, lf)
             levels.append(_level(sub, source, lf, None))
         ranks = [SEVERITIES.index(lv.severity) for lv in levels]
         if ranks != sorted(set(ranks)):
