@@ -29,7 +29,7 @@ SUSPEND_THRESHOLD = 1.0
 PROCESS_TABLE_SIZE = 4096
 # Rule transitions remembered per domain, for the incident of a kill.
 TRANSITIONS_KEPT = 600.0
-# Tick intervals vary by up to this fraction either way (_next_interval).
+# Tick intervals vary by up to this fraction either way (Engine._spread).
 JITTER = 0.1
 GOLDEN = (math.sqrt(5) - 1) / 2
 

@@ -5,8 +5,9 @@ For each (rule, domain) pair the rule matches, every level's condition is
 checked each tick; a level is *reached* once its condition has held for its
 ``for``, and stays reached until the condition has failed for its
 ``keep_firing_for`` (Prometheus's word: one tick of a flickering prediction
-does not clear a warning that has stood for a minute).  The pair fires at the highest level reached, escalates and
-de-escalates as levels are reached and lost, and clears when none is.  A
+does not clear a warning that has stood for a minute).  The pair fires at
+the highest level reached, escalates and de-escalates as levels are
+reached and lost, and clears when none is.  A
 new firing within ``cooldown`` of the last clear is suppressed (counted),
 so a condition flapping around its threshold does not fire every minute;
 escalation from a firing level is never suppressed.
