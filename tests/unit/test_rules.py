@@ -4,9 +4,15 @@ import glob
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from memguard.rules.evaluate import RuleEngine
-from memguard.rules.load import RuleError, load_rules, parse_rules
+from memguard.engine.snapshot import DomainView
+from memguard.model import PSI, Pressure, Sample
+from memguard.predict.predictor import Prediction
+from memguard.rules.evaluate import RuleEngine, domain_env
+from memguard.rules.expr import compile_condition
+from memguard.rules.load import VARIABLES, RuleError, load_rules, parse_rules
 
 LADDER = """\
 rules:
@@ -72,6 +78,131 @@ def test_a_vanished_domain_drops_its_state():
     engine.evaluate(env(200), 0.0)
     engine.evaluate({}, 1.0)
     assert engine.firing() == [] and engine.state == {"running-out": {}}
+
+
+def test_a_quiet_pair_keeps_no_state_once_its_cooldown_is_over():
+    engine = RuleEngine(parse_rules(LADDER.replace("for: 10s", "for: 0s")))
+    run(engine, [200, None])
+    assert list(engine.state["running-out"]) == ["cgroup:/build"]        # cooling down: remembered
+    assert run(engine, [None, 200], start=60.0) == [] and engine.suppressed == 1
+    run(engine, [None], start=200.0)
+    assert engine.state == {"running-out": {}}                           # nothing left to remember
+    assert run(engine, [200], start=201.0) == [(201.0, "fire", "warning")]
+
+
+def test_a_reload_of_the_same_rules_keeps_a_firing_pair_firing():
+    engine = RuleEngine(parse_rules(LADDER.replace("for: 10s", "for: 0s"), "a.yaml"))
+    run(engine, [200])
+    # the same rule, parsed again from another file and line: state is kept
+    engine.replace_rules(parse_rules("# moved\n" + LADDER.replace("for: 10s", "for: 0s"), "b.yaml"))
+    assert run(engine, [200], start=1.0) == []
+    assert engine.firing() == [("running-out", "cgroup:/build", "warning", 0.0)]
+    engine.replace_rules(parse_rules(LADDER.replace("for: 10s", "for: 0s").replace("5m", "4m")))
+    assert run(engine, [200], start=2.0) == [(2.0, "fire", "warning")]  # changed: starts afresh
+
+
+def test_transitions_come_in_the_order_of_the_domains_names():
+    engine = RuleEngine(parse_rules("rules:\n  - name: r\n    when: tto < 60s\n"))
+    envs = {f"cgroup:/{c}": {"domain": f"cgroup:/{c}", "kind": "cgroup", "tto": 30} for c in "dcba"}
+    assert [tr.domain for tr in engine.evaluate(envs, 0.0)] == sorted(envs)
+
+
+class Reference:
+    """The rules read plainly: every pair of one rule stepped every tick,
+    as the module's docstring says.  The engine, which steps only the pairs
+    that can move, must give the same transitions."""
+
+    def __init__(self, rule):
+        self.rule, self.pairs, self.suppressed = rule, {}, 0
+
+    def tick(self, envs, now):
+        out, levels = [], self.rule.levels
+        self.pairs = {d: p for d, p in self.pairs.items() if d in envs}
+        for d in sorted(envs):
+            p = self.pairs.setdefault(d, {"level": -1, "pending": {}, "kept": {}, "cleared": None})
+            reached = -1
+            for i, level in enumerate(levels):
+                if level.when(envs[d]):
+                    p["pending"].setdefault(i, now)
+                    if now - p["pending"][i] >= level.hold or i in p["kept"]:
+                        reached = i
+                        if level.keep:
+                            p["kept"][i] = now
+                        continue
+                else:
+                    p["pending"].pop(i, None)
+                if i in p["kept"]:
+                    if now - p["kept"][i] < level.keep:
+                        reached = i
+                    else:
+                        del p["kept"][i]
+            if reached == p["level"]:
+                continue
+            if reached > p["level"] >= 0:
+                kind = "escalate"
+            elif reached > p["level"]:
+                if self.rule.cooldown and p["cleared"] is not None and now - p["cleared"] < self.rule.cooldown:
+                    self.suppressed += 1
+                    continue
+                kind = "fire"
+            elif reached >= 0:
+                kind = "deescalate"
+            else:
+                kind, p["cleared"] = "clear", now
+            p["level"] = reached
+            out.append((d, kind, levels[reached].severity if reached >= 0 else None))
+        return out
+
+
+LEVEL = st.tuples(st.sampled_from([10, 60, 300]), st.sampled_from([0, 1, 2.5]), st.sampled_from([0, 2, 3]))
+TTO = st.sampled_from([None, 5, 30, 100, 400, "gone"])
+
+
+@settings(deadline=None, derandomize=True, max_examples=400)
+@given(st.lists(LEVEL, min_size=1, max_size=3), st.sampled_from([0, 4]),
+       st.lists(st.tuples(st.sampled_from([0.5, 1.0, 1.5]), st.tuples(TTO, TTO, TTO)), min_size=1, max_size=40))
+def test_the_engine_steps_pairs_as_a_plain_reading_of_the_rules(levels, cooldown, ticks):
+    text = "rules:\n  - name: r\n    levels:\n" + "".join(
+        f"      - severity: {sev}\n        when: tto < {x}s\n        for: {hold}s\n        keep_firing_for: {keep}s\n"
+        for sev, (x, hold, keep) in zip(["warning", "critical", "last_resort"], levels)) + f"    cooldown: {cooldown}s\n"
+    (rule,) = parse_rules(text)
+    engine, reference, now = RuleEngine([rule]), Reference(rule), 0.0
+    for step, ttos in ticks:
+        now += step
+        envs = {f"cgroup:/{i}": {"domain": f"cgroup:/{i}", "kind": "cgroup", "tto": tto}
+                for i, tto in enumerate(ttos) if tto != "gone"}
+        got = [(tr.domain, tr.kind, tr.severity) for tr in engine.evaluate(envs, now)]
+        assert got == reference.tick(envs, now), now
+        assert engine.suppressed == reference.suppressed
+        assert {(d, sev) for _, d, sev, _ in engine.firing()} == {
+            (d, rule.levels[p["level"]].severity) for d, p in reference.pairs.items() if p["level"] >= 0}
+
+
+@pytest.mark.parametrize("psi", [None, PSI(Pressure(3.0, 2.0, 1.0, 10), None),
+                                 PSI(Pressure(3.0, 2.0, 1.0, 10), Pressure(0.5, 0.25, 0.125, 5))])
+def test_every_variable_is_given_and_dotted_paths_agree_with_the_fields(psi):
+    sample = Sample("cgroup:/a", "cgroup", 300, 200, 400, reclaimable=100, oom_kills=0, psi=psi)
+    env = domain_env(DomainView("cgroup:/a", "cgroup", 1, sample, 5.0, 5.0, 64,
+                                Prediction(45.0, 2.0, 0.9, "linear", 60.0)))
+    assert {name.split(".")[0] for name in VARIABLES} <= set(env)
+    kinds = {"number": (int, float), "string": (str,), "map": (dict,)}
+    for name, kind in VARIABLES.items():
+        root, *fields = name.split(".")
+        value = env[root]
+        for f in fields:
+            value = value.get(f) if isinstance(value, dict) else None
+        # the promise the compiled comparisons rely on (rules/load.py)
+        assert value is None or (type(value) in kinds[kind] and type(value) is not bool), name
+    assert (env["usage_ratio"], env["risk"], env["tto"]) == (0.5, "critical", 45.0)
+    for path in [k for k in env if "." in k]:
+        root, *fields = path.split(".")
+        walk = env[root]
+        for f in fields:
+            walk = walk.get(f) if isinstance(walk, dict) else None
+        assert env[path] == walk, path
+    # the compiled condition reads the dotted key: a wrong one would show
+    wrong = {**env, "psi.some.avg10": 99.0}
+    assert compile_condition("psi.some.avg10 > 50")(wrong) is True
 
 
 def test_one_level_shorthand():

@@ -18,7 +18,9 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
+from ..engine.snapshot import risk
 from .load import SEVERITIES, Rule
+
 
 
 @dataclass(frozen=True)
@@ -45,44 +47,62 @@ def matches(rule: Rule, domain: str, kind: str) -> bool:
 
 
 def domain_env(view) -> dict:
-    """The variables a condition sees for one domain (an engine DomainView)."""
+    """The variables a condition sees for one domain (an engine DomainView),
+    PSI's fields also under their dotted paths: every PSI rule reads them in
+    one lookup instead of a walk (see rules/expr.py).  Built for every
+    domain every tick, so written for speed: one dict display."""
     s, p = view.sample, view.prediction
-    psi = None
+    some = full = None
     if s.psi is not None:
-        psi = {k: None if getattr(s.psi, k) is None else
-               {"avg10": getattr(s.psi, k).avg10, "avg60": getattr(s.psi, k).avg60,
-                "avg300": getattr(s.psi, k).avg300} for k in ("some", "full")}
+        some, full = s.psi.some, s.psi.full
     return {
         "domain": view.name, "kind": view.kind, "used": s.used, "working_set": s.working_set,
         "limit": s.limit, "usage_ratio": s.usage_ratio, "reclaimable": s.reclaimable,
         "swap": s.swap_used, "swap_limit": s.swap_limit, "high": s.high, "oom_kills": s.oom_kills,
-        "psi": psi,
         "tto": p.tto if p else None, "rate": p.rate if p else None,
         "confidence": p.confidence if p else None, "method": p.method if p else None,
-        "leak_rate": p.leak_rate if p else None,
+        "leak_rate": p.leak_rate if p else None, "risk": risk(p),
         "job": {}, "gpu": {},
+        "psi": None if s.psi is None else {"some": _pressure(some), "full": _pressure(full)},
+        "psi.some.avg10": some and some.avg10, "psi.some.avg60": some and some.avg60,
+        "psi.some.avg300": some and some.avg300, "psi.full.avg10": full and full.avg10,
+        "psi.full.avg60": full and full.avg60, "psi.full.avg300": full and full.avg300,
     }
+
+
+def _pressure(p) -> dict | None:
+    return None if p is None else {"avg10": p.avg10, "avg60": p.avg60, "avg300": p.avg300}
 
 
 class RuleEngine:
     """The rules in force and the state of every (rule, domain) pair that
-    has one: a pair whose condition never held keeps none, so the common
-    case, a rule that does not apply to a quiet domain, costs one
-    evaluation and a dictionary miss."""
+    needs one.  Each tick, each level's condition scans the domains its rule
+    matches in one compiled loop.  A pair is stepped only when something can
+    change for it: a pair whose condition never held has no state; a pair
+    that has settled (every level that holds reached, nothing pending, no
+    timer running) sleeps in a group by which levels hold, and is woken when
+    a scan shows a level change.  So a tick costs the scans and the pairs
+    that move, not the pairs that fire steadily; a woken pair's
+    keep_firing_for counts from the last tick it slept through, as if it had
+    been stepped every tick (tests/unit/test_rules.py checks that against a
+    plain reading of the rules)."""
 
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = list(rules)
         self.state: dict[str, dict[str, PairState]] = {}     # rule -> domain -> state
         self.suppressed = 0
         self.evaluations = 0
+        self._asleep: dict[str, dict[tuple[bool, ...], set[str]]] = {}   # rule -> levels held -> domains
+        self._previous: float | None = None                  # the last tick's time
         self._domains: tuple | None = None                    # (domain, kind) pairs last seen
-        self._targets: dict[str, list[str]] = {}              # rule -> the domains it matches
+        self._targets: dict[str, list[str] | None] = {}       # rule -> its domains (None: every one)
 
     def replace_rules(self, rules: list[Rule]) -> None:
         """New rules (a reload): a rule that remains unchanged keeps its
         pairs' state; a changed one (its ladder may be shorter) starts afresh."""
         same = {r.name for r in rules if r in self.rules}
         self.state = {k: v for k, v in self.state.items() if k in same}
+        self._asleep = {k: v for k, v in self._asleep.items() if k in same}
         self.rules = list(rules)
         self._domains = None
 
@@ -91,12 +111,15 @@ class RuleEngine:
         if domains == self._domains:
             return
         self._domains = domains
-        self._targets = {r.name: [d for d, k in domains if matches(r, d, k)] for r in self.rules}
+        self._targets = {}
         for rule in self.rules:
-            wanted = set(self._targets[rule.name])
-            states = self.state.get(rule.name, {})
-            for d in [d for d in states if d not in wanted]:
+            wanted = [d for d, k in domains if matches(rule, d, k)]
+            self._targets[rule.name] = None if len(wanted) == len(domains) else wanted
+            states, keep = self.state.get(rule.name, {}), set(wanted)
+            for d in [d for d in states if d not in keep]:
                 del states[d]          # the domain is gone, or the rule no longer matches it
+            for group in self._asleep.get(rule.name, {}).values():
+                group &= keep
 
     def evaluate(self, envs: dict[str, dict], now: float) -> list[Transition]:
         """One tick: *envs* maps each domain to its variables."""
@@ -104,40 +127,80 @@ class RuleEngine:
         self._retarget(envs)
         for rule in self.rules:
             states = self.state.setdefault(rule.name, {})
-            levels = rule.levels
-            first = levels[0].when.evaluate
-            for domain in self._targets[rule.name]:
-                env = envs[domain]
+            asleep = self._asleep.setdefault(rule.name, {})
+            targets = self._targets[rule.name]
+            items = envs.items() if targets is None else [(d, envs[d]) for d in targets]
+            held = [set(level.when.scan(items)) for level in rule.levels]
+            self.evaluations += len(held) * (len(envs) if targets is None else len(targets))
+            sleeping = self._wake(rule, held, asleep, states)
+            for domain in sorted((states.keys() | set().union(*held)) - sleeping):
                 st = states.get(domain)
                 if st is None:
-                    if len(levels) == 1 and first(env) is not True:
-                        continue       # never held: no state needed
                     st = states[domain] = PairState()
-                self._step(rule, domain, env, st, now, out)
-            self.evaluations += len(levels) * len(self._targets[rule.name])
+                pattern = self._step(rule, domain, held, st, now, out)
+                if pattern is not None:
+                    asleep.setdefault(pattern, set()).add(domain)
+                elif st.level < 0 and not st.pending and not st.kept and (
+                        st.cleared_at is None or now - st.cleared_at >= rule.cooldown):
+                    del states[domain]                   # nothing left to remember
+        self._previous = now
         return out
 
-    def _step(self, rule: Rule, domain: str, env: dict, st: PairState, now: float,
-              out: list[Transition]) -> None:
-        reached = -1
+    def _wake(self, rule: Rule, held: list[set[str]], asleep: dict[tuple[bool, ...], set[str]],
+              states: dict[str, PairState]) -> set[str]:
+        """Wake the sleeping pairs whose levels' conditions changed; the
+        domains left asleep."""
+        sleeping: set[str] = set()
+        for pattern in list(asleep):
+            group = asleep[pattern]
+            woken: set[str] = set()
+            for i, hits in enumerate(held):
+                woken |= (group - hits) if pattern[i] else (group & hits)
+            group -= woken
+            for domain in woken:     # reached at every tick it slept through: kept from the last
+                kept = states[domain].kept
+                for i, level in enumerate(rule.levels):
+                    if pattern[i] and level.keep:
+                        kept[i] = self._previous
+            if group:
+                sleeping |= group
+            else:
+                del asleep[pattern]
+        return sleeping
+
+    def _step(self, rule: Rule, domain: str, held: list[set[str]], st: PairState, now: float,
+              out: list[Transition]) -> tuple[bool, ...] | None:
+        """Move one pair on a tick.  Returns which levels hold when the pair
+        has settled: it fires, every level that holds is reached, and no
+        level is pending or kept, so until one of its levels' conditions
+        changes, stepping it again would change nothing."""
+        reached, settled = -1, True
         pending, kept = st.pending, st.kept
         for i, level in enumerate(rule.levels):
-            if level.when.evaluate(env) is True:
+            if domain in held[i]:
                 since = pending.setdefault(i, now)
                 if now - since >= level.hold or i in kept:    # (back while kept: still firing)
                     reached = i
                     if level.keep:
                         kept[i] = now
                     continue
+                settled = False                               # held, not yet for long enough
             elif pending:
                 pending.pop(i, None)
             if kept and i in kept:
+                settled = False                               # kept: runs out in time
                 if now - kept[i] < level.keep:
                     reached = i
                 else:
                     del kept[i]
-        if reached == st.level:
-            return
+        if reached != st.level:
+            self._move(rule, domain, st, reached, now, out)
+        if not settled or reached < 0 or st.level != reached:           # (a suppressed firing)
+            return None
+        return tuple(domain in hits for hits in held)
+
+    def _move(self, rule: Rule, domain: str, st: PairState, reached: int, now: float,
+              out: list[Transition]) -> None:
         old = rule.levels[st.level].severity if st.level >= 0 else None
         if reached > st.level:
             if st.level < 0 and rule.cooldown and st.cleared_at is not None \

@@ -28,6 +28,7 @@ check``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import yaml
@@ -37,12 +38,17 @@ from .expr import Condition, ExprError, compile_condition
 
 SEVERITIES = ("info", "warning", "critical", "last_resort")
 KINDS = ("host", "wsl", "cgroup", "gpu")
-# What a condition may read (docs/rules.md explains each).
-VARIABLES = frozenset({
-    "tto", "rate", "confidence", "method", "leak_rate", "risk", "used", "working_set", "limit",
-    "usage_ratio", "reclaimable", "swap", "swap_limit", "high", "psi", "oom_kills", "domain", "kind",
-    "job", "gpu",
-})
+# What a condition may read (docs/rules.md explains each), and its type: the
+# engine's variables (rules/evaluate.py, domain_env) hold a value of that
+# type or null, so a comparison with a literal of another type is an error
+# when the rule is loaded, and the compiled comparison skips the type test.
+VARIABLES: dict[str, str | None] = {
+    **dict.fromkeys(("tto", "rate", "confidence", "leak_rate", "used", "working_set", "limit", "usage_ratio",
+                     "reclaimable", "swap", "swap_limit", "high", "oom_kills"), "number"),
+    **dict.fromkeys(("domain", "kind", "method", "risk"), "string"),
+    **dict.fromkeys(("psi", "psi.some", "psi.full", "job", "gpu"), "map"),
+    **{f"psi.{line}.{avg}": "number" for line in ("some", "full") for avg in ("avg10", "avg60", "avg300")},
+}
 
 
 class RuleError(ValueError):
@@ -62,14 +68,16 @@ class Level:
 
 @dataclass(frozen=True)
 class Rule:
+    """Two rules are equal when they decide the same: a reload keeps the
+    state of a rule that was only moved or described anew."""
     name: str
-    description: str
+    description: str = dataclasses.field(compare=False)
     kinds: tuple[str, ...]
     domain_glob: str
     levels: tuple[Level, ...]
     cooldown: float
-    source: str
-    line: int
+    source: str = dataclasses.field(compare=False)
+    line: int = dataclasses.field(compare=False)
 
 
 def _line(node) -> int:
@@ -113,7 +121,7 @@ def _level(found: dict, source: str, field: str, default_severity: str | None) -
     wnode = found["when"][1]
     text = _scalar(wnode, source, f"{field}.when", "a condition such as 'tto < 60s'")
     try:
-        cond = compile_condition(text, known=set(VARIABLES))
+        cond = compile_condition(text, known=VARIABLES)
     except ExprError as e:
         raise RuleError(source, _line(wnode), f"{field}.when", f"{e.message} (column {e.column} of {text!r})") from None
     severity = default_severity
