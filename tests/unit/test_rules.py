@@ -73,6 +73,19 @@ def test_match_by_kind_and_glob():
     assert engine.firing() == [("running-out", "cgroup:/build", "warning", 0.0)]
 
 
+def test_match_by_job_and_gpu_name():
+    engine = RuleEngine(parse_rules(
+        "rules:\n  - name: r\n    match: {job: 'train-*', gpu: '*A100*'}\n    when: tto < 60s\n"))
+
+    def envs(job, gpu):
+        return {"gpu:0": {"domain": "gpu:0", "kind": "gpu", "tto": 30, "job": {"name": job} if job else {},
+                          "gpu": {"name": gpu}}}
+    assert engine.evaluate(envs("build-1", "NVIDIA A100-SXM4-80GB"), 0.0) == []
+    assert engine.evaluate(envs(None, "NVIDIA A100-SXM4-80GB"), 1.0) == []       # no job registered
+    assert engine.evaluate(envs("train-7", "NVIDIA H100"), 2.0) == []
+    assert [tr.kind for tr in engine.evaluate(envs("train-7", "NVIDIA A100-SXM4-80GB"), 3.0)] == ["fire"]
+
+
 def test_a_vanished_domain_drops_its_state():
     engine = RuleEngine(parse_rules(LADDER.replace("for: 10s", "for: 0s")))
     engine.evaluate(env(200), 0.0)
@@ -217,6 +230,8 @@ def test_one_level_shorthand():
     ("rules:\n  - name: r\n    when: tto < 60s\n    severity: urgent\n", 4, "rules[0].severity", "expected one of"),
     ("rules:\n  - name: r\n    whne: tto < 60s\n", 3, "rules[0].whne", "unknown key"),
     ("rules:\n  - name: r\n    match:\n      kind: [pod]\n    when: tto < 1s\n", 4, "rules[0].match.kind", "got 'pod'"),
+    ("rules:\n  - name: r\n    match:\n      job: [a, b]\n    when: tto < 1s\n", 4, "rules[0].match.job",
+     "expected a glob such as 'train-*'"),
     ("rules:\n  - name: r\n    when: tto < 1s\n  - name: r\n    when: tto < 2s\n", 4, "rules[1].name", "defined twice"),
     ("rules:\n  - name: r\n    levels:\n      - {severity: critical, when: tto < 1s}\n      - {severity: warning, when: tto < 9s}\n",
      4, "rules[0].levels", "go up in severity"),

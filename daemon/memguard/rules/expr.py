@@ -483,6 +483,7 @@ class Condition:
     evaluate: Evaluator = field(compare=False, repr=False)   # env -> its value
     scan: Scanner = field(compare=False, repr=False)         # (domain, env)... -> the domains it is true for
     names: frozenset[str] = field(compare=False)             # the variables and fields it reads
+    guards: tuple[tuple[str, str], ...] = ()                 # (field, glob) it also requires
 
     def __call__(self, env: dict) -> bool:
         return self.evaluate(env) is True
@@ -497,13 +498,15 @@ def parse(text: str, types: Mapping[str, str | None] | None = None) -> tuple[tup
     return tree, frozenset(parser.names)
 
 
-def compile_condition(text: str, known: Mapping[str, str | None] | Iterable[str] | None = None) -> Condition:
+def compile_condition(text: str, known: Mapping[str, str | None] | Iterable[str] | None = None,
+                      guards: Mapping[str, str] | None = None) -> Condition:
     """Parse and compile *text*.  *known*: the variables a condition may
     read, or a map of them (and of dotted fields) to their types, "number",
     "string" or "map" (None: any); a value of that type or null is then a
-    promise of every env the condition is given.  Raises ExprError (with
-    the column) on a syntax error, an unknown variable, or a comparison
-    the types make always false."""
+    promise of every env the condition is given.  *guards* map a dotted
+    field to a glob its value must match too (a rule's ``match.job``),
+    tested first.  Raises ExprError (with the column) on a syntax error, an
+    unknown variable, or a comparison the types make always false."""
     types = dict(known) if isinstance(known, Mapping) else {}
     tree, names = parse(text, types)
     if known is not None:
@@ -513,5 +516,12 @@ def compile_condition(text: str, known: Mapping[str, str | None] | Iterable[str]
                 col = text.find(root) + 1
                 raise ExprError(f"unknown variable {root!r} (known: {', '.join(sorted(k for k in known if '.' not in k))})",
                                 col)
+    guards = tuple(sorted((guards or {}).items()))
+    for path, glob in reversed(guards):
+        root, *fields = path.split(".")
+        node: tuple = ("var", root)
+        for name in fields:
+            node = ("field", node, name)
+        tree = ("and", ("call", "matches", [node, ("const", glob)]), tree)
     evaluate, scan = _build(tree, types)
-    return Condition(text, evaluate, scan, names)
+    return Condition(text, evaluate, scan, names, guards)

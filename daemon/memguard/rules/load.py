@@ -115,13 +115,13 @@ def _duration(node, source, field) -> float:
         raise RuleError(source, _line(node), field, str(e)) from None
 
 
-def _level(found: dict, source: str, field: str, default_severity: str | None) -> Level:
+def _level(found: dict, source: str, field: str, default_severity: str | None, guards: dict[str, str]) -> Level:
     if "when" not in found:
         raise RuleError(source, None, field, "a level needs 'when' (its condition)")
     wnode = found["when"][1]
     text = _scalar(wnode, source, f"{field}.when", "a condition such as 'tto < 60s'")
     try:
-        cond = compile_condition(text, known=VARIABLES)
+        cond = compile_condition(text, known=VARIABLES, guards=guards)
     except ExprError as e:
         raise RuleError(source, _line(wnode), f"{field}.when", f"{e.message} (column {e.column} of {text!r})") from None
     severity = default_severity
@@ -173,10 +173,10 @@ def _rule(node, source: str, field: str) -> Rule:
         raise RuleError(source, _line(node), field, "a rule needs a name")
     name = _scalar(found["name"][1], source, f"{field}.name", "a name")
     description = found["description"][1].value if "description" in found else ""
-    kinds, glob = KINDS, "*"
+    kinds, glob, guards = KINDS, "*", {}
     if "match" in found:
         m = _mapping(found["match"][1], source, f"{field}.match")
-        _check_keys(m, {"kind", "domain"}, source, f"{field}.match")
+        _check_keys(m, {"kind", "domain", "job", "gpu"}, source, f"{field}.match")
         if "kind" in m:
             knode = m["kind"][1]
             items = knode.value if isinstance(knode, yaml.SequenceNode) else [knode]
@@ -187,6 +187,9 @@ def _rule(node, source: str, field: str) -> Rule:
                                     f"expected one of {', '.join(KINDS)}, got {k!r}")
         if "domain" in m:
             glob = _scalar(m["domain"][1], source, f"{field}.match.domain", "a glob such as 'cgroup:/build*'")
+        for key, example in (("job", "'train-*'"), ("gpu", "'NVIDIA A100*'")):
+            if key in m:
+                guards[f"{key}.name"] = _scalar(m[key][1], source, f"{field}.match.{key}", f"a glob such as {example}")
     if "levels" in found and "when" in found:
         raise RuleError(source, _line(found["when"][0]), f"{field}.when", "give either 'levels' or 'when', not both")
     if "levels" in found:
@@ -198,13 +201,13 @@ def _rule(node, source: str, field: str) -> Rule:
             lf = f"{field}.levels[{j}]"
             sub = _mapping(item, source, lf)
             _check_keys(sub, {"severity", "when", "for", "keep_firing_for"}, source, lf)
-            levels.append(_level(sub, source, lf, None))
+            levels.append(_level(sub, source, lf, None, guards))
         ranks = [SEVERITIES.index(lv.severity) for lv in levels]
         if ranks != sorted(set(ranks)):
             raise RuleError(source, _line(lnode), f"{field}.levels",
                             "levels must go up in severity, each once (info < warning < critical < last_resort)")
     elif "when" in found:
-        levels = [_level(found, source, field, "warning")]
+        levels = [_level(found, source, field, "warning", guards)]
     else:
         raise RuleError(source, _line(node), field, "a rule needs 'when' or 'levels'")
     cooldown = _duration(found["cooldown"][1], source, f"{field}.cooldown") if "cooldown" in found else 0.0
