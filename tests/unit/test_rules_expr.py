@@ -48,6 +48,11 @@ ENV = {"tto": 45.0, "usage_ratio": 0.9, "psi": {"some": {"avg10": 25.0}}, "worki
     ("1 in domain", False),
     ("min('b', 'a') == 'a' && min(1, 'a') == null", True),
     ("-domain == null && --tto == 45", True),
+    ("true == 1 || [true] == [1] || 1 in [true] || 'a' == ['a']", False),   # no bool is a number
+    ("1 == 1.0 && [1, 'a'] == [1.0, 'a'] && 45 in [1, tto] && job == job", True),
+    ("rate != 0 && !(rate == 0) && rate == null", True),                    # null equals only null
+    ("domain == 'café' || size('é') != 1", False),
+    ("'a\\'b\\x41\\u00e9' == \"a'bA\u00e9\"", True),                          # escapes as CEL's
 ])
 def test_conditions(text, expected):
     assert compile_condition(text)(ENV) is expected
@@ -69,6 +74,19 @@ def test_errors_say_where(text, column, what):
     assert e.value.column == column and what in e.value.message
 
 
+@pytest.mark.parametrize("text,column,what", [
+    (r"domain == 'a\d'", 13, r"invalid escape '\\d'"),
+    (r"domain == '\uD800'", 12, r"invalid escape '\\uD800'"),
+    ("1" * 31 + " > 0", 1, "number longer than 30 digits"),
+    ("\u0661s > 1", 1, "unexpected character"),               # an Arabic-Indic digit
+    ("psi" + ".some" * 40 + " > 1", 4 + 5 * 32, "nested more than 32 deep"),
+])
+def test_literals_the_language_does_not_have_are_errors(text, column, what):
+    with pytest.raises(ExprError) as e:
+        compile_condition(text)
+    assert e.value.column == column and what in e.value.message, e.value
+
+
 def test_too_deep_or_too_long_is_an_error_not_a_crash():
     assert compile_condition("(" * MAX_DEPTH + "tto" + ")" * MAX_DEPTH + " > 1")(ENV) is True
     with pytest.raises(ExprError, match="nested more than"):
@@ -84,6 +102,9 @@ def test_unknown_variable_is_an_error_when_the_names_are_known():
     with pytest.raises(ExprError, match="unknown variable 'ttoo'") as e:
         compile_condition("usage_ratio > 0.5 && ttoo < 60", known={"usage_ratio", "tto"})
     assert e.value.column == 22
+    with pytest.raises(ExprError) as e:                         # where it is, not where its letters first occur
+        compile_condition("tto < 60s && to > 1", known=iter(["tto"]))
+    assert (e.value.column, e.value.message) == (14, "unknown variable 'to' (known: tto)")
     assert compile_condition("psi.some.avg10 > 1", known={"psi"}).names == {"psi", "psi.some", "psi.some.avg10"}
 
 
@@ -143,6 +164,18 @@ def _ord(a, b):
     return (_num(a) and _num(b)) or (type(a) is str and type(b) is str)
 
 
+def equal(a, b):
+    if _num(a) and _num(b):
+        return a == b
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return set(a) == set(b) and all(equal(a[k], b[k]) for k in a)
+    return a == b
+
+
 ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "%": operator.mod}
 
@@ -174,12 +207,12 @@ def interpret(node, env):
     if shape == "in":
         a, b = interpret(args[0], env), interpret(args[1], env)
         if isinstance(b, list):
-            return a in b
+            return any(equal(a, x) for x in b)
         return isinstance(b, (str, dict)) and isinstance(a, str) and a in b
     if shape == "cmp":
         op, a, b = args[0], interpret(args[1], env), interpret(args[2], env)
         if op in ("==", "!="):
-            return (a == b) == (op == "==")
+            return equal(a, b) == (op == "==")
         return _ord(a, b) and ORDER[op](a, b)
     if shape == "math":
         op, a, b = args[0], interpret(args[1], env), interpret(args[2], env)

@@ -22,7 +22,6 @@ from ..engine.snapshot import risk
 from .load import SEVERITIES, Rule
 
 
-
 @dataclass(frozen=True)
 class Transition:
     rule: str
@@ -38,7 +37,8 @@ class PairState:
     level: int = -1                                   # index into rule.levels; -1: not firing
     since: float | None = None                        # when it began firing
     pending: dict[int, float] = field(default_factory=dict)   # level -> condition true since
-    kept: dict[int, float] = field(default_factory=dict)      # level -> last reached (keep_firing_for)
+    kept: dict[int, float] = field(default_factory=dict)      # level -> last tick it held, reached
+                                                              # (levels with a keep_firing_for)
     cleared_at: float | None = None
 
 
@@ -172,8 +172,9 @@ class RuleEngine:
               out: list[Transition]) -> tuple[bool, ...] | None:
         """Move one pair on a tick.  Returns which levels hold when the pair
         has settled: it fires, every level that holds is reached, and no
-        level is pending or kept, so until one of its levels' conditions
-        changes, stepping it again would change nothing."""
+        timer runs (no level waits out its ``for``, none that fails is
+        kept), so until one of its levels' conditions changes, stepping it
+        again would change nothing but refresh ``kept``, which _wake does."""
         reached, settled = -1, True
         pending, kept = st.pending, st.kept
         for i, level in enumerate(rule.levels):

@@ -27,7 +27,9 @@ The language::
 - operators, by precedence: ``?:``, ``||``, ``&&``, ``== != < <= > >= in``,
   ``+ -``, ``* / %``, unary ``! -``, member access ``a.b``, calls;
 - functions: ``has(a.b)`` (the field is present and not null), ``min(a, b)``,
-  ``max(a, b)``, ``abs(a)``, ``size(list_or_string)``, ``matches(s, glob)``.
+  ``max(a, b)``, ``abs(a)``, ``size(list, string or map)``, ``matches(s, glob)``;
+- strings take CEL's escapes (``\\n \\t \\' \\xHH \\uHHHH`` ...); an unknown one is
+  an error.
 
 The variables are a dict per domain; a field ``a.b`` is looked up in the
 dict ``a``.  The dict may also carry a field's value under its dotted path
@@ -36,13 +38,17 @@ value is then read in one lookup instead of a walk (three times faster for
 the PSI rules), and must be what the walk would find.
 
 Absent values: a variable or field the snapshot does not have is ``null``.
-Arithmetic with null gives null, and a comparison with null is false (so
-``tto < 60s`` is simply false for a domain that is not growing); ``has()``
-tests for it explicitly.  Types: ``< <= > >=`` order two numbers or two
-strings, and anything else is false (a string compared with a number, a
-bool with a number: ``true`` is not 1); arithmetic is on numbers (and ``+``
-joins two strings or two lists), and anything else, or a division by zero,
-is null.  Nothing raises at evaluation.
+Arithmetic with null gives null, and ordering null is false (so ``tto <
+60s`` is simply false for a domain that is not growing); null equals only
+null (``rate != 0`` is true when rate is null); ``has()`` tests for it.
+Types: ``< <= > >=`` order two numbers or two strings, and anything else
+is false; ``==`` is true for two equal numbers (``1 == 1.0``), or values
+of one type equal item by item, never across types (``true == 1`` is
+false: a bool is not a number); arithmetic is on numbers (and ``+`` joins
+two strings or two lists), and anything else, or a division by zero, is
+null.  Nothing raises at evaluation.  Unlike CEL, integers and decimals are
+one type of number: ``7 / 2`` is 3.5, and ``%`` takes the sign of the
+divisor (``-7 % 3`` is 2).
 """
 
 from __future__ import annotations
@@ -74,14 +80,19 @@ _TOKEN = re.compile(r"""
   | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
   | (?P<ident>[A-Za-z_][A-Za-z_0-9]*)
   | (?P<op>&&|\|\||==|!=|<=|>=|[<>!+\-*/%()\[\],.?:])
-""", re.X)
+""", re.X | re.ASCII)
+# In a string: CEL's escapes (less octal); anything else after a backslash is an error.
+_ESCAPE = re.compile(r"""\\(?:(?P<char>[\\'"`?abfnrtv])|x(?P<x>[0-9a-fA-F]{2})|u(?P<u>[0-9a-fA-F]{4})
+                           |U(?P<U>[0-9a-fA-F]{8})|(?P<bad>.?))""", re.X | re.S)
+_CHARS = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+MAX_DIGITS = 30      # a number literal longer than that is a typo, not a threshold
 
 _KEYWORDS = {"true": True, "false": False, "null": None}
 
 
 @dataclass(frozen=True)
 class Token:
-    kind: str      # number, string, ident, op, end
+    kind: str      # number, string, literal (true false null), ident, op, end
     value: object
     column: int
 
@@ -97,16 +108,9 @@ def tokenize(text: str) -> list[Token]:
             raise ExprError(f"unknown unit in {m.group('badnum')!r} (durations: ms s m h d; "
                             "sizes: B KB MB GB TB KiB MiB GiB TiB)", pos + 1)
         if kind == "number":
-            raw, unit = m.group("number"), m.group("unit")
-            if unit is None:
-                value = float(raw) if "." in raw else int(raw)
-            elif unit in ("ms", "s", "m", "h", "d"):
-                value = parse_duration(raw + unit)
-            else:
-                value = parse_size(raw + unit)
-            out.append(Token("number", value, pos + 1))
+            out.append(Token("number", _number_literal(m.group("number"), m.group("unit"), pos + 1), pos + 1))
         elif kind == "string":
-            out.append(Token("string", bytes(m.group("string")[1:-1], "utf-8").decode("unicode_escape"), pos + 1))
+            out.append(Token("string", _unescape(m.group("string")[1:-1], pos + 2), pos + 1))
         elif kind == "ident":
             word = m.group("ident")
             out.append(Token("literal", _KEYWORDS[word], pos + 1) if word in _KEYWORDS
@@ -116,6 +120,29 @@ def tokenize(text: str) -> list[Token]:
         pos = m.end()
     out.append(Token("end", None, len(text) + 1))
     return out
+
+
+def _number_literal(raw: str, unit: str | None, column: int) -> int | float:
+    if len(raw) > MAX_DIGITS:
+        raise ExprError(f"number longer than {MAX_DIGITS} digits", column)
+    if unit is None:
+        return float(raw) if "." in raw else int(raw)
+    return parse_duration(raw + unit) if unit in ("ms", "s", "m", "h", "d") else parse_size(raw + unit)
+
+
+def _unescape(body: str, column: int) -> str:
+    """The text of a string literal whose body (between the quotes) starts
+    at *column*."""
+    def one(m: re.Match) -> str:
+        if m.group("char"):
+            return _CHARS.get(m.group("char"), m.group("char"))
+        code = int(m.group("x") or m.group("u") or m.group("U") or "-1", 16)
+        if m.group("bad") is not None or not 0 <= code <= 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+            raise ExprError(f"invalid escape {m.group(0)!r} in a string (known: "
+                            r"\\ \' \" \n \t \r \xHH \uHHHH \UHHHHHHHH and \a \b \f \v \` \?)",
+                            column + m.start())
+        return chr(code)
+    return _ESCAPE.sub(one, body)
 
 
 # The values of the language, and what each operator does with them.  The
@@ -160,9 +187,23 @@ def _neg(a):
     return -a if _number(a) else None
 
 
+def _equal(a, b) -> bool:
+    """Two numbers by value; otherwise the same type and equal, lists and
+    maps item by item (so ``true == 1`` and ``[true] == [1]`` are false)."""
+    if _number(a) and _number(b):
+        return a == b
+    if type(a) is not type(b):
+        return False
+    if type(a) is list:
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    return a == b
+
+
 def _in(a, b):
     if type(b) is list:
-        return a in b
+        return any(_equal(a, item) for item in b)
     if type(b) is str:
         return type(a) is str and a in b
     if type(b) is dict:
@@ -186,13 +227,12 @@ _OPS = {"==": "==", "!=": "!=", **{op: f"_cmp{i}" for i, op in enumerate(_ORDER)
         **{op: f"_math{i}" for i, op in enumerate(_ARITH)}}
 # The only names the compiled code can reach.
 _RUNTIME = {"__builtins__": {}, "type": type, "dict": dict, "str": str, "_NUMBER": (float, int), "_ABSENT": object(),
-            "_neg": _neg, "_in": _in,
+            "_neg": _neg, "_in": _in, "_equal": _equal,
             **{_OPS[op]: _ordering(op) for op in _ORDER}, **{_OPS[op]: _arithmetic(op) for op in _ARITH},
             **{f"_{name}": fn for name, (_, fn) in _FUNCTIONS.items()}}
 _PRECEDENCE = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 3, "<=": 3, ">": 3, ">=": 3, "in": 3,
                "+": 4, "-": 4, "*": 5, "/": 5, "%": 5}
-_BOOLEAN = {"not", "and", "or", "has", "cmp", "in"}
-MAX_DEPTH = 32       # parentheses, calls and unary operators nested: beyond, an error
+MAX_DEPTH = 32       # nested parentheses, calls, lists, ?: branches, unary operators and fields
 MAX_TOKENS = 256     # a condition longer than that is not one a person can review
 
 
@@ -209,8 +249,8 @@ def _kind(value) -> str:
 
 
 class _Parser:
-    def __init__(self, text: str, types: Mapping[str, str | None]) -> None:
-        self.types = types
+    def __init__(self, text: str, types: Mapping[str, str | None], known: frozenset[str] | None) -> None:
+        self.types, self.known = types, known
         self.tokens = tokenize(text)
         if len(self.tokens) > MAX_TOKENS:
             raise ExprError(f"longer than {MAX_TOKENS} tokens", self.tokens[MAX_TOKENS].column)
@@ -304,8 +344,12 @@ class _Parser:
 
     def postfix(self) -> tuple:
         node, path = self.primary()
+        depth = self.depth
         while self.at("."):
-            self.take()
+            dot = self.take()
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ExprError(f"nested more than {MAX_DEPTH} deep", dot.column)
             name = self.take()
             if name.kind != "ident":
                 raise ExprError(f"expected a field name after '.', found {_show(name)}", name.column)
@@ -322,6 +366,9 @@ class _Parser:
         if tok.kind == "ident":
             if self.at("("):
                 return self.call(tok), None
+            if self.known is not None and tok.value not in self.known:
+                raise ExprError(f"unknown variable {tok.value!r} (known: {', '.join(sorted(self.known))})",
+                                tok.column)
             self.names.add(tok.value)
             return ("var", tok.value), tok.value
         if tok.kind == "op" and tok.value == "(":
@@ -436,9 +483,25 @@ class _Writer:
             return self.value(node)
         return f"({self.value(node)} is True)"
 
+    def equal(self, a: tuple, b: tuple) -> str:
+        for known, other in ((b, a), (a, b)):
+            if known[0] != "const":
+                continue
+            kind, k = _kind(known[1]), self.const(known[1])
+            if kind in ("null", "bool"):
+                return f"({self.value(other)} is {k})"
+            if kind == "string":                     # a str equals nothing but a str
+                return f"({self.value(other)} == {k})"
+            path = _path(other)
+            if path and self.types.get(path) == "number":
+                return f"({self.value(other)} == {k})"
+            t = self.temp()
+            return f"(type({t} := {self.value(other)}) in _NUMBER and {t} == {k})"
+        return f"_equal({self.value(a)}, {self.value(b)})"
+
     def compare(self, op: str, a: tuple, b: tuple) -> str:
         if op in ("==", "!="):
-            return f"({self.value(a)} {op} {self.value(b)})"
+            return self.equal(a, b) if op == "==" else f"(not {self.equal(a, b)})"
         # `tto < 60s`, the common shape: one test of the value, then the
         # comparison; of a variable whose type is known, only for null
         for known, other, flipped in ((b, a, False), (a, b, True)):
@@ -489,33 +552,28 @@ class Condition:
         return self.evaluate(env) is True
 
 
-def parse(text: str, types: Mapping[str, str | None] | None = None) -> tuple[tuple, frozenset[str]]:
-    """The tree of *text*, and the variables and fields it reads; raises
-    ExprError (with the column) on a syntax error, or on a comparison that
-    the *types* of its variables make always false."""
-    parser = _Parser(text, types or {})
+def parse(text: str, known: Mapping[str, str | None] | Iterable[str] | None = None) -> tuple[tuple, frozenset[str]]:
+    """The tree of *text*, and the variables and fields it reads.  *known*:
+    the variables a condition may read, or a map of them (and of dotted
+    fields) to their types, "number", "string" or "map" (None: any).
+    Raises ExprError (with the column) on a syntax error, an unknown
+    variable, or a comparison the types make always false."""
+    types = dict(known) if isinstance(known, Mapping) else {}
+    roots = None if known is None else frozenset(name.split(".", 1)[0] for name in known)
+    parser = _Parser(text, types, roots)
     tree = parser.parse()
     return tree, frozenset(parser.names)
 
 
 def compile_condition(text: str, known: Mapping[str, str | None] | Iterable[str] | None = None,
                       guards: Mapping[str, str] | None = None) -> Condition:
-    """Parse and compile *text*.  *known*: the variables a condition may
-    read, or a map of them (and of dotted fields) to their types, "number",
-    "string" or "map" (None: any); a value of that type or null is then a
-    promise of every env the condition is given.  *guards* map a dotted
-    field to a glob its value must match too (a rule's ``match.job``),
-    tested first.  Raises ExprError (with the column) on a syntax error, an
-    unknown variable, or a comparison the types make always false."""
-    types = dict(known) if isinstance(known, Mapping) else {}
-    tree, names = parse(text, types)
-    if known is not None:
-        for name in sorted(names):
-            root = name.split(".", 1)[0]
-            if root not in known:
-                col = text.find(root) + 1
-                raise ExprError(f"unknown variable {root!r} (known: {', '.join(sorted(k for k in known if '.' not in k))})",
-                                col)
+    """Parse (see parse()) and compile *text*.  A type in *known* is a
+    promise of every env the condition is given: the value is of that type
+    or null.  *guards* map a dotted field to a glob its value must match
+    too (a rule's ``match.job``), tested first."""
+    if known is not None and not isinstance(known, Mapping):
+        known = frozenset(known)
+    tree, names = parse(text, known)
     guards = tuple(sorted((guards or {}).items()))
     for path, glob in reversed(guards):
         root, *fields = path.split(".")
@@ -523,5 +581,5 @@ def compile_condition(text: str, known: Mapping[str, str | None] | Iterable[str]
         for name in fields:
             node = ("field", node, name)
         tree = ("and", ("call", "matches", [node, ("const", glob)]), tree)
-    evaluate, scan = _build(tree, types)
+    evaluate, scan = _build(tree, dict(known) if isinstance(known, Mapping) else {})
     return Condition(text, evaluate, scan, names, guards)
