@@ -16,6 +16,7 @@ machine is part of the figure, not only the conditions.  Pure CPU, no root.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -62,6 +63,20 @@ def views(domains: int) -> list[DomainView]:
     return out
 
 
+def run(engine: RuleEngine, ticks: list[list[DomainView]]) -> dict[str, list[float]]:
+    """Milliseconds of each part of each tick."""
+    times: dict[str, list[float]] = {"variables (domain_env)": [], "RuleEngine.evaluate": [], "tick": []}
+    for i, vs in enumerate(ticks):
+        t0 = time.perf_counter()
+        envs = {v.name: domain_env(v) for v in vs}
+        t1 = time.perf_counter()
+        engine.evaluate(envs, float(i))
+        t2 = time.perf_counter()
+        for name, ms in zip(times, ((t1 - t0) * 1000, (t2 - t1) * 1000, (t2 - t0) * 1000)):
+            times[name].append(ms)
+    return times
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rules", type=int, default=50)
@@ -69,31 +84,28 @@ def main() -> int:
     p.add_argument("--ticks", type=int, default=1000)
     p.add_argument("--write", action="store_true")
     args = p.parse_args()
-    engine = RuleEngine(parse_rules(rules_text(args.rules)))
-    vs = views(args.domains)
-    variables, evaluation, total = [], [], []
-    for tick in range(args.ticks):
-        t0 = time.perf_counter()
-        envs = {v.name: domain_env(v) for v in vs}
-        t1 = time.perf_counter()
-        engine.evaluate(envs, float(tick))
-        t2 = time.perf_counter()
-        variables.append((t1 - t0) * 1000)
-        evaluation.append((t2 - t1) * 1000)
-        total.append((t2 - t0) * 1000)
-    firing = len(engine.firing())
-
-    def p99(xs: list[float]) -> float:
-        return sorted(xs)[min(len(xs) - 1, int(0.99 * len(xs)))]
-
-    rows = [[name, f"{statistics.median(xs):.2f}", f"{p99(xs):.2f}"]
-            for name, xs in (("variables (domain_env)", variables), ("RuleEngine.evaluate", evaluation),
-                             ("tick", total))]
+    rules = parse_rules(rules_text(args.rules))
+    steady = views(args.domains)
+    # churn: every other tick each domain's working set falls under every
+    # usage_ratio threshold, so every pair those rules hold for moves
+    low = [dataclasses.replace(v, sample=dataclasses.replace(v.sample, working_set=10 * MiB)) for v in steady]
+    scenarios = {"steady": [steady] * args.ticks,
+                 "churn": [steady if i % 2 else low for i in range(args.ticks)]}
+    rows, medians = [], {}
+    for scenario, ticks in scenarios.items():
+        engine = RuleEngine(rules)
+        times = run(engine, ticks)
+        firing = len(engine.firing())
+        for name, xs in times.items():
+            rows.append([scenario, f"{firing}", name, f"{statistics.median(xs):.2f}", f"{p99(xs):.2f}"])
+        medians[scenario] = statistics.median(times["tick"])
     result = (f"{args.rules} rules x {args.domains} domains = {args.rules * args.domains} pairs, "
-              f"{firing} firing, {args.ticks} ticks\n\n" + table(["part", "median ms", "p99 ms"], rows))
-    median = statistics.median(total)
-    verdict = "meets" if median <= 5 else "MISSES"
-    summary = f"median tick {median:.2f} ms {verdict} the 5 ms target of issue 4"
+              f"{args.ticks} ticks a scenario\n\n"
+              + table(["scenario", "firing at the end", "part", "median ms", "p99 ms"], rows))
+    worst = max(medians.values())
+    verdict = "meets" if worst <= 5 else "MISSES"
+    summary = (f"median tick {medians['steady']:.2f} ms steady, {medians['churn']:.2f} ms churning: "
+               f"{verdict} the 5 ms target of issue 4")
     print(result + "\n" + summary)
     if args.write:
         write_section("rules", "\n".join([
@@ -101,8 +113,16 @@ def main() -> int:
             "- command: `.venv/bin/python bench/rules.py --write`",
             "- every rule matches every domain; a tenth of the domains growing (a time to OOM), the rest flat; "
             "a tick is the variables of every domain built from its sample and prediction, then "
-            "RuleEngine.evaluate with its for-duration state.", "", result, "", summary]))
+            "RuleEngine.evaluate with its for-duration state.",
+            "- steady: the same samples every tick (1,300 pairs fire and sleep); churn: every other tick the "
+            "working sets drop, so 1,200 pairs start or stop holding every tick (the engine's worst case).",
+            "- this machine's speed varies by up to 2x from one run to the next; the figure is one run.",
+            "", result, "", summary]))
     return 0
+
+
+def p99(xs: list[float]) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(0.99 * len(xs)))]
 
 
 if __name__ == "__main__":

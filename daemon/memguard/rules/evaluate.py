@@ -32,7 +32,7 @@ class Transition:
     at: float
 
 
-@dataclass
+@dataclass(slots=True)
 class PairState:
     level: int = -1                                   # index into rule.levels; -1: not firing
     since: float | None = None                        # when it began firing
