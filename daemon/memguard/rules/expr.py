@@ -223,8 +223,7 @@ _FUNCTIONS = {
     "size": (1, lambda x: len(x) if type(x) in (list, str, dict) else None),
     "matches": (2, lambda s, glob: type(s) is str and type(glob) is str and fnmatch.fnmatchcase(s, glob)),
 }
-_OPS = {"==": "==", "!=": "!=", **{op: f"_cmp{i}" for i, op in enumerate(_ORDER)},
-        **{op: f"_math{i}" for i, op in enumerate(_ARITH)}}
+_OPS = {**{op: f"_cmp{i}" for i, op in enumerate(_ORDER)}, **{op: f"_math{i}" for i, op in enumerate(_ARITH)}}
 # The only names the compiled code can reach.
 _RUNTIME = {"__builtins__": {}, "type": type, "dict": dict, "str": str, "_NUMBER": (float, int), "_ABSENT": object(),
             "_neg": _neg, "_in": _in, "_equal": _equal,
