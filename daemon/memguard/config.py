@@ -127,13 +127,13 @@ class Config:
     source: str = field(default="", metadata={"internal": True})  # the file read ("" for the defaults)
 
     def rule_files(self) -> list[str]:
-        """The rule files, globs expanded, relative to the config file."""
+        """The rule files, globs expanded, relative to the config file, each once."""
         base = os.path.dirname(os.path.abspath(self.source)) if self.source else os.getcwd()
         out = []
         for pattern in self.rules.files:
-            path = os.path.join(base, os.path.expanduser(pattern))
+            path = os.path.normpath(os.path.join(base, os.path.expanduser(pattern)))   # no "conf/../"
             matched = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
-            out += matched
+            out += [m for m in matched if m not in out]      # a file named twice is read once
         return out
 
     def resolved_paths(self) -> tuple[str, str]:

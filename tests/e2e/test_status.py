@@ -61,6 +61,8 @@ def test_status_table_exit_zero_when_healthy(daemon):
     assert r.returncode == 0, r.stderr
     assert re.search(r"^cgroup:/jobs\s+cgroup\s+300\.0MiB\s+200\.0MiB\s+512\.0MiB\s+39\.1%", r.stdout, re.M), r.stdout
     assert "wsl" in r.stdout and "not a WSL2 virtual machine" in r.stdout
+    assert re.search(r"TIME TO OOM\s+GROWTH\s+LEAK\s+RISK$", r.stdout, re.M), r.stdout
+    assert "0 rule(s) in force from no rule files" in r.stdout and "no rule firing" in r.stdout, r.stdout
 
 
 def test_degraded_when_a_source_fails(daemon, host):
@@ -165,12 +167,17 @@ def test_rules_fire_reload_and_a_bad_file_keeps_the_last_good(tmp_path, host):
         assert [(f["rule"], f["domain"], f["severity"]) for f in status["rules"]["firing"]] == [
             ("jobs-filling", "cgroup:/jobs", "critical")]
         assert 'memguard_rule_firing{domain="cgroup:/jobs",rule="jobs-filling",severity="critical"} 1.0' in d.metrics()
+        table = ctl(d.socket, "status").stdout
+        assert f"1 rule(s) in force from {rules}" in table
+        assert re.search(r"^jobs-filling\s+cgroup:/jobs\s+critical\s+\d+m\d\ds$", table, re.M), table
         rules.write_text("rules:\n  - name: broken\n    when: usage_ratio >\n")
         r = ctl(d.socket, "reload")
         assert r.returncode == 1 and "NOT reloaded" in r.stdout
         status = d.wait_for_tick(lambda s: s["rules"]["error"])   # shown from the next tick
         assert status["rules"]["count"] == 1 and "rules.yaml:3: rules[0].when" in status["rules"]["error"]
         assert status["rules"]["firing"], "the last good rules stay in force"
+        table = ctl(d.socket, "status").stdout
+        assert "the last reload FAILED and changed nothing: " in table and "jobs-filling" in table, table
         rules.write_text("rules:\n  - name: calm\n    when: usage_ratio > 0.99\n")
         os.kill(d.proc.pid, signal.SIGHUP)
         status = d.wait_for_tick(lambda s: s["rules"]["count"] == 1 and not s["rules"]["firing"]

@@ -66,3 +66,14 @@ def test_shipped_default_config_loads():
     c = load_config("packaging/memguard.yaml")
     assert c.metrics.listen == "127.0.0.1:9717"
     assert c.sampling.interval == 1.0
+
+
+def test_rule_files_are_relative_to_the_config_file_normalised_and_read_once(tmp_path):
+    (tmp_path / "rules").mkdir()
+    for name in ("b.yaml", "a.yaml"):
+        (tmp_path / "rules" / name).write_text("rules: []\n")
+    (tmp_path / "etc").mkdir()
+    config = tmp_path / "etc" / "memguard.yaml"
+    config.write_text("rules:\n  files: ['../rules/*.yaml', '../rules/../rules/a.yaml']\n")
+    assert load_config(str(config)).rule_files() == [
+        str(tmp_path / "rules" / "a.yaml"), str(tmp_path / "rules" / "b.yaml")]

@@ -37,6 +37,29 @@ def _tto(domain: dict) -> str:
     return f"{_duration(p['tto_seconds'])} ({p['confidence']:.0%})"
 
 
+def _one_line(text: str) -> str:
+    """A process's own text (its command line may hold newlines) kept to one row."""
+    return " ".join(text.split())
+
+
+def _per_minute(bytes_per_minute: float | None) -> str:
+    if not bytes_per_minute:
+        return "-"
+    return ("+" if bytes_per_minute > 0 else "") + format_bytes(bytes_per_minute) + "/min"
+
+
+def _rules(rules: dict, firing: list[list[str]]) -> list[str]:
+    files = ", ".join(rules.get("files") or []) or "no rule files"
+    out = [f"{rules.get('count', 0)} rule(s) in force from {files}"]
+    if rules.get("error"):
+        out.append(f"the last reload FAILED and changed nothing: {rules['error']}")
+    if firing:
+        out += table(["RULE", "DOMAIN", "SEVERITY", "FIRING FOR"], firing, {3})
+    else:
+        out.append("no rule firing")
+    return out
+
+
 def render_status(status: dict) -> str:
     health = "healthy" if status["healthy"] else "DEGRADED: " + "; ".join(status["degraded"])
     out = [f"memguardd {status['version']}, up {_duration(status['uptime_seconds'])}, "
@@ -45,18 +68,22 @@ def render_status(status: dict) -> str:
     out += table(["SOURCE", "STATE", "REASON"], src_rows, set()) + [""]
     rows = []
     for d in status["domains"]:
-        ratio = d["usage_ratio"]
-        swap = d["swap_used_bytes"]
+        ratio, swap, p = d["usage_ratio"], d["swap_used_bytes"], d.get("prediction") or {}
         rows.append([d["name"], d["kind"], format_bytes(d["used_bytes"]),
                      format_bytes(d["working_set_bytes"]), format_bytes(d["limit_bytes"]),
                      "-" if ratio is None else f"{100 * ratio:.1f}%",
-                     format_bytes(swap) if swap is not None else "-", _psi(d), _tto(d), d.get("risk", "-")])
+                     format_bytes(swap) if swap is not None else "-", _psi(d), _tto(d),
+                     _per_minute(60 * (p.get("rate_bytes_per_second") or 0)),
+                     _per_minute(p.get("leak_bytes_per_minute")), d.get("risk", "-")])
     out += table(["DOMAIN", "KIND", "USED", "WORKING SET", "LIMIT", "USE%", "SWAP", "PSI SOME/FULL",
-                  "TIME TO OOM", "RISK"], rows, {2, 3, 4, 5, 6, 7, 8})
+                  "TIME TO OOM", "GROWTH", "LEAK", "RISK"], rows, {2, 3, 4, 5, 6, 7, 8, 9, 10})
+    firing = [[f["rule"], f["domain"], f["severity"], _duration(f["since_seconds"])]
+              for f in status["rules"]["firing"]]
+    out += [""] + _rules(status["rules"], firing)
     if status["processes"]:
         out.append("")
-        prows = [[str(p["pid"]), p["comm"], format_bytes(p["rss_bytes"]), p["domain"] or "-",
-                  (p["cmdline"] or "")[:60]] for p in status["processes"]]
+        prows = [[str(p["pid"]), _one_line(p["comm"]), format_bytes(p["rss_bytes"]), p["domain"] or "-",
+                  _one_line(p["cmdline"] or "")[:60]] for p in status["processes"]]
         out += table(["PID", "COMM", "RSS", "DOMAIN", "COMMAND"], prows, {0, 2})
     wsl = status["facts"].get("wsl")
     if wsl:
