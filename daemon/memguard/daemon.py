@@ -32,7 +32,7 @@ from .incidents.redact import redact_cmdline
 from .incidents.store import IncidentStore
 from .incidents.unclean import unclean_stop_incident
 from .log import Logger
-from .rules.load import RuleError, load_rules
+from .rules.load import Rule, RuleError, load_rules
 from .probes.build import build_probes
 from .probes.memcg import MemcgProbe
 from .sources.cgroups import CgroupSource
@@ -174,19 +174,15 @@ class Daemon:
         """Load the rule files again; a file with an error leaves the rules in
         force as they were, and the error is shown in status.  At start-up an
         error raises RuleError (the daemon does not start on broken rules)."""
-        files = self.config.rule_files()
         try:
-            rules = load_rules(files)
+            rules = load_rule_set(self.config, self.engine)
         except (RuleError, OSError) as e:
             if initial:
                 raise
             self.engine.rules_info = {**self.engine.rules_info, "error": str(e)}
             self.log.error("rules not reloaded; the last good rules stay in force", error=str(e))
             return {"reloaded": False, "error": str(e), "rules": len(self.engine.rules.rules)}
-        self.engine.rules.replace_rules(rules)
-        self.engine.rules_info = {"files": files, "count": len(rules), "error": None,
-                                  "loaded": time.time()}
-        self.log.info("rules loaded", count=len(rules), files=",".join(files) or "none")
+        self.log.info("rules loaded", count=len(rules), files=",".join(self.engine.rules_info["files"]) or "none")
         return {"reloaded": True, "error": None, "rules": len(rules)}
 
     # -- state that survives a restart ----------------------------------------------
@@ -326,9 +322,21 @@ class Daemon:
             raise ProtocolError(BAD_REQUEST, str(e)) from None
 
 
+def load_rule_set(config: Config, engine: Engine) -> list[Rule]:
+    """Put the config's rule files in force in *engine*; raises RuleError or
+    OSError, and then changes nothing."""
+    files = config.rule_files()
+    rules = load_rules(files)
+    engine.rules.replace_rules(rules)
+    engine.rules_info = {"files": files, "count": len(rules), "error": None, "loaded": time.time()}
+    return rules
+
+
 def once(config: Config, roots: Roots) -> Snapshot:
     """One full snapshot: every source once, the slow ones too (each bounded
-    by the WSL read timeout)."""
+    by the WSL read timeout), and the rules evaluated on it (only a rule
+    without a ``for`` can fire on one sample).  Raises RuleError or OSError
+    on a rule file, as the daemon's start does."""
     clock = SystemClock()
     now = clock.now()
     tick_sources, slow = build_sources(config, roots)
@@ -342,6 +350,7 @@ def once(config: Config, roots: Roots) -> Snapshot:
             runs.append(SourceRun(name, error=f"timed out after {config.wsl.read_timeout:g}s"))
     pool.shutdown(wait=False, cancel_futures=True)  # a read stuck on the Windows drive is left behind
     engine = Engine(config, now, __version__)
+    load_rule_set(config, engine)
     return engine.step(runs, clock.now()).snapshot
 
 
@@ -392,7 +401,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memguardd: cannot read config: {e}", file=sys.stderr)
         return EXIT_CONFIG
     if args.once:
-        json.dump(once(config, roots).to_json(), sys.stdout, indent=2)
+        try:
+            snapshot = once(config, roots)
+        except (RuleError, OSError) as e:
+            print(f"memguardd: cannot load the rules: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+        json.dump(snapshot.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     try:

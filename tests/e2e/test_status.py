@@ -97,6 +97,24 @@ def test_once_json_prints_a_snapshot_without_a_socket(host):
     assert {d["name"] for d in doc["domains"]} == {"host", "cgroup:/jobs", "cgroup:/build"}
 
 
+def test_once_evaluates_the_rules_and_stops_on_a_broken_file(tmp_path, host):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: jobs-filling\n    match: {domain: 'cgroup:/jobs'}\n"
+                     "    when: usage_ratio > 0.3\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"rules:\n  files: ['{rules}']\n")
+    args = [sys.executable, "-m", "memguard.daemon", "--config", str(config), "--once",
+            "--proc-root", host.roots.proc, "--sys-root", host.roots.sys]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)["rules"]
+    assert (doc["files"], doc["count"]) == ([str(rules)], 1)
+    assert [(f["rule"], f["domain"]) for f in doc["firing"]] == [("jobs-filling", "cgroup:/jobs")]
+    rules.write_text("rules:\n  - name: r\n    when: tto <\n")
+    r = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and f"{rules}:3: rules[0].when" in r.stderr, r.stderr
+
+
 def test_config_error_exit_code_names_the_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("sampling:\n  interval: 1s\n  fast: yes\n")
