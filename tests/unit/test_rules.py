@@ -167,7 +167,9 @@ class Reference:
         return out
 
 
-LEVEL = st.tuples(st.sampled_from([10, 60, 300]), st.sampled_from([0, 1, 2.5]), st.sampled_from([0, 2, 3]))
+# a level: its condition (not only thresholds that nest), for, keep_firing_for
+LEVEL = st.tuples(st.sampled_from(["tto < 10s", "tto < 60s", "tto < 300s", "tto > 50", "tto == 30 || tto == 400"]),
+                  st.sampled_from([0, 1, 2.5]), st.sampled_from([0, 2, 3]))
 TTO = st.sampled_from([None, 5, 30, 100, 400, "gone"])
 
 
@@ -176,8 +178,9 @@ TTO = st.sampled_from([None, 5, 30, 100, 400, "gone"])
        st.lists(st.tuples(st.sampled_from([0.5, 1.0, 1.5]), st.tuples(TTO, TTO, TTO)), min_size=1, max_size=40))
 def test_the_engine_steps_pairs_as_a_plain_reading_of_the_rules(levels, cooldown, ticks):
     text = "rules:\n  - name: r\n    levels:\n" + "".join(
-        f"      - severity: {sev}\n        when: tto < {x}s\n        for: {hold}s\n        keep_firing_for: {keep}s\n"
-        for sev, (x, hold, keep) in zip(["warning", "critical", "last_resort"], levels)) + f"    cooldown: {cooldown}s\n"
+        f"      - severity: {sev}\n        when: {when}\n        for: {hold}s\n        keep_firing_for: {keep}s\n"
+        for sev, (when, hold, keep) in zip(["warning", "critical", "last_resort"], levels))
+    text += f"    cooldown: {cooldown}s\n"
     (rule,) = parse_rules(text)
     engine, reference, now = RuleEngine([rule]), Reference(rule), 0.0
     for step, ttos in ticks:

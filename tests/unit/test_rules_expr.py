@@ -248,7 +248,8 @@ def _grow(inner):
     )
 
 
-VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-100, 100), st.sampled_from(["a", "cgroup:/x"]))
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-100, 100),
+                   st.sampled_from(["a", "cgroup:/x"]))
 
 
 def _dotted(env: dict, flat: bool) -> dict:
