@@ -242,6 +242,12 @@ def today() -> str:
     return datetime.date.today().isoformat()
 
 
+def section_head(title: str, command: str) -> list[str]:
+    """The first lines of a docs/benchmarks.md section: its title, when, on
+    what machine, and the command that wrote it."""
+    return [f"## {title}", "", f"- date: {today()}", f"- machine: {machine_line()}", f"- command: `{command}`"]
+
+
 HEADER = """# Benchmarks
 
 Figures from the scripts in `bench/` (see bench/README.md). Each section is

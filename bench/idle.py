@@ -279,11 +279,8 @@ def section_key(args: argparse.Namespace) -> str:
 
 def render_doc(r: dict, args: argparse.Namespace, command: str, setting: str, code: str) -> str:
     return "\n".join([
-        f"## Idle daemon (`bench/idle.py`){'' if not args.cgroups else f', {args.cgroups} limited cgroups'}",
-        "",
-        f"- date: {_cgroups.today()}",
-        f"- machine: {_cgroups.machine_line()}",
-        f"- command: `{command}`",
+        *_cgroups.section_head(
+            f"Idle daemon (`bench/idle.py`){'' if not args.cgroups else f', {args.cgroups} limited cgroups'}", command),
         f"- code: {code}",
         f"- {setting}; measured from the first /metrics answer for {r['wall_s']:.0f} s, /metrics "
         f"scraped every {args.scrape_every:g} s; CPU from utime+stime in /proc/PID/stat (10 ms "

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._cgroups import exit_on_signals, machine_line, table, today, write_section  # noqa: E402
+from bench._cgroups import exit_on_signals, section_head, table, write_section  # noqa: E402
 from tests.e2e.daemon import Daemon  # noqa: E402
 from tests.kernel import MIB, Hog, V1MemoryCgroup, build_hog  # noqa: E402
 
@@ -120,9 +120,8 @@ def main() -> int:
     print(result + "\n" + summary)
     if args.write:
         write_section("oom-latency", "\n".join([
-            "## Kill to stored incident (`bench/oom_latency.py`)", "",
-            f"- date: {today()}", f"- machine: {machine_line()}",
-            f"- command: `.venv/bin/python bench/oom_latency.py --kills {args.kills} --write`",
+            *section_head("Kill to stored incident (`bench/oom_latency.py`)",
+                          f".venv/bin/python bench/oom_latency.py --kills {args.kills} --write"),
             "- delay = CLOCK_MONOTONIC when inotify saw the incident file renamed into place, minus the "
             "kill's kernel timestamp recorded in the incident (eBPF ktime, or kmsg's calibrated stamp); "
             "one 64 MiB cgroup and one growing hog per kill, one kill at a time, all probes on.", "",

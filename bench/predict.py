@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._cgroups import machine_line, table, today, write_section  # noqa: E402
+from bench._cgroups import section_head, table, write_section  # noqa: E402
 from memguard.replay import load_trace, replay, score  # noqa: E402
 from memguard.rules.load import load_rules  # noqa: E402
 from memguard.units import parse_duration  # noqa: E402
@@ -69,9 +69,8 @@ def main() -> int:
     print(result + "\n" + summary)
     if args.write:
         write_section("predict", "\n".join([
-            "## Prediction and rules on the recorded corpus (`bench/predict.py`)", "",
-            f"- date: {today()}", f"- machine: {machine_line()}",
-            f"- command: `.venv/bin/python bench/predict.py --rules {args.rules} --horizon {args.horizon} --write`",
+            *section_head("Prediction and rules on the recorded corpus (`bench/predict.py`)",
+                          f".venv/bin/python bench/predict.py --rules {args.rules} --horizon {args.horizon} --write"),
             "- each trace (bench/traces/README.md) replayed through Engine.step with the default sampling "
             "(1 s, 250 ms when close or predicted short); lead = kill - first warning (warning or above); "
             "ideal = min(horizon, ramp), ramp = kill - the start of the climb that ended in the kill: the last time "

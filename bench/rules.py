@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._cgroups import machine_line, table, today, write_section  # noqa: E402
+from bench._cgroups import section_head, table, write_section  # noqa: E402
 from memguard.engine.snapshot import DomainView  # noqa: E402
 from memguard.model import PSI, Pressure, Sample  # noqa: E402
 from memguard.predict.predictor import Prediction  # noqa: E402
@@ -109,8 +109,7 @@ def main() -> int:
     print(result + "\n" + summary)
     if args.write:
         write_section("rules", "\n".join([
-            "## Rule evaluation (`bench/rules.py`)", "", f"- date: {today()}", f"- machine: {machine_line()}",
-            "- command: `.venv/bin/python bench/rules.py --write`",
+            *section_head("Rule evaluation (`bench/rules.py`)", ".venv/bin/python bench/rules.py --write"),
             "- every rule matches every domain; a tenth of the domains growing (a time to OOM), the rest flat; "
             "a tick is the variables of every domain built from its sample and prediction, then "
             "RuleEngine.evaluate with its for-duration state.",

@@ -264,11 +264,7 @@ def verdict(loaded: Scenario | None) -> str:
 
 def render_doc(scenarios: list[Scenario], args: argparse.Namespace, command: str, code: str) -> str:
     parts = [
-        "## Tick duration (`bench/tick.py`)",
-        "",
-        f"- date: {_cgroups.today()}",
-        f"- machine: {_cgroups.machine_line()}",
-        f"- command: `{command}`",
+        *_cgroups.section_head("Tick duration (`bench/tick.py`)", command),
         f"- code: {code}",
         f"- {args.rounds} rounds per scenario, each from a fresh daemon state: {args.warmup} "
         f"warm-up ticks, then {args.ticks} recorded (the table pools the rounds); the clock "
