@@ -67,24 +67,16 @@ def test_conditions(text, expected):
     ("tto < 60s)", 10, "unexpected ')'"),
     ("min(1)", 1, "takes 2 argument(s)"),
     ("tto @ 3", 5, "unexpected character '@'"),
-])
-def test_errors_say_where(text, column, what):
-    with pytest.raises(ExprError) as e:
-        compile_condition(text)
-    assert e.value.column == column and what in e.value.message
-
-
-@pytest.mark.parametrize("text,column,what", [
     (r"domain == 'a\d'", 13, r"invalid escape '\\d'"),
     (r"domain == '\uD800'", 12, r"invalid escape '\\uD800'"),
     ("1" * 31 + " > 0", 1, "number longer than 30 digits"),
     ("\u0661s > 1", 1, "unexpected character"),               # an Arabic-Indic digit
     ("psi" + ".some" * 40 + " > 1", 4 + 5 * 32, "nested more than 32 deep"),
 ])
-def test_literals_the_language_does_not_have_are_errors(text, column, what):
+def test_errors_say_where(text, column, what):
     with pytest.raises(ExprError) as e:
         compile_condition(text)
-    assert e.value.column == column and what in e.value.message, e.value
+    assert e.value.column == column and what in e.value.message
 
 
 def test_too_deep_or_too_long_is_an_error_not_a_crash():
