@@ -53,7 +53,7 @@ def exit_on_signals() -> None:
         signal.signal(sig, handler)
 
 
-def _write(path: str, value: str) -> None:
+def write_file(path: str, value: str) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:
         os.write(fd, value.encode())
@@ -66,7 +66,7 @@ def _enter(procs_files: tuple[str, ...]):
     def enter() -> None:
         pid = str(os.getpid())
         for path in procs_files:
-            _write(path, pid)
+            write_file(path, pid)
     return enter
 
 
@@ -135,7 +135,7 @@ class BenchCgroups:
             v1 = os.path.join(V1_MEMORY, name)
             os.mkdir(v1)
             self.made.append(v1)
-            _write(os.path.join(v1, "memory.limit_in_bytes"), str(self.limit))
+            write_file(os.path.join(v1, "memory.limit_in_bytes"), str(self.limit))
             procs = [os.path.join(v1, "cgroup.procs")]
             if unified:
                 v2 = os.path.join(UNIFIED, name)

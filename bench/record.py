@@ -1,6 +1,6 @@
 """Record a memory trace of one command run inside its own limited memory cgroup.
 
-    python bench/record.py --name NAME --limit 512MiB [--interval 50ms]
+    .venv/bin/python bench/record.py --name NAME --limit 512MiB [--interval 50ms]
         [--max-seconds 600] [--out bench/traces] [--description TEXT] -- CMD ARGS...
 
 What it does, in order:
@@ -47,6 +47,12 @@ import sys
 import time
 import uuid
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench._cgroups import Interrupted, exit_on_signals, write_file  # noqa: E402
+from memguard.probes.oom_report import OomReportAssembler, parse_record  # noqa: E402
+from memguard.units import parse_duration, parse_size  # noqa: E402
+
 V1_MEMORY = "/sys/fs/cgroup/memory"
 UNIFIED = "/sys/fs/cgroup/unified"
 PREFIX = "mgtrace-"
@@ -65,43 +71,15 @@ COLUMNS = ("t_ms", "usage_kib", "working_set_kib", "total_rss_kib", "total_cache
 STAT_FIELDS = ("total_rss", "total_cache", "total_inactive_file", "total_active_file",
                "total_shmem", "total_mapped_file")
 
-_SIZE = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
-         "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-_DURATION = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0}
-_NUMBER_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*")
 
-# mm/oom_kill.c, dump_oom_summary() and __oom_kill_process() (5.0+ shapes; this host: 6.18)
-OOM_SUMMARY = re.compile(r"oom-kill:.*oom_memcg=(?P<memcg>[^,]*),task_memcg=(?P<task_memcg>[^,]*),"
-                         r"task=(?P<comm>.*),pid=(?P<pid>\d+),uid=(?P<uid>\d+)")
-KILLED = re.compile(r"Killed process (?P<pid>\d+) \((?P<comm>.*)\) total-vm:(?P<total_vm>\d+)kB, "
-                    r"anon-rss:(?P<anon>\d+)kB, file-rss:(?P<file>\d+)kB, shmem-rss:(?P<shmem>\d+)kB")
-INVOKED = re.compile(r"(?P<comm>.*) invoked oom-killer: ")
-
-
-class Interrupted(BaseException):
-    """A signal asked us to stop; raised so ``finally`` blocks run."""
-
-
-def parse_size(text: str) -> int:
-    m = _NUMBER_UNIT.fullmatch(text)
-    if not m or m.group(2).lower() not in _SIZE:
-        raise argparse.ArgumentTypeError(f"expected a size such as 512MiB or 1GiB, got {text!r}")
-    return int(float(m.group(1)) * _SIZE[m.group(2).lower()])
-
-
-def parse_duration(text: str) -> float:
-    m = _NUMBER_UNIT.fullmatch(text)
-    if not m or m.group(2) not in _DURATION:
-        raise argparse.ArgumentTypeError(f"expected a duration such as 50ms or 2s, got {text!r}")
-    return float(m.group(1)) * _DURATION[m.group(2)]
-
-
-def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
+def _argument(parse):
+    """*parse* (memguard.units) as an argparse type: its ValueError says what was expected."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return convert
 
 
 def _read(path: str) -> str:
@@ -135,7 +113,7 @@ class TraceCgroup:
                              "needs the hybrid cgroup layout of /work/shared/HOST.md (and root)")
         os.mkdir(self.v1)
         self.made.append(self.v1)
-        _write(os.path.join(self.v1, "memory.limit_in_bytes"), str(self.limit))
+        write_file(os.path.join(self.v1, "memory.limit_in_bytes"), str(self.limit))
         set_limit = int(_read(os.path.join(self.v1, "memory.limit_in_bytes")))
         if set_limit > self.limit:
             raise RuntimeError(f"{self.v1}: limit reads back as {set_limit}, not {self.limit}")
@@ -254,19 +232,6 @@ class TraceCgroup:
 # ---------------------------------------------------------------- kmsg
 
 
-def parse_kmsg(raw: bytes) -> tuple[int, int, str] | None:
-    """(seq, usec, message) of one /dev/kmsg record, or None if malformed."""
-    text = raw.decode("utf-8", "replace")
-    head, _, rest = text.partition(";")
-    parts = head.split(",")
-    if len(parts) < 3:
-        return None
-    try:
-        return int(parts[1]), int(parts[2]), rest.split("\n", 1)[0]
-    except ValueError:
-        return None
-
-
 def calibrate() -> tuple[float, float] | None:
     """(CLOCK_MONOTONIC - kmsg usec in seconds, the clock-read uncertainty in
     seconds), from a marker record; None when /dev/kmsg cannot be written."""
@@ -283,22 +248,23 @@ def calibrate() -> tuple[float, float] | None:
         deadline = after + 1.0
         while time.monotonic() < deadline:
             try:
-                rec = parse_kmsg(os.read(fd, KMSG_READ))
+                rec = parse_record(os.read(fd, KMSG_READ))
             except BlockingIOError:
                 time.sleep(0.001)
                 continue
-            except OSError:
-                continue  # EPIPE: we fell behind; keep looking
-            if rec and marker in rec[2]:
-                return (before + after) / 2 - rec[1] / 1e6, (after - before) / 2
+            except (OSError, ValueError):
+                continue  # EPIPE: we fell behind; or a record we cannot read: keep looking
+            if marker in rec.message:
+                return (before + after) / 2 - rec.usec / 1e6, (after - before) / 2
         return None
     finally:
         os.close(fd)
 
 
 class KmsgKills:
-    """Reads /dev/kmsg from where it was opened and keeps the OOM kills
-    whose ``oom_memcg`` is our cgroup (or below it)."""
+    """Reads /dev/kmsg from where it was opened, through the daemon's own
+    parser (memguard.probes.oom_report), and keeps the OOM kills whose
+    ``oom_memcg`` is our cgroup (or below it)."""
 
     def __init__(self, cgroup_name: str) -> None:
         self.memcg = "/" + cgroup_name
@@ -306,8 +272,8 @@ class KmsgKills:
         os.lseek(self.fd, 0, os.SEEK_END)
         self.lost = 0                  # times the ring overran us (EPIPE)
         self.kills: list[dict] = []    # usec-stamped, converted to t at the end
-        self._invoked_usec: int | None = None
-        self._ours: dict[int, dict] = {}   # pid -> kill, between the summary and "Killed process"
+        self._reports = OomReportAssembler()
+        self._seen: set[tuple[int, int]] = set()   # (victim pid, its seq): a report is emitted again as it grows
 
     def read(self) -> None:
         while True:
@@ -318,31 +284,30 @@ class KmsgKills:
             except OSError as e:
                 if e.errno == errno.EPIPE:
                     self.lost += 1
+                    self._reports.lost(None)
                     continue
                 raise
-            rec = parse_kmsg(raw)
-            if rec:
-                self._line(*rec)
+            try:
+                rec = parse_record(raw)
+            except ValueError:
+                continue
+            for report in self._reports.feed(rec):
+                self._keep(report)
 
-    def _line(self, seq: int, usec: int, msg: str) -> None:
-        if INVOKED.match(msg):
-            self._invoked_usec = usec
+    def _keep(self, report) -> None:
+        memcg = report.oom_memcg
+        if memcg is None or not (memcg == self.memcg or memcg.startswith(self.memcg + "/")):
             return
-        m = OOM_SUMMARY.search(msg)
-        if m:
-            memcg = m.group("memcg")
-            if memcg == self.memcg or memcg.startswith(self.memcg + "/"):
-                kill = {"pid": int(m.group("pid")), "comm": m.group("comm"), "usec": usec,
-                        "invoked_usec": self._invoked_usec, "seq": seq}
-                self.kills.append(kill)
-                self._ours[kill["pid"]] = kill
-            return
-        m = KILLED.search(msg)
-        if m and int(m.group("pid")) in self._ours:
-            kill = self._ours.pop(int(m.group("pid")))
-            kill["usec"] = usec  # the moment SIGKILL was sent
-            kill.update(total_vm_kib=int(m.group("total_vm")), anon_rss_kib=int(m.group("anon")),
-                        file_rss_kib=int(m.group("file")), shmem_rss_kib=int(m.group("shmem")))
+        for v in report.victims:
+            if (v.pid, v.seq) in self._seen:
+                continue
+            self._seen.add((v.pid, v.seq))
+            kib = {name: None if size is None else size // 1024 for name, size in (
+                ("total_vm_kib", v.total_vm), ("anon_rss_kib", v.anon_rss), ("file_rss_kib", v.file_rss),
+                ("shmem_rss_kib", v.shmem_rss))}
+            # usec: the moment SIGKILL was sent; invoked_usec: the report's header
+            self.kills.append({"pid": v.pid, "comm": v.comm, "usec": v.usec, "invoked_usec": report.usec,
+                               "seq": v.seq, **kib})
 
     def close(self) -> None:
         os.close(self.fd)
@@ -355,7 +320,7 @@ def start_command(argv: list[str], procs_files: tuple[str, ...]) -> subprocess.P
     def enter() -> None:
         pid = str(os.getpid())
         for path in procs_files:
-            _write(path, pid)
+            write_file(path, pid)
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
                             preexec_fn=enter)
@@ -557,8 +522,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", required=True, help="trace name: NAME.csv[.gz] and NAME.json")
-    p.add_argument("--limit", required=True, type=parse_size, help="memory limit, e.g. 512MiB")
-    p.add_argument("--interval", type=parse_duration, default=0.05, help="sampling interval (50ms)")
+    p.add_argument("--limit", required=True, type=_argument(parse_size), help="memory limit, e.g. 512MiB")
+    p.add_argument("--interval", type=_argument(parse_duration), default=0.05, help="sampling interval (50ms)")
     p.add_argument("--max-seconds", type=float, default=600.0,
                    help="kill the command after this long (600)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "traces"),
@@ -583,11 +548,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-
-    def on_signal(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    exit_on_signals()
 
     cg = TraceCgroup(args.limit)
     rec = Recording(args)
