@@ -25,7 +25,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench._cgroups import section_head, table, write_section  # noqa: E402
-from memguard.engine.snapshot import DomainView  # noqa: E402
 from memguard.model import PSI, Pressure, Sample  # noqa: E402
 from memguard.predict.predictor import Prediction  # noqa: E402
 from memguard.rules.evaluate import RuleEngine, domain_env  # noqa: E402
@@ -49,26 +48,29 @@ def rules_text(count: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def views(domains: int) -> list[DomainView]:
+Domain = tuple[str, Sample, Prediction]     # what the engine hands domain_env: name, sample, prediction
+
+
+def domains(count: int) -> list[Domain]:
     out = []
     psi = PSI(Pressure(1.0, 0.8, 0.5, 1000), Pressure(0.5, 0.4, 0.2, 500))
-    for i in range(domains):
+    for i in range(count):
         growing = i % 10 == 0
         name = f"cgroup:/job{i}"
         sample = Sample(name, "cgroup", used=300 * MiB, working_set=200 * MiB, limit=512 * MiB,
                         reclaimable=100 * MiB, oom_kills=0, psi=psi, identity=1000 + i)
         prediction = (Prediction(45.0, 2e6, 0.9, "linear", 60.0) if growing
                       else Prediction(None, 0.0, 0.0, "flat"))
-        out.append(DomainView(name, "cgroup", 1000 + i, sample, 600.0, 600.0, 4096, prediction))
+        out.append((name, sample, prediction))
     return out
 
 
-def run(engine: RuleEngine, ticks: list[list[DomainView]]) -> dict[str, list[float]]:
+def run(engine: RuleEngine, ticks: list[list[Domain]]) -> dict[str, list[float]]:
     """Milliseconds of each part of each tick."""
     times: dict[str, list[float]] = {"variables (domain_env)": [], "RuleEngine.evaluate": [], "tick": []}
-    for i, vs in enumerate(ticks):
+    for i, ds in enumerate(ticks):
         t0 = time.perf_counter()
-        envs = {v.name: domain_env(v) for v in vs}
+        envs = {name: domain_env(name, "cgroup", sample, prediction) for name, sample, prediction in ds}
         t1 = time.perf_counter()
         engine.evaluate(envs, float(i))
         t2 = time.perf_counter()
@@ -85,10 +87,10 @@ def main() -> int:
     p.add_argument("--write", action="store_true")
     args = p.parse_args()
     rules = parse_rules(rules_text(args.rules))
-    steady = views(args.domains)
+    steady = domains(args.domains)
     # churn: every other tick each domain's working set falls under every
     # usage_ratio threshold, so every pair those rules hold for moves
-    low = [dataclasses.replace(v, sample=dataclasses.replace(v.sample, working_set=10 * MiB)) for v in steady]
+    low = [(name, dataclasses.replace(sample, working_set=10 * MiB), p) for name, sample, p in steady]
     scenarios = {"steady": [steady] * args.ticks,
                  "churn": [steady if i % 2 else low for i in range(args.ticks)]}
     rows, medians = [], {}

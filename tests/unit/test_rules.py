@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memguard.engine.snapshot import DomainView
 from memguard.model import PSI, Pressure, Sample
 from memguard.predict.predictor import Prediction
 from memguard.rules.evaluate import RuleEngine, domain_env
@@ -198,8 +197,7 @@ def test_the_engine_steps_pairs_as_a_plain_reading_of_the_rules(levels, cooldown
                                  PSI(Pressure(3.0, 2.0, 1.0, 10), Pressure(0.5, 0.25, 0.125, 5))])
 def test_every_variable_is_given_and_dotted_paths_agree_with_the_fields(psi):
     sample = Sample("cgroup:/a", "cgroup", 300, 200, 400, reclaimable=100, oom_kills=0, psi=psi)
-    env = domain_env(DomainView("cgroup:/a", "cgroup", 1, sample, 5.0, 5.0, 64,
-                                Prediction(45.0, 2.0, 0.9, "linear", 60.0)))
+    env = domain_env("cgroup:/a", "cgroup", sample, Prediction(45.0, 2.0, 0.9, "linear", 60.0))
     assert {name.split(".")[0] for name in VARIABLES} <= set(env)
     kinds = {"number": (int, float), "string": (str,), "map": (dict,)}
     for name, kind in VARIABLES.items():

@@ -285,7 +285,8 @@ class Engine:
     def _evaluate_rules(self, now: Instant, log: list) -> None:
         if not self.rules.rules:
             return
-        envs = {v.name: domain_env(v) for v in self._views(now)}
+        envs = {name: domain_env(name, s.kind, s.sample, s.prediction)
+                for name, s in sorted(self.domains.items()) if s.sample is not None}
         for tr in self.rules.evaluate(envs, now.mono):
             log.append((f"rule {tr.kind}", {"rule": tr.rule, "domain": tr.domain, "severity": tr.severity,
                                             "previous": tr.previous}))

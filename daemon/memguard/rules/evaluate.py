@@ -19,6 +19,8 @@ import fnmatch
 from dataclasses import dataclass, field
 
 from ..engine.snapshot import risk
+from ..model import Sample
+from ..predict.predictor import Prediction
 from .load import SEVERITIES, Rule
 
 
@@ -46,17 +48,16 @@ def matches(rule: Rule, domain: str, kind: str) -> bool:
     return kind in rule.kinds and (rule.domain_glob == "*" or fnmatch.fnmatchcase(domain, rule.domain_glob))
 
 
-def domain_env(view) -> dict:
-    """The variables a condition sees for one domain (an engine DomainView),
-    PSI's fields also under their dotted paths: every PSI rule reads them in
-    one lookup instead of a walk (see rules/expr.py).  Built for every
-    domain every tick, so written for speed: one dict display."""
-    s, p = view.sample, view.prediction
+def domain_env(name: str, kind: str, s: Sample, p: Prediction | None) -> dict:
+    """The variables a condition sees for one domain, from its sample and
+    prediction; PSI's fields also under their dotted paths: every PSI rule
+    reads them in one lookup instead of a walk (see rules/expr.py).  Built
+    for every domain every tick, so written for speed: one dict display."""
     some = full = None
     if s.psi is not None:
         some, full = s.psi.some, s.psi.full
     return {
-        "domain": view.name, "kind": view.kind, "used": s.used, "working_set": s.working_set,
+        "domain": name, "kind": kind, "used": s.used, "working_set": s.working_set,
         "limit": s.limit, "usage_ratio": s.usage_ratio, "reclaimable": s.reclaimable,
         "swap": s.swap_used, "swap_limit": s.swap_limit, "high": s.high, "oom_kills": s.oom_kills,
         "tto": p.tto if p else None, "rate": p.rate if p else None,
