@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .units import parse_duration, parse_size
+from .units import parse_duration
 
 
 class ConfigError(ValueError):
@@ -31,10 +31,6 @@ class ConfigError(ValueError):
 
 def _duration(**kw):
     return field(metadata={"parse": parse_duration, "expect": "a duration (250ms, 2s, 5m)"}, **kw)
-
-
-def _size(**kw):
-    return field(metadata={"parse": parse_size, "expect": "a size (512MiB, 8GB)"}, **kw)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel import (MIB, ci_enforced, ensure_tracefs, filesystem_type, require,
-                          wait_until)
+from tests.kernel import MIB, ci_enforced, ensure_tracefs, require, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -41,7 +40,6 @@ PROBES_DIR = REPO / "probes"
 # (require("bcc") checks exactly this interpreter).
 PYTHON = sys.executable
 HELLO_TIMEOUT_S = 60.0   # compiling takes 0.7 s here; leave room on a loaded CI host
-from tests.conftest import MEMORY_FILESYSTEMS
 
 
 def now_ns() -> int:

@@ -10,9 +10,7 @@ cgroup -> OOM-killed after 7 steps, ~0.35 s after its start.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 
