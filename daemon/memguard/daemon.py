@@ -35,7 +35,7 @@ from .log import Logger
 from .rules.load import Rule, RuleError, load_rules
 from .probes.build import build_probes
 from .probes.memcg import MemcgProbe
-from .sources.cgroups import CgroupSource
+from .sources.cgroups import Binding, CgroupSource
 from .probes.procevents import describe
 from .probes.base import ProbeReading
 from .roots import Roots
@@ -111,7 +111,7 @@ class Daemon:
     def _track_memcg(self) -> None:
         """Keep the memcg probe's registrations on the cgroup domains tracked now."""
         memcg = next((p for p in self.probes or () if isinstance(p, MemcgProbe)), None)
-        cgroups = next((s for s in self.tick_sources if isinstance(s, CgroupSource)), None)
+        cgroups = self._cgroup_source()
         if memcg is None or cgroups is None:
             return
         domains = cgroups.hierarchy.domains
@@ -139,19 +139,11 @@ class Daemon:
             self.engine.reclaim = reading.reclaim
         if reading.processes:
             self.engine.remember(reading.processes)
+            cgroups = self._cgroup_source()
+            if cgroups is not None and cgroups.notice({p.cgroup for p in reading.processes}):
+                self.wake.set()   # a process started in a cgroup made since the last walk
         if reading.kills:
-            unknown = [k.pid for k in reading.kills
-                       if k.pid is not None and k.pid not in self.engine.process_table]
-            if unknown:
-                # Missed at exec (events lost in a burst): a victim is often
-                # still there, dying or not yet reaped, when the fastest
-                # probe reports it.  Read off the loop (its cmdline takes the
-                # dying process's mmap lock); the incident is named at sealing.
-                loop = asyncio.get_running_loop()
-                for pid in unknown:
-                    future = self._lookups.submit(describe, self.roots, pid)
-                    future.add_done_callback(lambda f: f.result() and loop.call_soon_threadsafe(
-                        self.engine.remember, [f.result()]))
+            self._look_up_victims(reading.kills)
             for kill in reading.kills:
                 self.log.info("oom kill seen", probe=name, pid=kill.pid, comm=kill.comm,
                               kernel_time=kill.kernel_time, seen=round(now.mono, 4))
@@ -159,6 +151,52 @@ class Daemon:
             self.log.log("debug", "kill folded in", probe=name,
                          at=round(time.clock_gettime(time.CLOCK_MONOTONIC), 4))
         if reading.wake:
+            self.wake.set()
+
+    def _cgroup_source(self) -> CgroupSource | None:
+        return next((s for s in self.tick_sources if isinstance(s, CgroupSource)), None)
+
+    def _look_up_victims(self, kills) -> None:
+        """What the engine cannot know of a victim without reading the host,
+        read off the loop (a dying process's cmdline takes its mmap lock)
+        and handed back as events, which rewrite its incident:
+
+        - a victim the exec events missed (lost in a burst) is often still
+          there, dying or not yet reaped, when the fastest probe reports it;
+        - a victim in a cgroup made since the last walk: the limits along
+          that cgroup's path, read now (it may be gone in a second)."""
+        cgroups = self._cgroup_source()
+        loop = asyncio.get_running_loop()
+        for kill in kills:
+            if kill.pid is None:
+                continue
+            known = self.engine.process_table.get(kill.pid)
+            cgroup = kill.task_memcg or (known.cgroup if known else None)
+            unknown_cgroup = cgroups is not None and cgroup is not None \
+                and cgroups.hierarchy.domain_of(cgroup, "host") is None and cgroup not in self.engine.bindings
+            if known is not None and not unknown_cgroup:
+                continue
+            future = self._lookups.submit(self._look_up, cgroups, kill.pid, None if known else kill.pid, cgroup)
+            future.add_done_callback(lambda f: f.exception() is None and f.result() and loop.call_soon_threadsafe(
+                self._looked_up, f.result()))
+
+    def _look_up(self, cgroups: CgroupSource | None, pid: int, describe_pid: int | None,
+                 cgroup: str | None) -> list:
+        """In the lookup thread: the events that name *pid* and its cgroup's limits."""
+        events = []
+        if describe_pid is not None and (info := describe(self.roots, describe_pid)) is not None:
+            events.append(info)
+            cgroup = cgroup or info.cgroup
+        if cgroups is not None and cgroup is not None and cgroups.hierarchy.domain_of(cgroup, "host") is None:
+            binding = cgroups.resolve(cgroup)
+            if binding is not None:
+                events.append(binding)
+        return events
+
+    def _looked_up(self, events: list) -> None:
+        self._apply(self.engine.step([], self.clock.now(), events=events))
+        cgroups = self._cgroup_source()
+        if cgroups is not None and cgroups.notice({e.path for e in events if isinstance(e, Binding)}):
             self.wake.set()
 
     def _apply(self, effects) -> None:

@@ -5,7 +5,7 @@ import pytest
 
 from memguard.clock import FakeClock
 from memguard.sources.base import Unavailable, skip_reason
-from memguard.sources.cgroups import CgroupSource, discover, parse_mounts
+from memguard.sources.cgroups import Binding, CgroupSource, discover, parse_mounts, resolve
 
 MiB = 2**20
 HOST = 8_000_000 * 1024
@@ -51,7 +51,27 @@ def test_unlimited_child_belongs_to_its_limited_parent(v1_host):
     assert h.domain_of("/jobs/loose", "host") == "cgroup:/jobs"
     assert h.domain_of("/jobs/tight", "host") == "cgroup:/jobs/tight"
     assert h.domain_of("/free", "host") == "host"
-    assert h.domain_of("/jobs/child/not-walked-yet", "host") == "cgroup:/jobs"
+    # Issue 16: a cgroup made since the walk may have a limit of its own; its
+    # parent's domain is not assumed (resolve() reads its limits instead).
+    assert h.domain_of("/jobs/child/not-walked-yet", "host") is None
+
+
+def test_resolve_reads_the_binding_limit_along_a_path_the_walk_never_saw(v1_host):
+    # Issue 16: cgroups made after the walk, read at the moment of a kill.
+    h_mounts = parse_mounts(open(v1_host.top + "/proc/self/mounts").read(), v1_host.roots)
+    v1_host.v1_cgroup("/jobs", limit=512 * MiB)
+    v1_host.v1_cgroup("/jobs/new", limit=48 * MiB, usage=30 * MiB)
+    v1_host.v1_cgroup("/jobs/new/leaf", limit=None, effective=48 * MiB)
+    v1_host.v1_cgroup("/jobs/wide", limit=1024 * MiB, effective=512 * MiB)
+    v1_host.v1_cgroup("/free", limit=None)
+    got = resolve(h_mounts, "/jobs/new/leaf", HOST)
+    assert (got.binding, got.limit) == ("/jobs/new", 48 * MiB)
+    assert got.usage == 30 * MiB
+    assert (resolve(h_mounts, "/jobs/wide", HOST).binding, resolve(h_mounts, "/jobs/wide", HOST).limit) \
+        == ("/jobs", 512 * MiB)
+    assert resolve(h_mounts, "/free", HOST) == Binding("/free", None, None, None)
+    assert resolve(h_mounts, "/gone", HOST) is None
+    assert resolve(h_mounts, "/jobs/../etc", HOST) is None
 
 
 def test_limit_at_or_above_host_ram_is_no_domain(v1_host):

@@ -1,13 +1,12 @@
 """The incident builder on a fake clock: one incident per kill, whoever saw it."""
 
-from types import SimpleNamespace
-
 from memguard.clock import FakeClock
 from memguard.config import Config
 from memguard.engine.engine import Engine, SourceRun
 from memguard.engine.incidents import COUNT_GRACE, Remove, Write
 from memguard.incidents.unclean import unclean_stop_incident
 from memguard.model import OomKill, ProcessInfo, Sample
+from memguard.probes.oom_report import OomReportAssembler, parse_dmesg_text
 from memguard.sources.base import Reading
 
 MiB = 2**20
@@ -63,8 +62,14 @@ def test_oom_group_sightings_merge_into_one_incident():
     fx1 = e.step([], clock.now(), events=[kill("bpf", 1, t)])
     fx2 = e.step([], clock.now(), events=[kill("bpf", 2, t + 0.001)])
     assert len(e.incidents.incidents) == 2
-    report = SimpleNamespace(victims=[SimpleNamespace(pid=1, comm="a"), SimpleNamespace(pid=2, comm="b")],
-                             tasks=(), missing=(), raw=(), memcg_limit=None)
+    assembler = OomReportAssembler()
+    report = [r for r in (assembler.feed(rec) for rec in parse_dmesg_text(
+        "[ 10.000000] Memory cgroup out of memory: Killed process 1 (a) total-vm:4kB, anon-rss:4kB, "
+        "file-rss:0kB, shmem-rss:0kB\n"
+        "[ 10.000001] Tasks in /a are going to be killed due to memory.oom.group set\n"
+        "[ 10.000002] Memory cgroup out of memory: Killed process 2 (b) total-vm:4kB, anon-rss:4kB, "
+        "file-rss:0kB, shmem-rss:0kB\n")) for r in r][-1]
+    assert [v.pid for v in report.victims] == [1, 2]
     fx = e.step([], clock.now(), events=[kill("kmsg", 1, t, report=report, oom_memcg="/a")])
     assert len(e.incidents.incidents) == 1
     removed = [x.id for x in fx.incidents if isinstance(x, Remove)]
@@ -116,12 +121,45 @@ def test_counter_with_a_sighting_is_explained():
         return [SourceRun("cgroups", reading=Reading(samples=[
             Sample("cgroup:/a", "cgroup", 1, 1, 64 * MiB, identity=1, oom_kills=n)]))]
     e.step(counter(0), clock.now())
-    e.step([], clock.now(), events=[kill("kmsg", 5, clock.now().mono, task_memcg="/a", oom_memcg="/a")])
+    fx = e.step([], clock.now(), events=[kill("kmsg", 5, clock.now().mono, task_memcg="/a", oom_memcg="/a")])
+    (opened,) = writes(fx.incidents)
     clock.advance(0.5)
-    e.step(counter(1), clock.now())
+    effects = e.step(counter(1), clock.now()).incidents
     clock.advance(COUNT_GRACE + 3)
-    e.step(counter(1), clock.now())
-    assert e.incidents.unattributed == 0
+    last = e.step(counter(1), clock.now())
+    effects += last.incidents
+    # The only document after the count is the kmsg incident's seal: the
+    # counted kill was matched to it, nothing unattributed was written.
+    assert [(w.id, w.document["kind"], w.document["state"]) for w in writes(effects)] == [
+        (opened.id, "oom_kill", "sealed")]
+    assert list(e.incidents.incidents) == [opened.id]
+    assert e.incidents.incidents[opened.id].explains == {"cgroup:/a"}
+    assert e.incidents.pending == [] and e.incidents.unattributed == 0
+    published = last.snapshot.to_json()
+    assert published["unattributed_kills"] == 0
+    assert published["counters"]["incidents"] == [
+        {"kind": "oom_kill", "domain": "cgroup:/a", "constraint": None, "count": 1}]
+
+
+def test_only_the_kills_no_probe_saw_are_unattributed():
+    e, clock = engine_with()
+
+    def counter(n):
+        return [SourceRun("cgroups", reading=Reading(samples=[
+            Sample("cgroup:/a", "cgroup", 1, 1, 64 * MiB, identity=1, oom_kills=n)]))]
+    e.step(counter(0), clock.now())
+    fx = e.step([], clock.now(), events=[kill("kmsg", 5, clock.now().mono, task_memcg="/a", oom_memcg="/a")])
+    (opened,) = writes(fx.incidents)
+    clock.advance(0.5)
+    e.step(counter(2), clock.now())      # two kills counted, one seen
+    clock.advance(COUNT_GRACE)
+    last = e.step(counter(2), clock.now())
+    (w,) = [w for w in writes(last.incidents) if w.id != opened.id]
+    assert w.id.endswith("-x-unattributed-a") and w.id in e.incidents.incidents
+    assert (w.document["kind"], w.document["domain"], w.document["count"]) == (
+        "unattributed_oom_kill", "cgroup:/a", 1)
+    assert w.document["headline"] == "The kernel counted 1 OOM kill(s) in cgroup:/a that no probe reported."
+    assert e.incidents.unattributed == 1 and last.snapshot.to_json()["unattributed_kills"] == 1
 
 
 def test_unclean_stop_only_after_a_reboot_near_a_limit():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..units import format_bytes
-from .render import table
+from .render import one_line, table
 
 
 def render_list(listing: dict) -> str:
@@ -27,6 +27,28 @@ def _rate(bps: float | None) -> str:
     return f"{format_bytes(abs(bps) * 60)}/min" + (" (shrinking)" if bps < 0 else "")
 
 
+def _growth(doc: dict) -> str:
+    """How fast memory grew, over the time it was really measured: a domain
+    memguard watched for 2 s has no five-minute rate."""
+    growth = doc.get("growth") or {}
+    rates = growth.get("working_set_bytes_per_second") or {}
+    measured = growth.get("seconds_measured")
+    if measured is None:   # written before issue 16: no spans recorded
+        return (f"How fast memory grew: {_rate(rates.get('last_60s'))} over the last minute, "
+                f"{_rate(rates.get('last_300s'))} over five minutes before the kill.")
+    short, long = measured.get("last_60s") or 0.0, measured.get("last_300s") or 0.0
+    if rates.get("last_60s") is None:
+        return ("How fast memory grew: unknown: memguard has no samples of this domain from before "
+                "the kill (fewer than two).")
+    if short < 54:
+        return (f"How fast memory grew: {_rate(rates['last_60s'])} over the {short:.0f} s before the kill, "
+                f"all memguard had measured of this domain.")
+    out = f"How fast memory grew: {_rate(rates['last_60s'])} over the last minute before the kill"
+    if long >= 270:
+        return out + f", {_rate(rates.get('last_300s'))} over five minutes."
+    return out + f", {_rate(rates.get('last_300s'))} over the {long:.0f} s memguard had measured."
+
+
 def render_incident(doc: dict) -> str:
     out = [f"Incident {doc['id']}  ({doc.get('kind')}, {doc.get('state')})", ""]
     out.append(doc.get("headline") or doc.get("explanation") or "")
@@ -37,8 +59,12 @@ def render_incident(doc: dict) -> str:
         for d in doc.get("near_limit", ()):
             out.append(f"  {d['domain']}: {100 * (d.get('usage_ratio') or 0):.0f}% of {format_bytes(d.get('limit_bytes'))}")
         return "\n".join(out) + "\n"
-    out.append(f"Domain: {doc.get('domain')}  (limit {format_bytes(doc.get('limit_bytes'))}, "
-               f"constraint {doc.get('constraint') or 'unknown'})")
+    constraint = doc.get("constraint") or "unknown"
+    if doc.get("constraint_source") not in (None, "kernel"):
+        constraint += " (inferred)"
+    out.append(f"Domain: {doc.get('domain') or 'unknown'}  (limit {format_bytes(doc.get('limit_bytes'))}, "
+               f"constraint {constraint})"
+               + ("" if doc.get("domain_tracked", True) else "  not tracked by memguard before the kill"))
     if doc.get("oom_memcg") or doc.get("task_memcg"):
         out.append(f"Cgroup that ran out: {doc.get('oom_memcg') or '-'}; victim's own cgroup: {doc.get('task_memcg') or '-'}")
     out += ["", "What was killed:"]
@@ -47,20 +73,18 @@ def render_incident(doc: dict) -> str:
         out.append(f"  pid {v.get('pid')} {v.get('comm') or '?'} (uid {v.get('uid')}), "
                    f"RSS at kill {format_bytes(rss) if rss else '-'}, oom_score_adj {v.get('oom_score_adj')}")
         if v.get("cmdline"):
-            out.append(f"    {v['cmdline']}")
+            out.append(f"    {one_line(v['cmdline'])}")
         if v.get("job"):
             out.append(f"    job: {v['job']}")
     for note in doc.get("notes", ()):
         out += ["", note]
-    g = (doc.get("growth") or {}).get("working_set_bytes_per_second") or {}
-    out += ["", f"How fast memory grew: {_rate(g.get('last_60s'))} over the last minute, "
-                f"{_rate(g.get('last_300s'))} over five minutes before the kill."]
+    out += ["", _growth(doc)]
     consumers = doc.get("top_consumers") or []
     if consumers:
         out += ["", "Who else used memory in the domain:"]
         out += ["  " + line for line in table(
             ["PID", "COMM", "RSS", "COMMAND"],
-            [[str(c["pid"]), c["comm"], format_bytes(c["rss_bytes"]), (c.get("cmdline") or "")[:60]]
+            [[str(c["pid"]), one_line(c["comm"]), format_bytes(c["rss_bytes"]), one_line(c.get("cmdline") or "")[:60]]
              for c in consumers], {0, 2})]
     warned = doc.get("warnings") or []
     actions = doc.get("actions") or []
@@ -73,7 +97,10 @@ def render_incident(doc: dict) -> str:
             f"{p['name']} ({'+%.0f ms' % (1000 * p['delay_seconds']) if p.get('delay_seconds') is not None else 'delay unknown'})"
             for p in probes)]
     if doc.get("missing"):
-        out.append("Missing from the kernel's report: " + ", ".join(doc["missing"]))
+        why = {"rate_limited": " (the kernel rate-limited its report)",
+               "only_kill_lines": " (the text holds only the kill line)",
+               "records_lost": " (kernel log records were lost)"}.get(doc.get("missing_reason"), "")
+        out.append("Missing from the kernel's report: " + ", ".join(doc["missing"]) + why)
     return "\n".join(out) + "\n"
 
 

@@ -37,7 +37,7 @@ def _tto(domain: dict) -> str:
     return f"{_duration(p['tto_seconds'])} ({p['confidence']:.0%})"
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """A process's own text (its command line may hold newlines) kept to one row."""
     return " ".join(text.split())
 
@@ -82,8 +82,8 @@ def render_status(status: dict) -> str:
     out += [""] + _rules(status["rules"], firing)
     if status["processes"]:
         out.append("")
-        prows = [[str(p["pid"]), _one_line(p["comm"]), format_bytes(p["rss_bytes"]), p["domain"] or "-",
-                  _one_line(p["cmdline"] or "")[:60]] for p in status["processes"]]
+        prows = [[str(p["pid"]), one_line(p["comm"]), format_bytes(p["rss_bytes"]), p["domain"] or "-",
+                  one_line(p["cmdline"] or "")[:60]] for p in status["processes"]]
         out += table(["PID", "COMM", "RSS", "DOMAIN", "COMMAND"], prows, {0, 2})
     wsl = status["facts"].get("wsl")
     if wsl:

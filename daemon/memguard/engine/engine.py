@@ -10,6 +10,8 @@ and the interval until the next tick.
 from __future__ import annotations
 
 import math
+import os
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 from ..clock import Instant
@@ -18,6 +20,7 @@ from ..model import OomKill, ProcessInfo, Sample, SourceStatus
 from ..sources.base import Reading
 from ..predict.predictor import BURST_WINDOW, HORIZONS, Prediction, predict, width
 from ..rules.evaluate import RuleEngine, domain_env
+from ..sources.cgroups import Binding
 from .incidents import Context, IncidentBuilder
 from .recorder import FlightRecorder
 from .snapshot import DomainView, Snapshot
@@ -27,6 +30,8 @@ from .snapshot import DomainView, Snapshot
 SUSPEND_THRESHOLD = 1.0
 # Processes remembered for naming a victim after its /proc entry is gone.
 PROCESS_TABLE_SIZE = 4096
+# Cgroups' limits read at kills, remembered for the incidents still open.
+BINDINGS_KEPT = 1024
 # Rule transitions remembered per domain, for the incident of a kill.
 TRANSITIONS_KEPT = 600.0
 # Tick intervals vary by up to this fraction either way (Engine._spread).
@@ -86,6 +91,7 @@ class Engine:
         self.process_table: dict[int, ProcessInfo] = {}
         self._exec_seen: set[int] = set()     # pids whose entry came from their exec
         self.domain_of = None
+        self.bindings: OrderedDict[str, Binding] = OrderedDict()  # cgroup path -> limits read at a kill
         self.probes: dict[str, SourceStatus] = {}
         self.probe_counts: dict[str, dict[str, int]] = {}   # probe -> events/lost/malformed/errors
         self.reclaim: dict[str, tuple[int, float]] = {}    # cgroup2 path -> (stalls, seconds)
@@ -112,11 +118,21 @@ class Engine:
         if runs or tick_duration is not None:
             self._tick(runs, now, tick_duration, log)
         ctx = self._context()
+        learned = False
         for event in events:
             if isinstance(event, ProcessInfo):
                 self._remember(event)
+                learned = True
+            elif isinstance(event, Binding):
+                self.bindings[event.path] = event
+                self.bindings.move_to_end(event.path)
+                while len(self.bindings) > BINDINGS_KEPT:
+                    self.bindings.popitem(last=False)
+                learned = True
             elif isinstance(event, OomKill):
                 incident_effects += self.incidents.add_kill(event, now, ctx)
+        if learned:
+            incident_effects += self.incidents.refresh_open(now, ctx)
         incident_effects += self.incidents.check_counts(now, ctx)
         incident_effects += self.incidents.seal_due(now, ctx)
         for inc in self.incidents.incidents.values():
@@ -150,7 +166,7 @@ class Engine:
         return Context({n: s.recorder for n, s in self.domains.items()},
                        {n: s.sample.limit if s.sample else None for n, s in self.domains.items()},
                        self.process_table, domain_of, self.redact, self.transitions,
-                       {n: s.prediction for n, s in self.domains.items()})
+                       {n: s.prediction for n, s in self.domains.items()}, self.bindings, host)
 
     def remember(self, processes: list[ProcessInfo], at_exec: bool = True) -> None:
         """Processes to name victims by: seen at exec (the proc connector),
@@ -272,9 +288,16 @@ class Engine:
         state.recorder.record(now.mono, sample)
 
     def _attribute(self, p: ProcessInfo) -> ProcessInfo:
+        """*p* with the domain that binds it; in a cgroup the last walk did
+        not see, its nearest ancestor's for now (the cgroup may have a limit
+        of its own: the walk that notice() brings forward tells)."""
         host = self.host_domain()
-        domain = host if p.cgroup is None or self.domain_of is None else self.domain_of(p.cgroup)
-        return replace(p, domain=domain)
+        if p.cgroup is None or self.domain_of is None:
+            return replace(p, domain=host)
+        path = p.cgroup
+        while (domain := self.domain_of(path)) is None and path not in ("/", ""):
+            path = os.path.dirname(path)
+        return replace(p, domain=domain or host)
 
     def host_domain(self) -> str:
         for name, state in self.domains.items():

@@ -11,6 +11,12 @@ An incident is written at its first sighting, rewritten as more probes
 report it, and sealed once nothing new has come for ``settle`` seconds: the
 fastest probe sets the latency, the others add detail.
 
+The domain of a kill is what the kernel said (``oom_memcg``), else the
+cgroup whose limit binds the victim's cgroup — never the host because the
+cgroup was too young to be tracked.  Such a cgroup's limit comes from the
+kernel's report or from cgroupfs read at the kill (a ``Binding`` the shell
+looks up), and the incident says the domain was not tracked yet.
+
 The builder is pure: it is handed events, the domains' flight recorders and
 ``now``, and returns documents to write; it reads no file and no clock.
 """
@@ -24,6 +30,8 @@ from dataclasses import dataclass, field
 
 from ..clock import Instant
 from ..model import OomKill, ProcessInfo
+from ..probes.oom_report import infer_constraint
+from ..sources.cgroups import Binding
 from .recorder import FlightRecorder
 
 INCIDENT_SCHEMA_VERSION = 1
@@ -70,6 +78,7 @@ class OpenIncident:
     probes: dict[str, dict] = field(default_factory=dict)
     domain: str | None = None
     constraint: str | None = None
+    constraint_source: str | None = None  # "kernel", or the line it was inferred from
     oom_memcg: str | None = None
     task_memcg: str | None = None
     report: object | None = None
@@ -105,9 +114,10 @@ class Remove:
 
 
 class IncidentBuilder:
-    def __init__(self, host_domain: str = "host", settle: float = SETTLE) -> None:
+    def __init__(self, host_domain: str = "host", settle: float = SETTLE, live: bool = True) -> None:
         self.host_domain = host_domain
         self.settle = settle
+        self.live = live  # reports read from /dev/kmsg as they came (not pasted text)
         self.incidents: dict[str, OpenIncident] = {}
         self.pending: list[Counted] = []
         self.unattributed = 0
@@ -182,11 +192,33 @@ class IncidentBuilder:
             value = getattr(kill, name)
             if value is not None:
                 setattr(inc, name, value)
+        if kill.constraint is not None:
+            inc.constraint_source = "kernel"
+        elif inc.constraint is None and inc.report is not None:
+            inc.constraint, inc.constraint_source = infer_constraint(inc.report)
         self._refresh(inc, ctx)
+        self._freeze(inc, ctx, now)
+
+    def _freeze(self, inc: OpenIncident, ctx: "Context", now: Instant) -> None:
         if not inc.context or inc.context_domain != inc.domain:
             # frozen at first sighting; again if the domain turned out another
-            inc.context = ctx.freeze(inc.domain, self._time(kill), now)
+            t = inc.kernel_time if inc.kernel_time is not None else inc.first_seen
+            inc.context = ctx.freeze(inc.domain, t, now)
             inc.context_domain = inc.domain
+
+    def refresh_open(self, now: Instant, ctx: "Context") -> list:
+        """Rewrite open incidents whose domain a new fact changed (a victim's
+        exec record, a cgroup's limits read at the kill)."""
+        effects = []
+        for inc in self.incidents.values():
+            if inc.kind != "oom_kill" or inc.sealed:
+                continue
+            before = inc.domain
+            self._refresh(inc, ctx)
+            if inc.domain != before:
+                self._freeze(inc, ctx, now)
+                effects.append(Write(inc.id, self.document(inc, ctx)))
+        return effects
 
     def _victim(self, inc: OpenIncident, pid: int, ctx: "Context") -> Victim:
         v = inc.victims.get(pid)
@@ -202,18 +234,24 @@ class IncidentBuilder:
                 v.process = ctx.process(v.pid)
         inc.domain = self._domain(inc, ctx)
 
-    def _domain(self, inc: OpenIncident, ctx: "Context") -> str:
+    def _domain(self, inc: OpenIncident, ctx: "Context") -> str | None:
         """The domain that ran out: the kill's oom_memcg (not the victim's own
-        cgroup); a global OOM is the host's; before kmsg tells, the domain
-        that binds the victim's cgroup."""
+        cgroup), tracked or not; a global OOM is the host's; before kmsg
+        tells (or when it printed only the kill line), the domain that binds
+        the victim's cgroup.  None for a memcg OOM whose cgroup nothing
+        names."""
         if inc.constraint == "CONSTRAINT_NONE":
             return self.host_domain
         if inc.oom_memcg:
-            return ctx.domain_of(inc.oom_memcg)
+            return ctx.memcg_domain(inc.oom_memcg)
         for v in inc.victims.values():
             cgroup = inc.task_memcg or (v.process.cgroup if v.process else None)
             if cgroup:
-                return ctx.domain_of(cgroup)
+                domain = ctx.binding_domain(cgroup)
+                if domain is not None:
+                    return domain
+        if inc.constraint == "CONSTRAINT_MEMCG":
+            return inc.domain if inc.domain != self.host_domain else None
         return inc.domain or self.host_domain
 
     def seal_due(self, now: Instant, ctx: "Context") -> list:
@@ -310,7 +348,9 @@ class IncidentBuilder:
             "found_late": inc.found_late,
             "count": inc.count,
             "domain": inc.domain,
+            "domain_tracked": inc.domain is not None and ctx.tracked(inc.domain, t),
             "constraint": inc.constraint,
+            "constraint_source": inc.constraint_source,
             "oom_memcg": inc.oom_memcg,
             "task_memcg": inc.task_memcg,
             "victims": [self._victim_json(inc, v, ctx) for v in inc.victims.values()],
@@ -321,13 +361,72 @@ class IncidentBuilder:
             "memcg": _memcg(report),
             "kernel_tasks": [_task(t) for t in getattr(report, "tasks", ())],
             "missing": list(getattr(report, "missing", ())) if report is not None else ["kmsg_report"],
+            "missing_reason": self._missing_reason(inc),
             "raw_report": list(getattr(report, "raw", ())),
             "notes": list(inc.notes),
             **inc.context,
         }
+        sampled = doc["limit_bytes"]
+        doc["limit_source"] = "samples" if sampled is not None else None
+        if inc.kind == "oom_kill" and (sampled is None or not doc["domain_tracked"]):
+            limit, source = self._limit(inc, ctx)
+            if limit is not None:
+                doc["limit_bytes"], doc["limit_source"] = limit, source
+        doc["notes"] += self._notes(inc, doc)
         doc["victim"] = ", ".join(f"{v['comm'] or '?'} ({v['pid']})" for v in doc["victims"]) or None
         doc["headline"] = _headline(doc)
         return doc
+
+    def _limit(self, inc: OpenIncident, ctx: "Context") -> tuple[int | None, str | None]:
+        """The limit of a domain memguard had no samples of: the kernel's
+        report when it names that cgroup, else cgroupfs read at the kill."""
+        report, domain = inc.report, inc.domain or ""
+        if report is not None and report.memcg_limit is not None and inc.oom_memcg \
+                and domain == ctx.memcg_domain(inc.oom_memcg):
+            return report.memcg_limit, "kernel report"
+        for b in ctx.bindings_of(domain):
+            if b.limit is not None:
+                return b.limit, "cgroupfs at the kill"
+        return None, None
+
+    def _missing_reason(self, inc: OpenIncident) -> str | None:
+        report = inc.report
+        if report is None:
+            return None
+        if report.only_kill_lines and report.lost_records is None:
+            return "rate_limited" if self.live else "only_kill_lines"
+        if report.lost_records is not None:
+            return "records_lost"
+        return None
+
+    def _notes(self, inc: OpenIncident, doc: dict) -> list[str]:
+        notes = []
+        if doc["missing_reason"] == "rate_limited":
+            notes.append("The kernel printed only the kill line for this kill: it prints the whole "
+                         "report (header, memory figures, task table, summary) for at most 10 kills "
+                         "in 5 s (oom_rs in mm/oom_kill.c), and this kill came in a burst. "
+                         "The victim and its cgroup tell the rest.")
+        elif doc["missing_reason"] == "only_kill_lines":
+            notes.append("The text holds only the kill line of this kill: the kernel prints no more "
+                         "for kills beyond 10 in 5 s (its report rate limit), or the rest was left "
+                         "out of the text.")
+        elif doc["missing_reason"] == "records_lost":
+            notes.append("Part of the kernel's report was lost before memguard read it (the kernel "
+                         "log ring overflowed).")
+        if inc.constraint_source not in (None, "kernel"):
+            notes.append(f"The kernel did not print the constraint; {inc.constraint} is inferred from "
+                         f"{inc.constraint_source}.")
+        if inc.kind == "oom_kill" and doc["domain"] is not None and not doc["domain_tracked"] \
+                and doc["domain"] != self.host_domain and self.live:
+            where = {"kernel report": "from the kernel's report",
+                     "cgroupfs at the kill": "from cgroupfs, read at the kill"}.get(doc["limit_source"], "unknown")
+            notes.append(f"memguard was not tracking {doc['domain']} yet: it was made after memguard "
+                         f"last walked the cgroup tree, so there are no samples of it from before the "
+                         f"kill. Its limit is {where}.")
+        if inc.kind == "oom_kill" and doc["domain"] is None:
+            notes.append("A memory cgroup ran out, but neither the kernel's text nor the process "
+                         "table names which one.")
+        return notes
 
     def _victim_json(self, inc: OpenIncident, v: Victim, ctx: "Context") -> dict:
         p = v.process
@@ -394,11 +493,15 @@ def _task(row) -> dict:
 
 
 class Context:
-    """What the builder may know of the world, handed in by the engine."""
+    """What the builder may know of the world, handed in by the engine.
+
+    *domain_of* maps a cgroup path the last walk saw to its domain (None for
+    one it did not see); *bindings* are cgroups' limits read at a kill."""
 
     def __init__(self, recorders: dict[str, FlightRecorder], limits: dict[str, int | None],
                  processes: dict[int, ProcessInfo], domain_of, redact,
-                 transitions: dict | None = None, predictions: dict | None = None) -> None:
+                 transitions: dict | None = None, predictions: dict | None = None,
+                 bindings: dict[str, Binding] | None = None, host_domain: str = "host") -> None:
         self.transitions = transitions or {}
         self.predictions = predictions or {}
         self.recorders = recorders
@@ -406,12 +509,45 @@ class Context:
         self.processes = processes
         self._domain_of = domain_of
         self.redact = redact
+        self.bindings = bindings if bindings is not None else {}
+        self.host_domain = host_domain
 
-    def domain_of(self, cgroup: str) -> str:
+    def tracked(self, domain: str, t: float) -> bool:
+        """Whether memguard sampled *domain* at or before *t* (the kill)."""
+        rec = self.recorders.get(domain)
+        return rec is not None and any(p.t <= t for p in rec.fine.rows(since=t - HISTORY))
+
+    def memcg_domain(self, path: str) -> str:
+        """The domain of a cgroup the kernel said ran out of memory: the
+        tracked domain that owns it, else that cgroup itself."""
+        domain = self._domain_of(path)
+        return domain if domain is not None and domain != self.host_domain else f"cgroup:{path}"
+
+    def binding_domain(self, cgroup: str) -> str | None:
+        """The domain whose limit binds a process in *cgroup*: from its
+        limits read at the kill, else from the last walk; None when neither
+        knows the cgroup."""
+        b = self.bindings.get(cgroup)
+        if b is not None:
+            return self.host_domain if b.binding is None else self.memcg_domain(b.binding)
         return self._domain_of(cgroup)
+
+    def bindings_of(self, domain: str) -> list[Binding]:
+        path = domain.removeprefix("cgroup:")
+        return [b for b in self.bindings.values() if b.binding == path]
 
     def process(self, pid: int) -> ProcessInfo | None:
         return self.processes.get(pid)
+
+    def _in(self, p: ProcessInfo, domain: str) -> bool:
+        """Whether *p* counts against *domain*: its attribution, or for a
+        domain not tracked yet, its cgroup under the domain's."""
+        if p.domain == domain:
+            return True
+        if domain in self.recorders or not domain.startswith("cgroup:") or p.cgroup is None:
+            return False
+        path = domain.removeprefix("cgroup:")
+        return p.cgroup == path or p.cgroup.startswith(path.rstrip("/") + "/")
 
     def freeze(self, domain: str | None, t: float, now: Instant | None) -> dict:
         """The domain's last HISTORY seconds and its top consumers, as they
@@ -428,7 +564,7 @@ class Context:
         consumers = [{"pid": p.pid, "comm": p.comm, "rss_bytes": p.rss, "cgroup": p.cgroup,
                       "cmdline": self.redact(p.cmdline) if p.cmdline else None}
                      for p in sorted(self.processes.values(), key=lambda p: -p.rss)
-                     if domain is None or p.domain == domain][:10]
+                     if domain is None or self._in(p, domain)][:10]
         warnings = [{"t": round(tr.at - t, 3), "rule": tr.rule, "kind": tr.kind, "severity": tr.severity}
                     for tr in self.transitions.get(domain or "", ()) if tr.at <= t + 1.0]
         fired = [w["t"] for w in warnings if w["kind"] == "fire"]
@@ -445,10 +581,13 @@ class Context:
 
 def growth(samples: dict) -> dict:
     """How fast the working set grew over the last 60 s and 5 min before the
-    kill (bytes per second, least squares; None with fewer than 2 samples)."""
-    out = {}
+    kill (bytes per second, least squares; None with fewer than 2 samples),
+    and over how many seconds of samples each was really measured: a domain
+    watched for 2 s has 2 s of history, whatever the window's name."""
+    out, measured = {}, {}
     for label, span in (("last_60s", 60.0), ("last_300s", 300.0)):
         pts = [(t, w) for t, w in zip(samples["t"], samples["working_set_bytes"]) if t >= -span]
+        measured[label] = round(pts[-1][0] - pts[0][0], 3) if pts else 0.0
         if len(pts) < 2:
             out[label] = None
             continue
@@ -457,4 +596,4 @@ def growth(samples: dict) -> dict:
         mw = sum(w for _, w in pts) / n
         var = sum((t - mt) ** 2 for t, _ in pts)
         out[label] = None if var == 0 else round(sum((t - mt) * (w - mw) for t, w in pts) / var, 1)
-    return {"working_set_bytes_per_second": out}
+    return {"working_set_bytes_per_second": out, "seconds_measured": measured}

@@ -328,6 +328,17 @@ class OomReport:
     lost_records: int | None         # None: nothing lost; else the count known (0: unknown)
     raw: tuple[str, ...]
     truncated: dict[str, int]        # what the limits dropped: tasks, raw, mem_info, memcg_stats, victims, reaped
+    chosen_reason: str | None = None  # <= 4.19: the REASON of "REASON: Kill process N (c) score N ..."
+    legacy_memcg_line: bool = False   # <= 4.19: "Task in /A killed as a result of limit of /B"
+
+    @property
+    def only_kill_lines(self) -> bool:
+        """Nothing but ``Killed process`` lines: the kernel printed no header,
+        memory figures, task table or summary for this kill (its report rate
+        limit), or the text it came from left them out."""
+        return bool(self.victims) and not (self.invoker_comm or self.memcg_counters or self.mem_info
+                                           or self.memcg_stats_for or self.tasks or self.constraint
+                                           or self.oom_memcg or self.task_memcg)
 
 
 # Line shapes.
@@ -496,7 +507,8 @@ class _Draft:
             memcg_stats_for=self.stats_for, memcg_stats=dict(self.stats), mem_info=tuple(self.mem_info),
             tasks=tuple(rows), victims=tuple(self.victims.values()), reaped=tuple(self.reaped),
             no_kill_reason=self.no_kill_reason, missing=tuple(missing), lost_records=self.lost,
-            raw=tuple(self.raw), truncated=dict(self.truncated))
+            raw=tuple(self.raw), truncated=dict(self.truncated), chosen_reason=f.get("chosen_reason"),
+            legacy_memcg_line=bool(f.get("task_in")))
 
 
 class OomReportAssembler:
@@ -666,6 +678,7 @@ class OomReportAssembler:
         if (m := _KILL_LEGACY.match(text)) is not None:
             draft = self._open_for(draft, rec, out, "chosen")
             draft.legacy, draft.phase = True, "kill"
+            draft.fields.setdefault("chosen_reason", m.group("reason"))
             return "chosen"
         if text.startswith("oom-kill:"):
             draft = self._open_for(draft, rec, out, "summary")
@@ -685,7 +698,7 @@ class OomReportAssembler:
                 return "no_kill"
         if (m := _TASK_IN.match(text)) is not None:
             draft = self._open_for(draft, rec, out, "task_in")
-            draft.fields.update(task_memcg=m.group("task"), oom_memcg=m.group("oom"))
+            draft.fields.update(task_memcg=m.group("task"), oom_memcg=m.group("oom"), task_in=True)
             draft.legacy = True
             return "task_in"
         if (m := _COUNTER.match(text)) is not None:
@@ -892,3 +905,37 @@ def _task_row(columns: list[str], text: str) -> TaskRow | None:
         rss_anon_pages=values.get("rss_anon"), rss_file_pages=values.get("rss_file"),
         rss_shmem_pages=values.get("rss_shmem"), pgtables_bytes=values.get("pgtables_bytes"),
         swapents=values.get("swapents"), oom_score_adj=values.get("oom_score_adj"), name=name)
+
+
+# The REASON before "Killed process" names the kind of OOM (mm/oom_kill.c,
+# out_of_memory(): "Memory cgroup out of memory" when is_memcg_oom(), else
+# "Out of memory"; the same words before "Kill process" up to 4.19).
+_MEMCG_REASON = "Memory cgroup out of memory"
+_GLOBAL_REASON = "Out of memory"
+
+
+def infer_constraint(report: OomReport) -> tuple[str | None, str | None]:
+    """(constraint, how it is known) for a report: the ``oom-kill:`` line's
+    own word when printed ("kernel"), else what the rest of the report implies,
+    with the line that implies it; (None, None) when nothing does.
+
+    A kernel before 5.0 prints no constraint; after a burst of kills, or in a
+    paste cut short, only the ``Killed process`` line may be there.  "Out of
+    memory" is printed for cpuset and memory-policy OOMs too: it is taken as
+    CONSTRAINT_NONE, and the reason says so."""
+    if report.constraint:
+        return report.constraint, "kernel"
+    if report.legacy_memcg_line:
+        return "CONSTRAINT_MEMCG", "'Task in ... killed as a result of limit of ...' (before 5.0)"
+    if report.memcg_counters.get("memory") is not None:
+        return "CONSTRAINT_MEMCG", "the memory cgroup's 'memory: usage ..., limit ...' line"
+    reasons = [v.reason for v in report.victims if v.reason] + \
+        ([report.chosen_reason] if report.chosen_reason else [])
+    if any(r.endswith(_MEMCG_REASON) for r in reasons):
+        return "CONSTRAINT_MEMCG", f"the kill line's '{_MEMCG_REASON}'"
+    if report.mem_info and not report.memcg_counters:
+        return "CONSTRAINT_NONE", "'Mem-Info:' (a system-wide report)"
+    if any(r.endswith(_GLOBAL_REASON) for r in reasons):
+        return "CONSTRAINT_NONE", (f"the kill line's '{_GLOBAL_REASON}' (a cpuset or memory-policy "
+                                   "OOM prints the same words)")
+    return None, None
