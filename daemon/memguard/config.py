@@ -29,6 +29,11 @@ class ConfigError(ValueError):
         super().__init__(f"{where}: {key or 'document'}: {message}")
 
 
+# The system daemon's control socket (root's default; a user's memguardctl
+# falls back to it).
+SYSTEM_SOCKET = "/run/memguard/memguard.sock"
+
+
 def _duration(**kw):
     return field(metadata={"parse": parse_duration, "expect": "a duration (250ms, 2s, 5m)"}, **kw)
 
@@ -135,7 +140,7 @@ class Config:
     def resolved_paths(self) -> tuple[str, str]:
         """(socket, state_dir) with the defaults for the current user filled in."""
         if os.geteuid() == 0:
-            run, state = "/run/memguard", "/var/lib/memguard"
+            run, state = os.path.dirname(SYSTEM_SOCKET), "/var/lib/memguard"
         else:
             base = os.environ.get("XDG_RUNTIME_DIR") or os.path.expanduser("~/.local/state")
             run = state = os.path.join(base, "memguard")

@@ -78,6 +78,7 @@ class Daemon:
         self.probes = None
         self._rendered: Snapshot | None = None
         self._memcg_tracked = None
+        self.metrics_url: str | None = None   # where /metrics is served, once it is
         self._lookups = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-proc")
         self.reload_rules(initial=True)
         self._saved_seq = None
@@ -287,6 +288,8 @@ class Daemon:
             metrics_server = MetricsServer(self.config.metrics.listen, self._metrics_body)
             await metrics_server.start()
             metrics_at = f"{metrics_server.host}:{metrics_server.bound_port}"
+            host = f"[{metrics_server.host}]" if ":" in metrics_server.host else metrics_server.host
+            self.metrics_url = f"http://{host}:{metrics_server.bound_port}/metrics"
         self.log.info("memguardd started", version=__version__, socket=self.socket_path,
                       metrics=metrics_at, proc=self.roots.proc, sys=self.roots.sys)
         self.slow.poll(self.clock.now())
@@ -339,7 +342,7 @@ class Daemon:
     def _status(self, params: dict, peer) -> dict:
         if self.snapshot is None:
             raise ProtocolError(NOT_READY, "the first tick has not finished yet")
-        return self.snapshot.to_json()
+        return {**self.snapshot.to_json(), "metrics": {"url": self.metrics_url}}
 
     async def _incidents(self, params: dict, peer) -> dict:
         listing = await asyncio.to_thread(self.store.list)  # reads every file: off the loop

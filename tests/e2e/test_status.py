@@ -213,3 +213,35 @@ def test_broken_rules_at_start_stop_the_daemon_with_the_place(tmp_path):
                         "--socket", str(tmp_path / "s.sock"), "--state-dir", str(tmp_path / "st")],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and f"{rules}:3: rules[0].when" in r.stderr
+
+
+def test_options_work_after_the_command_as_the_readme_writes_them(daemon):
+    # Issue 16: `memguardctl status --json`, the README's own example, exited 2.
+    r = subprocess.run([sys.executable, "-m", "memguard.cli.main", "status", "--json", "--socket", daemon.socket,
+                        "--timeout", "5"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["schema_version"] == 1
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", doc["metrics"]["url"]), doc["metrics"]
+    r = subprocess.run([sys.executable, "-m", "memguard.cli.main", "--json", "incidents", "--socket", daemon.socket],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and json.loads(r.stdout)["incidents"] == [], r.stderr
+    table = ctl(daemon.socket, "status").stdout
+    assert f"socket {daemon.socket}; metrics {doc['metrics']['url']}" in table.splitlines()[1], table
+
+
+def test_a_user_without_a_daemon_of_their_own_reaches_the_system_one(daemon, monkeypatch, tmp_path, capsys):
+    # Issue 16: a non-root user's memguardctl looked only for its own
+    # ~/.local/state socket and said "not running" while the system daemon ran.
+    from memguard.cli import main as cli
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "user-runtime"))
+    monkeypatch.setattr(cli, "SYSTEM_SOCKET", daemon.socket)
+    own = str(tmp_path / "user-runtime" / "memguard" / "memguard.sock")
+    assert cli.sockets(None) == [own, daemon.socket]
+    assert cli.main(["status"]) == 0
+    assert f"socket {daemon.socket};" in capsys.readouterr().out
+    monkeypatch.setattr(cli, "SYSTEM_SOCKET", str(tmp_path / "nothing.sock"))
+    assert cli.main(["status"]) == 3
+    err = capsys.readouterr().err
+    assert f"no answer on {own} nor on {tmp_path / 'nothing.sock'}" in err

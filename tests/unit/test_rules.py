@@ -257,13 +257,55 @@ def test_a_name_in_two_files_is_an_error(tmp_path):
 SHIPPED = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "rules", "*.yaml")))
 
 
+ALL_KINDS = ("host", "wsl", "cgroup", "gpu")   # a rule without match: applies to every kind
+# What each shipped file says, units resolved: per rule (name, kinds, domain
+# glob, cooldown seconds, levels as (severity, when, for seconds,
+# keep_firing_for seconds)). A rule or level lost, a unit misread or a
+# default changed shows here.
+SHIPPED_RULES = {
+    "compile.yaml": [
+        ("build-oom-soon", ("cgroup", "host", "wsl"), "*", 60.0, [
+            ("warning", "tto < 90s && confidence >= 0.5 || usage_ratio > 0.9", 3.0, 15.0),
+            ("critical", "tto < 20s && confidence >= 0.5 || usage_ratio > 0.97", 0.0, 5.0)]),
+    ],
+    "default.yaml": [
+        ("memory-running-out", ALL_KINDS, "*", 120.0, [
+            ("warning", "tto < 5m && confidence >= 0.6", 5.0, 30.0),
+            ("critical", "tto < 60s && confidence >= 0.6 || usage_ratio > 0.95", 2.0, 10.0),
+            ("last_resort", "tto < 10s && confidence >= 0.6 || usage_ratio > 0.98", 2.0, 2.0)]),
+        ("memory-pressure-stalls", ALL_KINDS, "*", 300.0, [
+            ("warning", "psi.full.avg10 > 20 || psi.some.avg10 > 40", 30.0, 0.0)]),
+        ("memory-leak", ALL_KINDS, "*", 1800.0, [
+            ("info", "leak_rate > 50MiB && usage_ratio > 0.3", 120.0, 0.0)]),
+    ],
+    "training.yaml": [
+        ("training-oom-soon", ALL_KINDS, "*", 600.0, [
+            ("warning", "tto < 10m && confidence >= 0.6", 5.0, 60.0),
+            ("critical", "tto < 2m && confidence >= 0.6", 2.0, 20.0)]),
+        ("training-leak", ALL_KINDS, "*", 3600.0, [
+            ("warning", "leak_rate > 20MiB && usage_ratio > 0.2", 300.0, 0.0)]),
+    ],
+    "wsl.yaml": [
+        ("wsl-vm-running-out", ("wsl",), "*", 300.0, [
+            ("warning", "tto < 10m && confidence >= 0.5 || usage_ratio > 0.85", 10.0, 0.0),
+            ("critical", "tto < 2m && confidence >= 0.5 || usage_ratio > 0.95", 2.0, 0.0)]),
+        ("wsl-vm-stalling", ("wsl",), "*", 600.0, [
+            ("warning", "psi.some.avg10 > 30", 20.0, 0.0)]),
+    ],
+}
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.rsplit("/", 1)[-1])
 def test_shipped_rule_sets_load(path):
-    assert load_rules([path])
+    rules = load_rules([path])
+    assert [(r.name, r.kinds, r.domain_glob, r.cooldown,
+             [(lv.severity, lv.when.text, lv.hold, lv.keep) for lv in r.levels]) for r in rules] \
+        == SHIPPED_RULES[path.rsplit("/", 1)[-1]]
+    assert all(r.description.strip() and r.source == path for r in rules)
 
 
 def test_the_shipped_sets_are_all_there():
-    assert {p.rsplit("/", 1)[-1] for p in SHIPPED} == {"default.yaml", "training.yaml", "compile.yaml", "wsl.yaml"}
+    assert {p.rsplit("/", 1)[-1] for p in SHIPPED} == set(SHIPPED_RULES)
 
 
 def test_default_rules_escalate_on_a_shortening_prediction():
@@ -308,3 +350,13 @@ def test_without_keep_firing_for_one_failed_tick_clears():
 def test_keep_firing_for_must_be_a_duration():
     with pytest.raises(RuleError, match=r"rules\[0\]\.keep_firing_for: expected a duration"):
         parse_rules("rules:\n  - name: r\n    when: tto < 60s\n    keep_firing_for: long\n", "r.yaml")
+
+
+def test_actions_are_refused_until_they_exist(tmp_path):
+    # Issue 16: `rules check` accepted `actions:` and the daemon dropped them.
+    path = tmp_path / "acting.yaml"
+    path.write_text("rules:\n  - name: stop-it\n    when: tto < 60s\n    actions:\n      - signal: SIGUSR1\n")
+    with pytest.raises(RuleError) as e:
+        load_rules([str(path)])
+    assert (e.value.line, e.value.field) == (4, "rules[0].actions")
+    assert str(e.value).startswith(f"{path}:4: rules[0].actions: actions are not supported yet")

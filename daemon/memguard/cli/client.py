@@ -9,7 +9,12 @@ from ..api import protocol
 
 
 class Unreachable(Exception):
-    """The daemon's socket is missing or nobody answers on it."""
+    """The daemon's socket is missing or nobody answers on it.  *absent*:
+    no daemon listens there at all (no socket file, or a stale one)."""
+
+    def __init__(self, message: str, absent: bool = False) -> None:
+        super().__init__(message)
+        self.absent = absent
 
 
 class RemoteError(Exception):
@@ -25,7 +30,8 @@ def call(path: str, method: str, params: dict | None = None, timeout: float = 5.
         try:
             s.connect(path)
         except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise Unreachable(f"memguardd is not running (no answer on {path}: {e.strerror})") from None
+            raise Unreachable(f"memguardd is not running (no answer on {path}: {e.strerror})",
+                              absent=True) from None
         except PermissionError:
             raise Unreachable(f"not allowed to connect to {path}") from None
         s.sendall(protocol.request(method, params))

@@ -133,3 +133,53 @@ def plot(doc: dict, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def render_explained(result: dict) -> str:
+    """``memguardctl explain``: one report per kill found in the text."""
+    docs = result["incidents"]
+    if not docs:
+        return "No kernel OOM report found in the text.\n"
+    out = [f"{len(docs)} OOM report(s) in the text."]
+    for doc in docs:
+        out += ["", f"== {doc['id']}: {doc['headline']}"]
+        when = doc.get("time") or doc.get("time_in_text")
+        since_boot = doc.get("seconds_since_boot")
+        if when or since_boot is not None:
+            out.append("When: " + ", ".join(filter(None, [
+                when, None if since_boot is None else f"{since_boot:.3f} s after boot"])))
+        if doc.get("kernel_release"):
+            out.append(f"Kernel: {doc['kernel_release']}")
+        constraint = doc.get("constraint") or "unknown"
+        if doc.get("constraint_source") not in (None, "kernel"):
+            constraint += f" (inferred from {doc['constraint_source']})"
+        out.append(f"Constraint: {constraint}")
+        if doc.get("oom_memcg") or doc.get("task_memcg"):
+            out.append(f"Cgroup that ran out: {doc.get('oom_memcg') or '-'}; "
+                       f"victim's own cgroup: {doc.get('task_memcg') or '-'}")
+        if doc.get("limit_bytes") is not None:
+            out.append(f"Limit {format_bytes(doc['limit_bytes'])}, usage at the kill "
+                       f"{format_bytes(doc.get('usage_bytes'))}")
+        invoker = doc.get("invoker") or {}
+        if invoker.get("comm"):
+            out.append(f"Invoked by: {one_line(invoker['comm'])}"
+                       + (f" (pid {invoker['pid']})" if invoker.get("pid") else "")
+                       + (f", gfp_mask={invoker['gfp_mask']}" if invoker.get("gfp_mask") else ""))
+        for v in doc.get("victims", ()):
+            rss = [(k, v.get(f"{k}_rss_bytes")) for k in ("anon", "file", "shmem")]
+            sizes = ", ".join(f"{k}-rss {format_bytes(b)}" for k, b in rss if b is not None)
+            out.append(f"Killed: pid {v['pid']} {one_line(v.get('comm') or '?')}"
+                       + (f" (uid {v['uid']})" if v.get("uid") is not None else "")
+                       + (f", {sizes}" if sizes else ""))
+        tasks = doc.get("largest_tasks") or []
+        if tasks:
+            out += ["Largest tasks in the kernel's table (RSS in 4 KiB pages):"]
+            out += ["  " + line for line in table(
+                ["PID", "NAME", "RSS", "OOM_SCORE_ADJ"],
+                [[str(t["pid"]), one_line(t["name"]), format_bytes(t["rss_bytes"]), str(t["oom_score_adj"])]
+                 for t in tasks], {0, 2, 3})]
+        for note in doc.get("notes", ()):
+            out.append(f"Note: {note}")
+        if doc.get("unknown"):
+            out.append("The text does not say: " + "; ".join(doc["unknown"]) + ".")
+    return "\n".join(out) + "\n"

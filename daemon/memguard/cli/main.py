@@ -14,94 +14,104 @@ import argparse
 import json
 import sys
 
-from ..config import Config
+from ..config import SYSTEM_SOCKET, Config
+from ..incidents.explain import explain
 from ..replay import load_trace, replay
 from ..rules.load import RuleError, load_rules
 from ..units import format_bytes
 from . import client
-from .incident import plot, render_incident, render_list
+from .incident import plot, render_explained, render_incident, render_list
 from .render import render_status
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DEGRADED, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
 
 
+def _common(parser: argparse.ArgumentParser, top: bool) -> None:
+    """The options every command takes, before or after its name
+    (``memguardctl --json status`` and ``memguardctl status --json``).  Below
+    the top they default to SUPPRESS, so they never undo the top's value."""
+    d = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
+    parser.add_argument("--socket", default=d(None),
+                        help="control socket (default: this user's daemon, else the system's)")
+    parser.add_argument("--json", action="store_true", default=d(False),
+                        help="print the JSON document instead of a table")
+    parser.add_argument("--timeout", type=float, default=d(5.0), help="seconds to wait for an answer")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="memguardctl", description="Ask memguardd what it sees.")
-    p.add_argument("--socket", help="control socket (default: the daemon's default for this user)")
-    p.add_argument("--json", action="store_true", help="print the JSON document instead of a table")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+    _common(p, top=True)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="domains, sources and top consumers; exit 4 when degraded")
-    sub.add_parser("version", help="the daemon's version and protocol")
-    sub.add_parser("incidents", help="the incidents stored, newest first")
-    sub.add_parser("reload", help="load the rule files again (the last good rules stay on error)")
-    rules = sub.add_parser("rules", help="rule files")
+
+    def command(parent, name: str, **kw) -> argparse.ArgumentParser:
+        c = parent.add_parser(name, **kw)
+        _common(c, top=False)
+        return c
+    command(sub, "status", help="domains, sources and top consumers; exit 4 when degraded")
+    command(sub, "version", help="the daemon's version and protocol")
+    command(sub, "incidents", help="the incidents stored, newest first")
+    command(sub, "reload", help="load the rule files again (the last good rules stay on error)")
+    ex = command(sub, "explain", help="incident reports from a pasted kernel log (dmesg, journalctl, syslog)")
+    ex.add_argument("file", nargs="?", default="-", metavar="FILE", help="the text (default: standard input)")
+    rules = command(sub, "rules", help="rule files")
     rules_sub = rules.add_subparsers(dest="action", required=True)
-    check = rules_sub.add_parser("check", help="validate rule files; exit 1 on any error")
+    check = command(rules_sub, "check", help="validate rule files; exit 1 on any error")
     check.add_argument("files", nargs="+", metavar="FILE")
-    test = rules_sub.add_parser("test", help="replay a recorded trace: when each rule fires and clears")
+    test = command(rules_sub, "test", help="replay a recorded trace: when each rule fires and clears")
     test.add_argument("files", nargs="+", metavar="FILE")
     test.add_argument("--trace", required=True, help="a trace recorded by bench/record.py (NAME.json)")
-    inc = sub.add_parser("incident", help="one incident")
+    inc = command(sub, "incident", help="one incident")
     inc_sub = inc.add_subparsers(dest="action", required=True)
-    show = inc_sub.add_parser("show", help="what was killed, why, how fast memory grew, who else used it")
+    show = command(inc_sub, "show", help="what was killed, why, how fast memory grew, who else used it")
     show.add_argument("id")
     show.add_argument("--plot", metavar="FILE.png", help="also draw the domain's memory before the kill")
     return p.parse_args(argv)
 
 
-def rules_check(files: list[str], as_json: bool) -> int:
-    """Validate rule files locally (no daemon needed)."""
-    results, failed = [], False
-    for path in files:
-        try:
-            rules = load_rules([path])
-            results.append({"file": path, "ok": True, "rules": [r.name for r in rules], "error": None})
-        except RuleError as e:
-            failed = True
-            results.append({"file": path, "ok": False, "rules": [],
-                            "error": {"line": e.line, "field": e.field, "message": e.message, "text": str(e)}})
-        except OSError as e:
-            failed = True
-            results.append({"file": path, "ok": False, "rules": [],
-                            "error": {"line": None, "field": None, "message": str(e), "text": f"{path}: {e.strerror}"}})
+def explain_text(path: str, as_json: bool) -> int:
+    """Incident reports from a pasted log; no daemon needed.  Exit 0 when
+    the text held an OOM report, 1 when it held none (or cannot be read)."""
+    try:
+        if path == "-":
+            text = sys.stdin.buffer.read().decode("utf-8", "replace")
+        else:
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+    except OSError as e:
+        print(f"memguardctl: explain: {path}: {e.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    result = explain(text)
     if as_json:
-        json.dump({"schema_version": 1, "ok": not failed, "files": results}, sys.stdout, indent=2)
+        json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        for r in results:
-            if r["ok"]:
-                print(f"{r['file']}: {len(r['rules'])} rule(s) OK ({', '.join(r['rules'])})")
-            else:
-                print(r["error"]["text"], file=sys.stderr)
-    return EXIT_ERROR if failed else EXIT_OK
+        sys.stdout.write(render_explained(result))
+    return EXIT_OK if result["incidents"] else EXIT_ERROR
 
 
-def rules_test(files: list[str], trace_path: str, as_json: bool) -> int:
-    """Replay a trace through the rules, like promtool's rule tests."""
-    try:
-        rules = load_rules(files)
-        trace = load_trace(trace_path)
-    except (RuleError, OSError, ValueError, KeyError) as e:
-        print(f"memguardctl: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    result = replay(trace, rules)
-    events = [{"t": round(t, 2), "rule": rule, "kind": kind, "severity": sev}
-              for t, rule, kind, sev in result.transitions]
-    kill = trace.kills[0] if trace.kills else None
-    if as_json:
-        json.dump({"schema_version": 1, "trace": trace.name, "killed_at": kill, "transitions": events},
-                  sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return EXIT_OK
-    print(f"trace {trace.name}: limit {format_bytes(trace.limit)}, "
-          + (f"OOM-killed at {kill:.1f} s" if kill is not None else f"not killed ({trace.t[-1]:.1f} s)"))
-    for e in events:
-        before = f"  ({kill - e['t']:.1f} s before the kill)" if kill is not None else ""
-        print(f"  {e['t']:8.2f} s  {e['rule']}: {e['kind']}" + (f" {e['severity']}" if e["severity"] else "") + before)
-    if not events:
-        print("  no rule fired")
-    return EXIT_OK
+def sockets(explicit: str | None) -> list[str]:
+    """The sockets to try, in order: the one given; else this user's
+    daemon's, then (for a user who is not root) the system daemon's, as
+    systemctl and journalctl users expect."""
+    if explicit:
+        return [explicit]
+    own = Config().resolved_paths()[0]
+    return [own] if own == SYSTEM_SOCKET else [own, SYSTEM_SOCKET]
+
+
+def ask(paths: list[str], method: str, params: dict, timeout: float) -> tuple[str, object]:
+    """(the socket that answered, the result).  A socket where no daemon
+    listens passes to the next; raises Unreachable (naming every socket
+    tried) or RemoteError."""
+    tried = []
+    for path in paths:
+        try:
+            return path, client.call(path, method, params, timeout=timeout)
+        except client.Unreachable as e:
+            if not e.absent:
+                raise   # a daemon is there but refused us or did not answer: say so
+            tried.append(path)
+    raise client.Unreachable(f"memguardd is not running (no answer on {' nor on '.join(tried)})", absent=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         return rules_check(args.files, args.json)
     if args.command == "rules":
         return rules_test(args.files, args.trace, args.json)
-    path = args.socket or Config().resolved_paths()[0]
+    if args.command == "explain":
+        return explain_text(args.file, args.json)
     params = {"id": args.id} if args.command == "incident" else {}
     try:
-        result = client.call(path, args.command, params, timeout=args.timeout)
+        path, result = ask(sockets(args.socket), args.command, params, args.timeout)
     except client.Unreachable as e:
         print(f"memguardctl: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -124,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif args.command == "status":
-        sys.stdout.write(render_status(result))
+        sys.stdout.write(render_status(result, path))
     elif args.command == "incidents":
         sys.stdout.write(render_list(result))
     elif args.command == "incident":

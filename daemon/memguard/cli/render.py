@@ -60,10 +60,14 @@ def _rules(rules: dict, firing: list[list[str]]) -> list[str]:
     return out
 
 
-def render_status(status: dict) -> str:
+def render_status(status: dict, socket: str | None = None) -> str:
+    """The status document as tables; *socket*: the one that answered."""
     health = "healthy" if status["healthy"] else "DEGRADED: " + "; ".join(status["degraded"])
     out = [f"memguardd {status['version']}, up {_duration(status['uptime_seconds'])}, "
-           f"sampling every {status['interval_seconds']:g}s, {health}", ""]
+           f"sampling every {status['interval_seconds']:g}s, {health}"]
+    metrics = (status.get("metrics") or {}).get("url")
+    out.append(f"socket {socket or '-'}; metrics {metrics or 'off'}")
+    out.append("")
     src_rows = [[s["name"], s["state"], s["reason"] or ""] for s in status["sources"]]
     out += table(["SOURCE", "STATE", "REASON"], src_rows, set()) + [""]
     rows = []

@@ -423,7 +423,7 @@ class IncidentBuilder:
             notes.append(f"memguard was not tracking {doc['domain']} yet: it was made after memguard "
                          f"last walked the cgroup tree, so there are no samples of it from before the "
                          f"kill. Its limit is {where}.")
-        if inc.kind == "oom_kill" and doc["domain"] is None:
+        if inc.kind == "oom_kill" and doc["domain"] is None and self.live:
             notes.append("A memory cgroup ran out, but neither the kernel's text nor the process "
                          "table names which one.")
         return notes

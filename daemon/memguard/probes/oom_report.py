@@ -330,6 +330,8 @@ class OomReport:
     truncated: dict[str, int]        # what the limits dropped: tasks, raw, mem_info, memcg_stats, victims, reaped
     chosen_reason: str | None = None  # <= 4.19: the REASON of "REASON: Kill process N (c) score N ..."
     legacy_memcg_line: bool = False   # <= 4.19: "Task in /A killed as a result of limit of /B"
+    chosen: tuple[int, str] | None = None                   # <= 4.19: "Kill process PID (COMM) score ..."
+    summary_victim: tuple[int, str | None, int] | None = None  # the oom-kill: line's pid, task, uid
 
     @property
     def only_kill_lines(self) -> bool:
@@ -508,7 +510,8 @@ class _Draft:
             tasks=tuple(rows), victims=tuple(self.victims.values()), reaped=tuple(self.reaped),
             no_kill_reason=self.no_kill_reason, missing=tuple(missing), lost_records=self.lost,
             raw=tuple(self.raw), truncated=dict(self.truncated), chosen_reason=f.get("chosen_reason"),
-            legacy_memcg_line=bool(f.get("task_in")))
+            legacy_memcg_line=bool(f.get("task_in")), chosen=f.get("chosen"),
+            summary_victim=f.get("summary_victim"))
 
 
 class OomReportAssembler:
@@ -679,6 +682,7 @@ class OomReportAssembler:
             draft = self._open_for(draft, rec, out, "chosen")
             draft.legacy, draft.phase = True, "kill"
             draft.fields.setdefault("chosen_reason", m.group("reason"))
+            draft.fields.setdefault("chosen", (int(m.group("pid")), m.group("comm")))
             return "chosen"
         if text.startswith("oom-kill:"):
             draft = self._open_for(draft, rec, out, "summary")
@@ -811,6 +815,7 @@ class OomReportAssembler:
         if pid is not None and uid is not None and pid.isdigit() and uid.isdigit():
             pid, uid = int(pid), int(uid)
             f["summary_uid"] = (pid, uid)
+            f["summary_victim"] = (pid, fields.get("task"), uid)
             if pid in draft.victims and draft.victims[pid].uid is None:
                 draft.victims[pid] = dataclasses.replace(draft.victims[pid], uid=uid)
 

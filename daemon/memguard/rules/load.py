@@ -167,8 +167,14 @@ def parse_rules(text: str, source: str = "<rules>") -> list[Rule]:
 
 def _rule(node, source: str, field: str) -> Rule:
     found = _mapping(node, source, field)
+    if "actions" in found:
+        # Issue 16: accepted and silently dropped, a rule looked as if it
+        # acted.  No action runs yet: refuse it until actions exist.
+        raise RuleError(source, _line(found["actions"][0]), f"{field}.actions",
+                        "actions are not supported yet (memguard only warns): remove 'actions', "
+                        "or the rule will be taken to act when it does not")
     _check_keys(found, {"name", "description", "match", "levels", "when", "for", "keep_firing_for", "severity",
-                        "cooldown", "actions"}, source, field)
+                        "cooldown"}, source, field)
     if "name" not in found:
         raise RuleError(source, _line(node), field, "a rule needs a name")
     name = _scalar(found["name"][1], source, f"{field}.name", "a name")
