@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.kernel import (Capabilities, Hog, V1MemoryCgroup, V2MemoryCgroup, build_hog,
-                          capabilities, filesystem_type, leftover_test_cgroups, require)
+                          capabilities, filesystem_type, leftover_test_cgroups,
+                          reachable_by_everyone, require)
 
 MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
 
@@ -108,6 +109,21 @@ def page_cache_dir(tmp_path):
         return
     d = Path(tempfile.mkdtemp(prefix="mgtest-", dir="/var/tmp"))
     try:
+        yield d
+    finally:
+        shutil.rmtree(d)
+
+
+@pytest.fixture
+def public_dir():
+    """A fresh directory under /tmp that every user can reach, removed
+    afterwards: for what a test runs or reads as another uid. tmp_path will
+    not do (pytest keeps it under /tmp/pytest-of-root, mode 0700), nor will
+    the checkout (it may lie under /root, mode 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="mgtest-public-", dir="/tmp"))
+    try:
+        d.chmod(0o755)
+        assert reachable_by_everyone(d), f"{d} is not reachable by other users"
         yield d
     finally:
         shutil.rmtree(d)

@@ -10,6 +10,9 @@ What is here:
   killed first;
 - :class:`Hog`: the C memory hog of ``tests/helpers/hog.c``, started inside a
   cgroup before it allocates anything;
+- :func:`as_nobody`, :func:`public_copy` and :func:`unprivileged_python`:
+  run part of the checkout as uid 65534, who may not reach the checkout
+  itself (a clone under /root, mode 0700);
 - :func:`wait_until`, :func:`read_int`, :func:`read_keyed`.
 
 Safety rules these helpers keep: a cgroup they remove or a process they kill
@@ -29,6 +32,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -308,6 +312,65 @@ def ensure_tracefs(mount_point: Path = Path("/sys/kernel/tracing")) -> Path:
         subprocess.run(["mount", "-t", "tracefs", "nodev", str(mount_point)], check=True,
                        capture_output=True, timeout=30)
     return mount_point
+
+
+# ------------------------------------------------------ as another user
+
+# The overflow uid and gid (/proc/sys/kernel/overflowuid): Debian's nobody
+# and nogroup.
+NOBODY = 65534
+
+
+def as_nobody(command: list[str]) -> list[str]:
+    """``command`` prefixed to run as uid and gid NOBODY with no
+    supplementary groups (setpriv, util-linux; the caller must be root)."""
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
+
+
+def reachable_by_everyone(path: str | os.PathLike, execute: bool = False) -> bool:
+    """Whether any user can reach ``path``: every directory above it
+    searchable by others, and ``path`` readable by others (searchable too
+    when it is a directory, executable too with ``execute``). Links are
+    resolved first; False when it is missing."""
+    real = Path(os.path.realpath(path))
+    try:
+        wanted = stat.S_IROTH | (stat.S_IXOTH if execute or real.is_dir() else 0)
+        if os.stat(real).st_mode & wanted != wanted:
+            return False
+        return all(os.stat(d).st_mode & stat.S_IXOTH for d in real.parents)
+    except OSError:
+        return False
+
+
+def public_copy(source: Path, dest_dir: Path) -> Path:
+    """Copy the file or tree ``source`` into ``dest_dir`` (``__pycache__``
+    left out), readable by everyone, executable by everyone where the owner
+    could execute it. Returns the copy's path. ``dest_dir`` must itself be
+    reachable (the ``public_dir`` fixture)."""
+    dest = dest_dir / source.name
+    if source.is_dir():
+        shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
+        paths = [dest, *dest.rglob("*")]
+    else:
+        shutil.copy2(source, dest)
+        paths = [dest]
+    for path in paths:
+        mode = path.stat().st_mode
+        extra = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+        if path.is_dir() or mode & stat.S_IXUSR:
+            extra |= stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+        path.chmod(stat.S_IMODE(mode) | extra)
+    return dest
+
+
+def unprivileged_python() -> str | None:
+    """An interpreter uid NOBODY can run: this one with its links resolved
+    (a venv's bin/python links to the Python it was made from, outside the
+    checkout), or None when that is not reachable either (a pyenv under
+    /root). It lacks the venv's packages: give it a PYTHONPATH of public
+    copies."""
+    python = os.path.realpath(sys.executable)
+    return python if reachable_by_everyone(python, execute=True) else None
 
 
 # ------------------------------------------------------------------- cgroups

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel import MIB, ci_enforced, ensure_tracefs, require, wait_until
+from tests.kernel import (MIB, NOBODY, as_nobody, ci_enforced, ensure_tracefs, public_copy, require,
+                          unprivileged_python, wait_until)
 
 pytestmark = pytest.mark.root
 
@@ -318,23 +319,33 @@ TAKE_AWAY = {
 
 
 @pytest.mark.parametrize("case", ["no_program", "not_root", "tracefs", "headers"])
-def test_load_failure_is_an_error_record_with_the_fix(tmp_path, case):
+def test_load_failure_is_an_error_record_with_the_fix(tmp_path, public_dir, case):
     require("root")
-    command = [PYTHON, "-m", "memguard.probes.bpf_child", "--probes-dir",
-               str(tmp_path if case == "no_program" else PROBES_DIR)]
-    if case == "not_root":
+    python, pythonpath, probes_dir, wrapper = PYTHON, REPO / "daemon", PROBES_DIR, []
+    if case == "no_program":
+        probes_dir = tmp_path
+    elif case == "not_root":
         if shutil.which("setpriv") is None:
             pytest.skip("setpriv (util-linux) is not installed")
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        # uid 65534 may not reach the checkout (a clone under /root, 0700) nor
+        # the venv in it: it runs copies, with the Python the venv links to.
+        python = unprivileged_python()
+        if python is None:
+            pytest.skip(f"{os.path.realpath(PYTHON)} is not reachable by uid {NOBODY}")
+        public_copy(REPO / "daemon" / "memguard", public_dir)
+        pythonpath, probes_dir = public_dir, public_copy(PROBES_DIR, public_dir)
+        wrapper = as_nobody([])
     elif case in TAKE_AWAY:
         if shutil.which("unshare") is None:
             pytest.skip("unshare (util-linux) is not installed")
         if case == "headers" and not Path("/lib/modules").is_dir():
             pytest.skip("/lib/modules does not exist: the headers are missing already")
-        command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                   TAKE_AWAY[case] + '; exec "$@"', "sh", *command]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "daemon")})
+        wrapper = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                   TAKE_AWAY[case] + '; exec "$@"', "sh"]
+    command = [*wrapper, python, "-m", "memguard.probes.bpf_child", "--probes-dir", str(probes_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=public_dir,
+                          env={**os.environ, "PYTHONPATH": str(pythonpath),
+                               "PYTHONDONTWRITEBYTECODE": "1"})
     assert done.returncode == 1, done
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["type"] for r in records] == ["error"], done.stdout

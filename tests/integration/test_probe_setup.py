@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel import ci_enforced, require
+from tests.kernel import as_nobody, ci_enforced, public_copy, require
 
 pytestmark = pytest.mark.root
 
@@ -219,10 +219,12 @@ def test_refuses_without_headers(namespace):
     assert after["build"] == "MISSING" and after["source"] == "MISSING", after
 
 
-def test_refuses_without_root(tmp_path):
+def test_refuses_without_root(public_dir):
     need(shutil.which("setpriv") is not None, "setpriv (util-linux) is not installed")
     require("root")
-    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                           str(SCRIPT)], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    # A copy: uid 65534 may not reach the checkout (a clone under /root, 0700).
+    script = public_copy(SCRIPT, public_dir)
+    done = subprocess.run(as_nobody([str(script)]), capture_output=True, text=True, timeout=30,
+                          cwd=public_dir)
     assert done.returncode == 2, done
-    assert "run as root" in done.stderr
+    assert "probe-setup: error: run as root" in done.stderr, done

@@ -29,11 +29,43 @@ def test_parse_psi_without_full_line():
     assert psi.full is None
 
 
-@pytest.mark.parametrize("bad,what", [("", "lacks the 'some'"), ("some avg10=1\n", "lacks field"),
-                                      ("garbage line\n", "unexpected"), ("some avg10=x avg60=0 avg300=0 total=0", "could not convert")])
-def test_parse_psi_rejects_garbage(bad, what):
-    with pytest.raises(ValueError, match=what):
-        parse_psi(bad)
+def test_parse_psi_skips_a_line_it_does_not_know():
+    # A later kernel may add lines; only 'some' and 'full' are read (as
+    # prometheus/procfs does), whole words: "fuller" is not "full".
+    text = ("garbage line\n" + PSI + "fuller avg10=9.00 avg60=9.00 avg300=9.00 total=9\n"
+            "stall_max_us 42\n")
+    assert parse_psi(text) == parse_psi(PSI)
+    assert (parse_psi(text).full.avg10, parse_psi(text).full.total_us) == (0.75, 65432)
+
+
+def test_parse_psi_skips_a_key_it_does_not_know():
+    text = ("some avg10=1.50 new_key=7 avg60=0.50 avg300=0.10 total=123456 max_stall_us=42\n"
+            "full avg10=0.75 avg60=0.25 avg300=0.05 total=65432 max_stall_us=7\n")
+    assert parse_psi(text) == parse_psi(PSI)
+    assert (parse_psi(text).some.avg60, parse_psi(text).some.total_us) == (0.5, 123456)
+
+
+@pytest.mark.parametrize("bad,what", [
+    ("", "psi: the 'some' line is missing"),
+    ("garbage line\n", "psi: the 'some' line is missing"),
+    ("full avg10=0 avg60=0 avg300=0 total=0\n", "psi: the 'some' line is missing"),
+    ("some avg10=1\n", "psi: the 'some' line lacks field avg60"),
+    ("some avg10=x avg60=0 avg300=0 total=0", "psi: the 'some' line's avg10='x' is not a number"),
+    ("some avg10=0 avg60=0 avg300=0 total=0\nfull avg10=0 avg60=0 avg300=0 total=1.5\n",
+     "psi: the 'full' line's total='1.5' is not a number"),
+    ("some avg10=0 avg60=0 avg300=0 total=0 oops\n", "psi: the 'some' line has 'oops' where key=value belongs"),
+])
+def test_parse_psi_rejects_a_malformed_known_line_by_name(bad, what):
+    with pytest.raises(ValueError) as e:
+        parse_psi(bad, "psi")
+    assert str(e.value) == what
+
+
+def test_psi_source_names_its_file_in_a_parse_error(tree):
+    path = tree.write("proc/pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00\n")
+    with pytest.raises(ValueError) as e:
+        PsiSource(tree.roots).collect(FakeClock().now())
+    assert str(e.value) == f"{path}: the 'some' line lacks field total"
 
 
 def test_psi_source_unavailable_without_config_psi(tree):

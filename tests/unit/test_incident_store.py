@@ -15,6 +15,7 @@ import pytest
 
 from memguard.incidents.store import (WRITE_POINTS, CorruptIncidentError, IncidentStore,
                                       check_id)
+from tests.kernel import NOBODY
 
 DAY = 86400.0
 ID = "20261125T101530.123Z-4711-oom"
@@ -185,18 +186,22 @@ def test_a_write_that_fails_in_the_kernel_part_way_keeps_the_old_version(tmp_pat
     assert IncidentStore(directory).load(ID) == doc(1)
 
 
-def test_a_directory_that_is_not_writable_is_named_in_the_error(tmp_path):
-    directory = str(tmp_path / "incidents")
+def test_a_directory_that_is_not_writable_is_named_in_the_error(public_dir):
+    directory = str(public_dir / "incidents")
     IncidentStore(directory)
+    if os.geteuid() == 0:
+        # Root writes anywhere: the child drops to nobody, who owns the
+        # directory, so that only its mode refuses the write (not tmp_path:
+        # nobody could not even reach that, under pytest's 0700 directory).
+        os.chown(directory, NOBODY, NOBODY)
     os.chmod(directory, 0o500)
     try:
-        # Root writes anywhere: the child drops to nobody when it is root.
         result = _child(f"""
             import os
             from memguard.incidents.store import IncidentStore
             store = IncidentStore({directory!r})
             if os.geteuid() == 0:
-                os.setgid(65534); os.setuid(65534)
+                os.setgid({NOBODY}); os.setuid({NOBODY})
             try:
                 store.write({ID!r}, {{}})
             except PermissionError as e:

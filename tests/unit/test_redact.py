@@ -1,7 +1,5 @@
 """Redaction of secrets in command lines and environments (issue 11)."""
 
-import re
-
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -144,9 +142,44 @@ def test_environment_values_are_redacted_by_name_and_by_content():
     assert env["HF_TOKEN"] == "hf_x"  # a copy, the caller's dict is untouched
 
 
+# Each of PATTERNS by name: a text from the module docstring's rules and
+# what the pattern finds in it first, and a near miss it must find nothing in.
+PATTERN_CASES = [
+    ("secret name: contains", "MYSQL_ROOT_PASSWORD", "PASSWORD"),
+    ("secret name: contains", "TOKENIZERS_PARALLELISM", None),
+    ("secret name: ends with", "HF_TOKEN", "TOKEN"),
+    ("secret name: ends with", "MAX_TOKENS", None),
+    ("not a secret name", "SSH_AUTH_SOCK", "_SOCK"),
+    ("not a secret name", "GITHUB_TOKEN", None),
+    ("option or key", "--api-key=abc", "--api-key="),
+    ("option or key", "--api-key", None),
+    ("option value", '"two words" next', '"two words"'),
+    ("option value", "  ", None),
+    ("key=value value", "x&n=1", "x"),
+    ("key=value value", ";,&", None),
+    ("URL credentials", "https://user:pw@host", "https://user:pw"),
+    ("URL credentials", "https://host:8080/x", None),
+    ("Authorization header", "Authorization: Basic dXNlcg==", "Authorization: Basic dXNlcg=="),
+    ("Authorization header", "authorized: yes", None),
+    ("Bearer token", "Bearer eyJhbGciOi", "Bearer eyJhbGciOi"),
+    ("Bearer token", "Bearer x", None),
+    ("token shapes", f"key {GHP} end", GHP),
+    ("token shapes", "ghp_short", None),
+]
+
+
 def test_the_patterns_are_an_immutable_documented_tuple():
-    assert isinstance(PATTERNS, tuple) and isinstance(TRIGGERS, tuple)
-    assert all(isinstance(name, str) and isinstance(p, re.Pattern) for name, p in PATTERNS)
+    assert isinstance(PATTERNS, tuple) and all(isinstance(entry, tuple) for entry in PATTERNS)
+    assert [name for name, _ in PATTERNS] == list(dict.fromkeys(name for name, *_ in PATTERN_CASES))
+    patterns = dict(PATTERNS)
+    for name, text, found in PATTERN_CASES:
+        m = patterns[name].search(text)
+        assert (m.group(0) if m else None) == found, (name, text)
+    # The gate before every rule: lower case (it is compared with text.lower()).
+    assert TRIGGERS == ("password", "passwd", "passphrase", "secret", "private", "credential",
+                        "token", "api", "access", "auth", "pwd", "bearer", "@", "ghp_", "gho_",
+                        "ghu_", "ghs_", "ghr_", "github_pat_", "akia", "asia", "xox", "sk-",
+                        "hf_", "eyj")
 
 
 # -- properties ---------------------------------------------------------------------

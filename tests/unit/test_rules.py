@@ -360,3 +360,16 @@ def test_actions_are_refused_until_they_exist(tmp_path):
         load_rules([str(path)])
     assert (e.value.line, e.value.field) == (4, "rules[0].actions")
     assert str(e.value).startswith(f"{path}:4: rules[0].actions: actions are not supported yet")
+
+
+def test_rules_check_names_the_line_of_actions(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / "acting.yaml"
+    path.write_text("rules:\n  - name: stop-it\n    when: tto < 60s\n    actions: [signal]\n")
+    r = subprocess.run([sys.executable, "-m", "memguard.cli.main", "rules", "check", str(path), "--json"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    import json
+    (f,) = json.loads(r.stdout)["files"]
+    assert (f["ok"], f["error"]["line"], f["error"]["field"]) == (False, 4, "rules[0].actions")

@@ -2,17 +2,25 @@
 control socket's error answers, logfmt."""
 
 import asyncio
+import dataclasses
 import io
 import json
 import socket
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from memguard.api import protocol
 from memguard.api.server import ControlServer
+from memguard.clock import FakeClock
+from memguard.config import Config
+from memguard.daemon import Daemon
 from memguard.export.http import MetricsServer, parse_listen
 from memguard.log import Logger
 from memguard.systemd import Notifier
+from tests.trees import Tree, hybrid_host
+
+MiB = 2**20
 
 
 def test_notify_sends_a_datagram(tmp_path):
@@ -55,21 +63,56 @@ async def _http(port: int, request: bytes) -> bytes:
     return data
 
 
-def test_metrics_endpoint_serves_the_last_rendering():
+def test_metrics_endpoint_serves_the_last_rendering(tmp_path, monkeypatch):
+    """/metrics renders a snapshot at its first scrape only: a second scrape
+    before the next tick gets the same bytes without a render, a new
+    snapshot is rendered once (the daemon's _metrics_body, on fixture roots)."""
+    tree = hybrid_host(Tree(str(tmp_path / "host")))
+    tree.v1_cgroup("/jobs", limit=512 * MiB, usage=300 * MiB)
+    config = dataclasses.replace(Config(), socket=str(tmp_path / "s.sock"),
+                                 state_dir=str(tmp_path / "state"))
+    clock = FakeClock()
+    daemon = Daemon(config, tree.roots, clock=clock, log=Logger(io.StringIO()))
+    rendered = []
+    render = daemon.metrics.render
+    monkeypatch.setattr(daemon.metrics, "render", lambda snap: rendered.append(snap) or render(snap))
+
     async def main():
-        server = MetricsServer("127.0.0.1:0", lambda: b"memguard_x 1\n")
+        server = MetricsServer("127.0.0.1:0", daemon._metrics_body)
         await server.start()
+
+        async def scrape(path=b"/metrics", method=b"GET") -> bytes:
+            return await _http(server.bound_port, method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         try:
-            ok = await _http(server.bound_port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            missing = await _http(server.bound_port, b"GET /nope HTTP/1.1\r\n\r\n")
-            post = await _http(server.bound_port, b"POST /metrics HTTP/1.1\r\n\r\n")
+            assert (await scrape()).endswith(b"\r\n\r\n") and rendered == []  # no snapshot yet
+            daemon.tick()
+            first = daemon.snapshot
+            one, two = await scrape(), await scrape()
+            assert rendered == [first] and one == two
+            tree.v1_cgroup("/jobs", limit=512 * MiB, usage=400 * MiB)
+            clock.advance(1)
+            daemon.tick()
+            three = await scrape()
+            assert rendered == [first, daemon.snapshot] and daemon.snapshot is not first
+            return one, three, await scrape(b"/nope"), await scrape(method=b"POST")
         finally:
             await server.stop()
-        return ok, missing, post
-    ok, missing, post = asyncio.run(main())
-    assert ok.startswith(b"HTTP/1.1 200 OK") and ok.endswith(b"\r\n\r\nmemguard_x 1\n")
-    assert b"Content-Length: 13" in ok
+            daemon.slow.shutdown()
+            daemon.writer.shutdown()
+    one, three, missing, post = asyncio.run(main())
+    assert one.startswith(b"HTTP/1.1 200 OK")
+    head, body = one.split(b"\r\n\r\n", 1)
+    assert f"Content-Length: {len(body)}".encode() in head
+    assert jobs_used(body) == 300 * MiB and jobs_used(three.split(b"\r\n\r\n", 1)[1]) == 400 * MiB
     assert missing.startswith(b"HTTP/1.1 404") and post.startswith(b"HTTP/1.1 405")
+
+
+def jobs_used(body: bytes) -> float:
+    """memguard_domain_used_bytes of cgroup:/jobs in an exposition."""
+    (value,) = [s.value for family in text_string_to_metric_families(body.decode())
+                for s in family.samples
+                if s.name == "memguard_domain_used_bytes" and s.labels["domain"] == "cgroup:/jobs"]
+    return value
 
 
 def test_control_socket_answers_errors_with_stable_codes(tmp_path):

@@ -114,6 +114,60 @@ def ask(paths: list[str], method: str, params: dict, timeout: float) -> tuple[st
     raise client.Unreachable(f"memguardd is not running (no answer on {' nor on '.join(tried)})", absent=True)
 
 
+def rules_check(files: list[str], as_json: bool) -> int:
+    """Validate rule files locally (no daemon needed)."""
+    results, failed = [], False
+    for path in files:
+        try:
+            rules = load_rules([path])
+            results.append({"file": path, "ok": True, "rules": [r.name for r in rules], "error": None})
+        except RuleError as e:
+            failed = True
+            results.append({"file": path, "ok": False, "rules": [],
+                            "error": {"line": e.line, "field": e.field, "message": e.message, "text": str(e)}})
+        except OSError as e:
+            failed = True
+            results.append({"file": path, "ok": False, "rules": [],
+                            "error": {"line": None, "field": None, "message": str(e), "text": f"{path}: {e.strerror}"}})
+    if as_json:
+        json.dump({"schema_version": 1, "ok": not failed, "files": results}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for r in results:
+            if r["ok"]:
+                print(f"{r['file']}: {len(r['rules'])} rule(s) OK ({', '.join(r['rules'])})")
+            else:
+                print(r["error"]["text"], file=sys.stderr)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def rules_test(files: list[str], trace_path: str, as_json: bool) -> int:
+    """Replay a trace through the rules, like promtool's rule tests."""
+    try:
+        rules = load_rules(files)
+        trace = load_trace(trace_path)
+    except (RuleError, OSError, ValueError, KeyError) as e:
+        print(f"memguardctl: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    result = replay(trace, rules)
+    events = [{"t": round(t, 2), "rule": rule, "kind": kind, "severity": sev}
+              for t, rule, kind, sev in result.transitions]
+    kill = trace.kills[0] if trace.kills else None
+    if as_json:
+        json.dump({"schema_version": 1, "trace": trace.name, "killed_at": kill, "transitions": events},
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    print(f"trace {trace.name}: limit {format_bytes(trace.limit)}, "
+          + (f"OOM-killed at {kill:.1f} s" if kill is not None else f"not killed ({trace.t[-1]:.1f} s)"))
+    for e in events:
+        before = f"  ({kill - e['t']:.1f} s before the kill)" if kill is not None else ""
+        print(f"  {e['t']:8.2f} s  {e['rule']}: {e['kind']}" + (f" {e['severity']}" if e["severity"] else "") + before)
+    if not events:
+        print("  no rule fired")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "rules" and args.action == "check":

@@ -18,26 +18,49 @@ from ..roots import Roots, read_text
 from .base import Reading, Unavailable
 
 
-def parse_psi(text: str) -> PSI:
-    """Parse a PSI file.  Raises ValueError naming what is missing or malformed."""
+# The lines and fields we read; a kernel may add others (see parse_psi).
+LINES = ("some", "full")
+FIELDS = ("avg10", "avg60", "avg300", "total")
+
+
+def parse_psi(text: str, source: str = "PSI file") -> PSI:
+    """Parse a PSI file; *source* (its path) names it in errors.
+
+    Returns the 'some' and 'full' lines' figures; ``full`` is None when there
+    is no 'full' line (/proc/pressure/cpu before 5.13 had none). Other lines,
+    and fields other than avg10/avg60/avg300/total, are skipped: a later
+    kernel may add them, and prometheus/procfs's parsePSIStats skips them
+    too. Raises ValueError naming *source*, the line and the field when
+    'some' is missing, or a 'some'/'full' line lacks a field or holds a
+    value that is not a number or not ``key=value``.
+    """
     lines: dict[str, Pressure] = {}
     for line in text.splitlines():
-        if not line.strip():
-            continue
-        kind, _, rest = line.partition(" ")
-        if kind not in ("some", "full"):
-            raise ValueError(f"unexpected PSI line {line!r}")
-        fields = dict(item.split("=", 1) for item in rest.split())
-        try:
-            lines[kind] = Pressure(
-                float(fields["avg10"]), float(fields["avg60"]),
-                float(fields["avg300"]), int(fields["total"]),
-            )
-        except KeyError as e:
-            raise ValueError(f"PSI line {kind!r} lacks field {e.args[0]}") from None
+        kind, _, rest = line.strip().partition(" ")
+        if kind in LINES:
+            lines[kind] = _pressure(kind, rest, source)
     if "some" not in lines:
-        raise ValueError("PSI file lacks the 'some' line")
+        raise ValueError(f"{source}: the 'some' line is missing")
     return PSI(lines["some"], lines.get("full"))
+
+
+def _pressure(kind: str, rest: str, source: str) -> Pressure:
+    fields = {}
+    for item in rest.split():
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"{source}: the {kind!r} line has {item!r} where key=value belongs")
+        fields[key] = value
+    values: list[float | int] = []
+    for name in FIELDS:
+        if name not in fields:
+            raise ValueError(f"{source}: the {kind!r} line lacks field {name}")
+        try:
+            values.append(int(fields[name]) if name == "total" else float(fields[name]))
+        except ValueError:
+            raise ValueError(f"{source}: the {kind!r} line's {name}={fields[name]!r} "
+                             "is not a number") from None
+    return Pressure(*values)
 
 
 class PsiSource:
@@ -59,4 +82,4 @@ class PsiSource:
                     "boot with psi=1 (Linux >= 4.20). The default WSL2 kernel has no PSI."
                 ) from None
             raise
-        return Reading(pressure={self.host_domain: parse_psi(text)})
+        return Reading(pressure={self.host_domain: parse_psi(text, self.path)})
