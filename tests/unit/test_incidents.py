@@ -114,15 +114,21 @@ def test_counter_without_a_sighting_becomes_unattributed_after_the_grace():
     assert e.incidents.unattributed == 1   # the parent's count is explained by the child's
 
 
-def test_counter_with_a_sighting_is_explained():
-    e, clock = engine_with()
-
+def one_kill_seen_in_a(e, clock):
+    """cgroup:/a with its oom_kill counter at 0, and kmsg's sighting of a kill
+    there: (a run of /a's counter at n, the incident opened)."""
     def counter(n):
         return [SourceRun("cgroups", reading=Reading(samples=[
             Sample("cgroup:/a", "cgroup", 1, 1, 64 * MiB, identity=1, oom_kills=n)]))]
     e.step(counter(0), clock.now())
     fx = e.step([], clock.now(), events=[kill("kmsg", 5, clock.now().mono, task_memcg="/a", oom_memcg="/a")])
     (opened,) = writes(fx.incidents)
+    return counter, opened
+
+
+def test_counter_with_a_sighting_is_explained():
+    e, clock = engine_with()
+    counter, opened = one_kill_seen_in_a(e, clock)
     clock.advance(0.5)
     effects = e.step(counter(1), clock.now()).incidents
     clock.advance(COUNT_GRACE + 3)
@@ -143,13 +149,7 @@ def test_counter_with_a_sighting_is_explained():
 
 def test_only_the_kills_no_probe_saw_are_unattributed():
     e, clock = engine_with()
-
-    def counter(n):
-        return [SourceRun("cgroups", reading=Reading(samples=[
-            Sample("cgroup:/a", "cgroup", 1, 1, 64 * MiB, identity=1, oom_kills=n)]))]
-    e.step(counter(0), clock.now())
-    fx = e.step([], clock.now(), events=[kill("kmsg", 5, clock.now().mono, task_memcg="/a", oom_memcg="/a")])
-    (opened,) = writes(fx.incidents)
+    counter, opened = one_kill_seen_in_a(e, clock)
     clock.advance(0.5)
     e.step(counter(2), clock.now())      # two kills counted, one seen
     clock.advance(COUNT_GRACE)
