@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import csv
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -42,10 +43,23 @@ class Trace:
     kills: list[float]              # seconds since the start
     description: str = ""
     ramp_start: float | None = None  # the final climb's start, read off the curve (README)
+    family: str | None = None        # the workload family; None: the seed corpus
 
     @property
     def killed(self) -> bool:
         return bool(self.kills)
+
+    @property
+    def set(self) -> str:
+        return trace_set(self.family)
+
+
+def trace_set(family: str | None) -> str:
+    """"tuning" or "heldout", by the rule bench/traces/README.md fixed before
+    the traces were recorded: the seed corpus (no family) was tuned on."""
+    if family is None:
+        return "tuning"
+    return "heldout" if int(hashlib.sha256(family.encode()).hexdigest()[:8], 16) % 2 == 1 else "tuning"
 
 
 def load_trace(path: str) -> Trace:
@@ -70,7 +84,7 @@ def load_trace(path: str) -> Trace:
         psi_some=[float(r["psi_some_avg10"] or 0) for r in rows],
         psi_full=[float(r["psi_full_avg10"] or 0) for r in rows],
         kills=[k["t"] for k in meta.get("kills", [])],
-        description=meta.get("description", ""), ramp_start=meta.get("ramp_start"))
+        description=meta.get("description", ""), ramp_start=meta.get("ramp_start"), family=meta.get("family"))
 
 
 @dataclass
@@ -106,13 +120,13 @@ def replay(trace: Trace, rules: list[Rule], config: Config | None = None, kind: 
     return out
 
 
-def ramp_start(trace: Trace, floor: float = 0.2) -> float:
+def ramp_start(trace: Trace, floor: float = 0.2, from_curve: bool = False) -> float:
     """When the run to the kill began: the trace's ``ramp_start`` where its
     final climb does not start from near zero (memory released between two
-    climbs, a leak rising out of a flat sawtooth), else the last time before
-    the kill the working set was under *floor* of the limit (the start if
-    never)."""
-    if trace.ramp_start is not None:
+    climbs, a leak rising out of a flat sawtooth), else (or *from_curve*)
+    the last time before the kill the working set was under *floor* of the
+    limit (the start if never)."""
+    if trace.ramp_start is not None and not from_curve:
         return trace.ramp_start
     end = trace.kills[0] if trace.kills else trace.t[-1]
     start = trace.t[0]
@@ -134,6 +148,14 @@ class Score:
     tto_error: float | None          # median relative error over the last 60 s
     tto_coverage: float | None       # share of those ticks with a prediction
     false_warnings: int              # warnings on a trace that was not killed
+    climb: float | None = None       # seconds from the last time under half the limit to the kill
+    peak_ratio: float = 0.0          # the largest working set before the kill (or the end) / limit
+    criticals: int = 0               # critical or last_resort firings
+
+    @property
+    def needed_lead(self) -> float | None:
+        """Issue 17's target: 0.8 x min(60 s, the climb from 50 % of the limit)."""
+        return None if self.climb is None else 0.8 * min(60.0, self.climb)
 
 
 def score(r: Replay, horizon: float, min_severity: str = "warning") -> Score:
@@ -142,8 +164,13 @@ def score(r: Replay, horizon: float, min_severity: str = "warning") -> Score:
     rank = SEVERITIES.index(min_severity)
     warnings = [t for t, _, kind, sev in r.transitions
                 if kind in ("fire", "escalate") and sev is not None and SEVERITIES.index(sev) >= rank]
+    critical = SEVERITIES.index("critical")
+    criticals = sum(1 for _, _, kind, sev in r.transitions
+                    if kind in ("fire", "escalate") and sev is not None and SEVERITIES.index(sev) >= critical)
+    end = trace.kills[0] if trace.kills else trace.t[-1]
+    peak = max((ws for t, ws in zip(trace.t, trace.working_set) if t <= end), default=0) / trace.limit
     if not trace.killed:
-        return Score(trace.name, False, None, None, None, None, None, len(warnings))
+        return Score(trace.name, False, None, None, None, None, None, len(warnings), None, peak, criticals)
     kill = trace.kills[0]
     ramp = kill - ramp_start(trace)
     lead = kill - warnings[0] if warnings else 0.0
@@ -157,4 +184,5 @@ def score(r: Replay, horizon: float, min_severity: str = "warning") -> Score:
                 errors.append(abs(p.tto - left) / left)
     return Score(trace.name, True, ramp, lead, min(horizon, ramp),
                  statistics.median(errors) if errors else None,
-                 covered / total if total else None, 0)
+                 covered / total if total else None, 0, kill - ramp_start(trace, floor=0.5, from_curve=True),
+                 peak, criticals)
