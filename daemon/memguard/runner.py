@@ -16,7 +16,7 @@ from typing import Callable
 
 from .clock import Clock, Instant
 from .engine.engine import SourceRun
-from .engine.incidents import Remove, Write
+from .incidents.build import Remove, Write
 from .probes.base import Probe, ProbeReading, Unavailable
 from .sources import Source
 from .sources.base import Unavailable as SourceUnavailable

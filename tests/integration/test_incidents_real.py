@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from memguard.engine.incidents import COUNT_GRACE
+from memguard.incidents.build import COUNT_GRACE
 from tests.e2e.daemon import Daemon, ctl
 from tests.kernel import MIB, capabilities, require, wait_until
 

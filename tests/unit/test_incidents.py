@@ -3,7 +3,7 @@
 from memguard.clock import FakeClock
 from memguard.config import Config
 from memguard.engine.engine import Engine, SourceRun
-from memguard.engine.incidents import COUNT_GRACE, Remove, Write
+from memguard.incidents.build import COUNT_GRACE, Remove, Write
 from memguard.incidents.unclean import unclean_stop_incident
 from memguard.model import OomKill, ProcessInfo, Sample
 from memguard.probes.oom_report import OomReportAssembler, parse_dmesg_text

@@ -11,7 +11,7 @@ import pytest
 from memguard.clock import FakeClock
 from memguard.config import Config
 from memguard.engine.engine import Engine, SourceRun
-from memguard.engine.incidents import Write
+from memguard.incidents.build import Write
 from memguard.model import OomKill, ProcessInfo, Sample
 from memguard.probes.kmsg import kills_of
 from memguard.probes.oom_report import (OomReportAssembler, infer_constraint, parse_dmesg_text, parse_record,

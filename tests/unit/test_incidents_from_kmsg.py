@@ -13,7 +13,7 @@ from pathlib import Path
 from memguard.clock import FakeClock
 from memguard.config import Config
 from memguard.engine.engine import Engine, SourceRun
-from memguard.engine.incidents import SETTLE, Remove, Write
+from memguard.incidents.build import SETTLE, Remove, Write
 from memguard.incidents.store import IncidentStore
 from memguard.model import Sample
 from memguard.probes.kmsg import kills_of

@@ -21,7 +21,7 @@ from ..sources.base import Reading
 from ..predict.predictor import BURST_WINDOW, HORIZONS, Prediction, predict, width
 from ..rules.evaluate import RuleEngine, domain_env
 from ..sources.cgroups import Binding
-from .incidents import Context, IncidentBuilder
+from ..incidents.build import Context, IncidentBuilder
 from .recorder import FlightRecorder
 from .snapshot import DomainView, Snapshot
 

@@ -32,7 +32,7 @@ import re
 from datetime import datetime, timezone
 
 from ..clock import Instant
-from ..engine.incidents import Context, IncidentBuilder, Write, rfc3339
+from .build import Context, IncidentBuilder, Write, rfc3339
 from ..probes.kmsg import kills_of
 from ..probes.oom_report import KmsgRecord, OomReport, OomReportAssembler, Victim, infer_constraint
 from .redact import redact_cmdline

@@ -9,7 +9,7 @@ their limit) was not marked clean, and the boot id has changed since.
 from __future__ import annotations
 
 from ..clock import Instant
-from ..engine.incidents import INCIDENT_SCHEMA_VERSION, incident_id, rfc3339
+from .build import INCIDENT_SCHEMA_VERSION, incident_id, rfc3339
 
 
 def unclean_stop_incident(beat: dict | None, boot_id: str | None, now: Instant) -> dict | None:

@@ -32,7 +32,7 @@ from ..clock import Instant
 from ..model import OomKill, ProcessInfo
 from ..probes.oom_report import infer_constraint
 from ..sources.cgroups import Binding
-from .recorder import FlightRecorder
+from ..engine.recorder import FlightRecorder
 
 INCIDENT_SCHEMA_VERSION = 1
 # Events of one kill arrive within milliseconds; kmsg can lag by a second or
