@@ -25,6 +25,7 @@ from .api.server import ControlServer
 from .clock import Clock, Instant, SystemClock
 from .config import Config, ConfigError, load_config
 from .engine.engine import Engine, SourceRun
+from .engine.messages import Dropped, LookupWanted, ProbeRun, RulesLoaded, RulesRejected
 from .engine.snapshot import Snapshot
 from .export.http import MetricsServer
 from .export.metrics import Metrics
@@ -32,7 +33,7 @@ from .incidents.redact import redact_cmdline
 from .incidents.store import IncidentStore
 from .incidents.unclean import unclean_stop_incident
 from .log import Logger
-from .rules.load import Rule, RuleError, load_rules
+from .rules.load import RuleError, load_rules
 from .probes.build import build_probes
 from .probes.memcg import MemcgProbe
 from .sources.cgroups import Binding, CgroupSource
@@ -62,7 +63,6 @@ class Daemon:
         self.tick_sources, slow = build_sources(config, roots)
         self.slow = SlowSources(slow, config.sampling.processes_interval, config.wsl.read_timeout)
         self.engine = Engine(config, self.clock.now(), __version__, redact=redact_cmdline)
-        self.engine.incidents.settle = config.incidents.settle
         self.metrics = Metrics()
         self.snapshot: Snapshot | None = None
         self.notifier = Notifier()
@@ -92,8 +92,11 @@ class Daemon:
         try:
             return self._tick()
         except Exception as e:  # noqa: BLE001 - one bad tick must not stop the watch
-            self.engine.counters.dropped["tick_error"] = self.engine.counters.dropped.get("tick_error", 0) + 1
             self.log.error("tick failed", error=repr(e))
+            try:
+                self._apply(self.engine.step([], self.clock.now(), events=[Dropped({"tick_error": 1})]))
+            except Exception as e2:  # noqa: BLE001 - counted or not, the watch goes on
+                self.log.error("tick failure not counted", error=repr(e2))
             return self.config.sampling.interval
 
     def _tick(self) -> float:
@@ -102,12 +105,13 @@ class Daemon:
         runs = [run_source(s, now) for s in self.tick_sources]
         runs += self.slow.poll(now)
         duration = time.perf_counter() - t0
-        self.engine.counters.dropped.update(self.slow.dropped)
-        self._apply(self.engine.step(runs, now, tick_duration=duration))
+        dropped = self.slow.take_dropped()
+        effects = self.engine.step(runs, now, tick_duration=duration, events=[Dropped(dropped)] if dropped else [])
+        self._apply(effects)
         self.metrics.tick_duration.observe(duration)
         self._persist(now)
         self._track_memcg()
-        return self.engine.interval
+        return effects.interval
 
     def _track_memcg(self) -> None:
         """Keep the memcg probe's registrations on the cgroup domains tracked now."""
@@ -124,31 +128,13 @@ class Daemon:
     def on_probe(self, name: str, reading: ProbeReading | None, probe_state: str,
                  reason: str | None, now: Instant) -> None:
         """A probe read something (or changed state): fold it in at once."""
-        counts = {}
-        if reading is not None:
-            counts = {"events": len(reading.kills) + len(reading.processes), "lost": reading.lost,
-                      "malformed": reading.malformed}
-        elif probe_state == "failed":
-            counts = {"errors": 1}
-        for msg, fields in self.engine.probe_state(name, probe_state, reason, **counts):
-            self.log.log("warning" if probe_state == "failed" else "info", msg, **fields)
+        self._apply(self.engine.step([], now, events=[ProbeRun(name, probe_state, reason, reading)]))
         if reading is None:
             return
-        if reading.facts:  # e.g. the BPF child's load time and memory, shown in status
-            self.engine.facts.setdefault(f"probe:{name}", {}).update(reading.facts)
-        if reading.reclaim is not None:
-            self.engine.reclaim = reading.reclaim
-        if reading.processes:
-            self.engine.remember(reading.processes)
-            cgroups = self._cgroup_source()
-            if cgroups is not None and cgroups.notice({p.cgroup for p in reading.processes}):
-                self.wake.set()   # a process started in a cgroup made since the last walk
+        cgroups = self._cgroup_source()
+        if reading.processes and cgroups is not None and cgroups.notice({p.cgroup for p in reading.processes}):
+            self.wake.set()   # a process started in a cgroup made since the last walk
         if reading.kills:
-            self._look_up_victims(reading.kills)
-            for kill in reading.kills:
-                self.log.info("oom kill seen", probe=name, pid=kill.pid, comm=kill.comm,
-                              kernel_time=kill.kernel_time, seen=round(now.mono, 4))
-            self._apply(self.engine.step([], now, events=reading.kills))
             self.log.log("debug", "kill folded in", probe=name,
                          at=round(time.clock_gettime(time.CLOCK_MONOTONIC), 4))
         if reading.wake:
@@ -157,41 +143,21 @@ class Daemon:
     def _cgroup_source(self) -> CgroupSource | None:
         return next((s for s in self.tick_sources if isinstance(s, CgroupSource)), None)
 
-    def _look_up_victims(self, kills) -> None:
-        """What the engine cannot know of a victim without reading the host,
-        read off the loop (a dying process's cmdline takes its mmap lock)
-        and handed back as events, which rewrite its incident:
-
-        - a victim the exec events missed (lost in a burst) is often still
-          there, dying or not yet reaped, when the fastest probe reports it;
-        - a victim in a cgroup made since the last walk: the limits along
-          that cgroup's path, read now (it may be gone in a second)."""
-        cgroups = self._cgroup_source()
-        loop = asyncio.get_running_loop()
-        for kill in kills:
-            if kill.pid is None:
-                continue
-            known = self.engine.process_table.get(kill.pid)
-            cgroup = kill.task_memcg or (known.cgroup if known else None)
-            unknown_cgroup = cgroups is not None and cgroup is not None \
-                and cgroups.hierarchy.domain_of(cgroup, "host") is None and cgroup not in self.engine.bindings
-            if known is not None and not unknown_cgroup:
-                continue
-            future = self._lookups.submit(self._look_up, cgroups, kill.pid, None if known else kill.pid, cgroup)
-            future.add_done_callback(lambda f: f.exception() is None and f.result() and loop.call_soon_threadsafe(
-                self._looked_up, f.result()))
-
-    def _look_up(self, cgroups: CgroupSource | None, pid: int, describe_pid: int | None,
-                 cgroup: str | None) -> list:
-        """In the lookup thread: the events that name *pid* and its cgroup's limits."""
+    def _look_up(self, wanted: LookupWanted) -> list:
+        """In the lookup thread, what the engine asked to know of a victim:
+        its /proc entry (a dying process's cmdline takes its mmap lock: off
+        the loop), the limits along its cgroup's path, read now."""
         events = []
-        if describe_pid is not None and (info := describe(self.roots, describe_pid)) is not None:
+        cgroup = wanted.cgroup
+        if wanted.describe and (info := describe(self.roots, wanted.pid)) is not None:
             events.append(info)
-            cgroup = cgroup or info.cgroup
-        if cgroups is not None and cgroup is not None and cgroups.hierarchy.domain_of(cgroup, "host") is None:
-            binding = cgroups.resolve(cgroup)
-            if binding is not None:
-                events.append(binding)
+            cgroups = self._cgroup_source()
+            if cgroup is None and info.cgroup is not None and cgroups is not None \
+                    and cgroups.hierarchy.domain_of(info.cgroup, "host") is None:
+                cgroup = info.cgroup
+        cgroups = self._cgroup_source()
+        if cgroup is not None and cgroups is not None and (binding := cgroups.resolve(cgroup)) is not None:
+            events.append(binding)
         return events
 
     def _looked_up(self, events: list) -> None:
@@ -201,11 +167,30 @@ class Daemon:
             self.wake.set()
 
     def _apply(self, effects) -> None:
+        """Carry out what a step asked for."""
         self.writer.submit(effects.incidents)
         if effects.snapshot is not None:
             self.snapshot = effects.snapshot
         for msg, fields in effects.log:
-            self.log.info(msg, **fields)
+            fields = dict(fields)
+            self.log.log(fields.pop("level", "info"), msg, **fields)
+        if effects.lookups:
+            loop = asyncio.get_running_loop()
+            for wanted in effects.lookups:
+                future = self._lookups.submit(self._look_up, wanted)
+                future.add_done_callback(lambda f: self._lookup_done(f, loop))
+
+    def _lookup_done(self, future: concurrent.futures.Future, loop: asyncio.AbstractEventLoop) -> None:
+        """In the lookup thread: hand the result to the loop (or log the bug)."""
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            self.log.error("lookup failed", error=repr(future.exception()))
+        elif future.result():
+            try:
+                loop.call_soon_threadsafe(self._looked_up, future.result())
+            except RuntimeError:
+                pass  # the loop closed: the daemon is stopping
 
     # -- rules ------------------------------------------------------------------
 
@@ -214,15 +199,17 @@ class Daemon:
         force as they were, and the error is shown in status.  At start-up an
         error raises RuleError (the daemon does not start on broken rules)."""
         try:
-            rules = load_rule_set(self.config, self.engine)
+            loaded = load_rule_set(self.config)
         except (RuleError, OSError) as e:
             if initial:
                 raise
-            self.engine.rules_info = {**self.engine.rules_info, "error": str(e)}
+            self._apply(self.engine.step([], self.clock.now(), events=[RulesRejected(str(e))]))
             self.log.error("rules not reloaded; the last good rules stay in force", error=str(e))
-            return {"reloaded": False, "error": str(e), "rules": len(self.engine.rules.rules)}
-        self.log.info("rules loaded", count=len(rules), files=",".join(self.engine.rules_info["files"]) or "none")
-        return {"reloaded": True, "error": None, "rules": len(rules)}
+            in_force = self.snapshot.rules_info.get("count", 0) if self.snapshot else 0
+            return {"reloaded": False, "error": str(e), "rules": in_force}
+        self._apply(self.engine.step([], self.clock.now(), events=[loaded]))
+        self.log.info("rules loaded", count=len(loaded.rules), files=",".join(loaded.files) or "none")
+        return {"reloaded": True, "error": None, "rules": len(loaded.rules)}
 
     # -- state that survives a restart ----------------------------------------------
 
@@ -363,14 +350,11 @@ class Daemon:
             raise ProtocolError(BAD_REQUEST, str(e)) from None
 
 
-def load_rule_set(config: Config, engine: Engine) -> list[Rule]:
-    """Put the config's rule files in force in *engine*; raises RuleError or
-    OSError, and then changes nothing."""
+def load_rule_set(config: Config) -> RulesLoaded:
+    """The config's rule files, loaded and checked, as the engine's input;
+    raises RuleError or OSError."""
     files = config.rule_files()
-    rules = load_rules(files)
-    engine.rules.replace_rules(rules)
-    engine.rules_info = {"files": files, "count": len(rules), "error": None, "loaded": time.time()}
-    return rules
+    return RulesLoaded(tuple(load_rules(files)), tuple(files), time.time())
 
 
 def once(config: Config, roots: Roots) -> Snapshot:
@@ -391,7 +375,7 @@ def once(config: Config, roots: Roots) -> Snapshot:
             runs.append(SourceRun(name, error=f"timed out after {config.wsl.read_timeout:g}s"))
     pool.shutdown(wait=False, cancel_futures=True)  # a read stuck on the Windows drive is left behind
     engine = Engine(config, now, __version__)
-    load_rule_set(config, engine)
+    engine.step([], now, events=[load_rule_set(config)])
     return engine.step(runs, clock.now()).snapshot
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from .clock import FakeClock
 from .config import Config
 from .engine.engine import Engine, SourceRun
+from .engine.messages import RulesLoaded
 from .model import PSI, Pressure, Sample
 from .rules.load import SEVERITIES, Rule
 from .sources.base import Reading
@@ -100,7 +101,7 @@ def replay(trace: Trace, rules: list[Rule], config: Config | None = None, kind: 
     config = config or Config()
     clock = FakeClock(mono=0.0)
     engine = Engine(config, clock.now(), "replay")
-    engine.rules.replace_rules(rules)
+    engine.step([], clock.now(), events=[RulesLoaded(tuple(rules), (), 0.0)])
     out = Replay(trace)
     end = trace.kills[0] if trace.kills else trace.t[-1]
     t = trace.t[0]
@@ -113,9 +114,7 @@ def replay(trace: Trace, rules: list[Rule], config: Config | None = None, kind: 
         clock.mono = clock.boot = t
         fx = engine.step([SourceRun("cgroups", reading=Reading(samples=[sample]))], clock.now())
         out.ticks.append((t, engine.domains[DOMAIN].prediction))
-        for msg, fields in fx.log:
-            if msg.startswith("rule "):
-                out.transitions.append((t, fields["rule"], msg[5:], fields["severity"]))
+        out.transitions += [(t, tr.rule, tr.kind, tr.severity) for tr in fx.transitions]
         t += fx.interval
     return out
 

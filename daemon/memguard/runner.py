@@ -49,8 +49,13 @@ class SlowSources:
                                                           thread_name_prefix="memguard-slow")
         self.in_flight: dict[str, tuple[concurrent.futures.Future, float]] = {}
         self.due: dict[str, float] = {}
-        self.dropped: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}   # since the last take_dropped()
         self.timed_out: set[str] = set()
+
+    def take_dropped(self) -> dict[str, int]:
+        """Runs dropped since the last call (for the engine's Dropped input)."""
+        dropped, self.dropped = self.dropped, {}
+        return dropped
 
     def poll(self, now: Instant) -> list[SourceRun]:
         """Results that finished (or timed out) since the last call; start

@@ -199,3 +199,51 @@ def test_recorder_size_is_fixed_by_config():
         clock.advance(0.25)
         engine.step([run(sample())], clock.now())
     assert rec.nbytes == 8 * 5 * (1200 + 360)
+
+
+# -- the one door (issue 18): every input through step, every decision out of it
+
+
+def test_a_probe_run_is_folded_in_and_asks_for_the_lookups_it_needs():
+    from memguard.engine.messages import LookupWanted, ProbeRun
+    from memguard.model import OomKill
+    from memguard.probes.base import ProbeReading
+    engine, clock = make()
+    engine.step([run(sample("cgroup:/a"), domain_of={"/": "host", "/a": "cgroup:/a"}.get)], clock.now())
+    known = ProcessInfo(10, "cc1plus", 50 * MiB, "/a", None)
+    fresh = ProcessInfo(11, "cc1plus", 50 * MiB, "/new", None)   # a cgroup the walk did not see
+    reading = ProbeReading(processes=[known, fresh], lost=2, facts={"load_seconds": 0.5},
+                           kills=[OomKill("bpf", 10, 1.0), OomKill("bpf", 11, 1.0), OomKill("bpf", 12, 1.0)])
+    fx = engine.step([], clock.now(), events=[ProbeRun("bpf", "active", None, reading)])
+    assert fx.lookups == [LookupWanted(11, describe=False, cgroup="/new"),
+                          LookupWanted(12, describe=True, cgroup=None)]
+    assert [m for m, _ in fx.log].count("oom kill seen") == 3 and ("probe active", {"probe": "bpf", "reason": None}) in fx.log
+    assert engine.probes["bpf"].skipped == {"events": 5, "lost": 2, "malformed": 0}
+    assert engine.facts["probe:bpf"] == {"load_seconds": 0.5} and engine.process_table[11] == \
+        ProcessInfo(11, "cc1plus", 50 * MiB, "/new", "host")
+    fx = engine.step([], clock.now(), events=[ProbeRun("bpf", "failed", "the child died")])
+    assert fx.log == [("probe failed", {"probe": "bpf", "reason": "the child died", "level": "warning"})]
+    assert engine.probes["bpf"].errors == 1
+
+
+def test_rules_come_in_through_step_and_a_rejected_reload_keeps_them():
+    from memguard.engine.messages import RulesLoaded, RulesRejected
+    from memguard.rules.load import parse_rules
+    engine, clock = make()
+    rules = parse_rules("rules:\n  - name: nearly-full\n    when: usage_ratio > 0.5\n")
+    engine.step([], clock.now(), events=[RulesLoaded(tuple(rules), ("r.yaml",), 123.0)])
+    fx = engine.step([run(sample(used=200 * MiB))], clock.now())
+    assert [(t.rule, t.kind, t.severity) for t in fx.transitions] == [("nearly-full", "fire", "warning")]
+    engine.step([], clock.now(), events=[RulesRejected("r.yaml:3: bad")])
+    snap = engine.step([run(sample(used=200 * MiB))], clock.now()).snapshot
+    assert snap.rules_info == {"files": ["r.yaml"], "count": 1, "error": "r.yaml:3: bad", "loaded": 123.0}
+    assert [f[0] for f in snap.firing] == ["nearly-full"]
+
+
+def test_dropped_inputs_are_counted_and_anything_else_is_refused():
+    from memguard.engine.messages import Dropped
+    engine, clock = make()
+    engine.step([], clock.now(), events=[Dropped({"tick_error": 1}), Dropped({"tick_error": 1, "slow_source:wsl": 2})])
+    assert engine.counters.dropped == {"tick_error": 2, "slow_source:wsl": 2}
+    with pytest.raises(TypeError, match="not an engine input"):
+        engine.step([], clock.now(), events=["a string"])

@@ -6,6 +6,7 @@ from memguard.cli.incident import plot, render_incident, render_list
 from memguard.clock import FakeClock
 from memguard.config import Config
 from memguard.engine.engine import Engine, SourceRun
+from memguard.engine.messages import ProcessesSeen
 from memguard.model import OomKill, ProcessInfo, Sample
 from memguard.sources.base import Reading
 
@@ -21,7 +22,8 @@ def incident_document(seconds: int = 120, cmdline: str = "cc1plus -O2 big.cc"):
             samples=[Sample("cgroup:/build", "cgroup", used, used, 128 * MiB, identity=1)],
             domain_of=lambda p: "cgroup:/build"))], clock.now())
         clock.advance(1)
-    e.remember([ProcessInfo(4711, "cc1plus", 120 * MiB, "/build", None, cmdline=cmdline, uid=1000)])
+    e.step([], clock.now(), events=[ProcessesSeen((
+        ProcessInfo(4711, "cc1plus", 120 * MiB, "/build", None, cmdline=cmdline, uid=1000),))])
     fx = e.step([], clock.now(), events=[OomKill(
         "kmsg", 4711, clock.now().mono, kernel_time=clock.now().mono - 0.01, comm="cc1plus", uid=1000,
         anon_rss=120 * MiB, constraint="CONSTRAINT_MEMCG", oom_memcg="/build", task_memcg="/build")])

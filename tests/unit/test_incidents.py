@@ -3,6 +3,7 @@
 from memguard.clock import FakeClock
 from memguard.config import Config
 from memguard.engine.engine import Engine, SourceRun
+from memguard.engine.messages import ProcessesSeen
 from memguard.incidents.build import COUNT_GRACE, Remove, Write
 from memguard.incidents.unclean import unclean_stop_incident
 from memguard.model import OomKill, ProcessInfo, Sample
@@ -89,8 +90,8 @@ def test_same_pid_long_apart_is_two_incidents():
 
 def test_victim_named_from_the_process_table_after_its_death():
     e, clock = engine_with()
-    e.remember([ProcessInfo(99, "python3", 50 * MiB, "/a", None, cmdline="python3 train.py --token=abc",
-                            start_time=12.5, uid=1000)])
+    seen(e, clock, ProcessInfo(99, "python3", 50 * MiB, "/a", None, cmdline="python3 train.py --token=abc",
+                               start_time=12.5, uid=1000))
     fx = e.step([], clock.now(), events=[kill("bpf", 99, clock.now().mono)])
     (v,) = writes(fx.incidents)[0].document["victims"]
     assert (v["comm"], v["cgroup"], v["uid"], v["start_time_seconds"]) == ("python3", "/a", 1000, 12.5)
@@ -112,6 +113,11 @@ def test_counter_without_a_sighting_becomes_unattributed_after_the_grace():
     (w,) = writes(fx.incidents)
     assert w.document["kind"] == "unattributed_oom_kill" and w.document["domain"] == "cgroup:/a/b"
     assert e.incidents.unattributed == 1   # the parent's count is explained by the child's
+
+
+def seen(e, clock, process: ProcessInfo, at_exec: bool = True) -> None:
+    """The engine learns of *process*, at its exec or by a /proc scan."""
+    e.step([], clock.now(), events=[ProcessesSeen((process,), at_exec)])
 
 
 def one_kill_seen_in_a(e, clock):
@@ -206,10 +212,10 @@ def test_a_stale_scan_does_not_overwrite_what_the_exec_told():
     # Found in CI: a /proc scan caught the hog between fork and exec, still in
     # its parent's cgroup, and its result arrived after the exec event.
     e, clock = engine_with()
-    e.remember([ProcessInfo(7, "hog", 1, "/a", None, cmdline="hog grow", start_time=5.0)])
-    e.remember([ProcessInfo(7, "python", 50 * MiB, "/process_api", None, cmdline="pytest", start_time=5.0)],
-               at_exec=False)
+    seen(e, clock, ProcessInfo(7, "hog", 1, "/a", None, cmdline="hog grow", start_time=5.0))
+    seen(e, clock, ProcessInfo(7, "python", 50 * MiB, "/process_api", None, cmdline="pytest", start_time=5.0),
+         at_exec=False)
     assert (e.process_table[7].cgroup, e.process_table[7].comm, e.process_table[7].rss) == ("/a", "hog", 50 * MiB)
     # a new process under the same pid (another start time) is taken from the scan
-    e.remember([ProcessInfo(7, "sh", 1, "/b", None, start_time=99.0)], at_exec=False)
+    seen(e, clock, ProcessInfo(7, "sh", 1, "/b", None, start_time=99.0), at_exec=False)
     assert e.process_table[7].cgroup == "/b"

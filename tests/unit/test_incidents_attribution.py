@@ -11,6 +11,7 @@ import pytest
 from memguard.clock import FakeClock
 from memguard.config import Config
 from memguard.engine.engine import Engine, SourceRun
+from memguard.engine.messages import ProcessesSeen
 from memguard.incidents.build import Write
 from memguard.model import OomKill, ProcessInfo, Sample
 from memguard.probes.kmsg import kills_of
@@ -70,7 +71,8 @@ def test_an_early_sighting_waits_for_the_cgroups_limits_read_at_the_kill():
     # walk never saw: the shell reads that cgroup's limits, and the incident
     # is rewritten with them before kmsg's report arrives.
     e, clock = engine_tracking()
-    e.remember([ProcessInfo(VICTIM, "python3", 60 * MiB, CGROUP, None, cmdline="python3 hog.py")])
+    e.step([], clock.now(), events=[ProcessesSeen((
+        ProcessInfo(VICTIM, "python3", 60 * MiB, CGROUP, None, cmdline="python3 hog.py"),))])
     fx = e.step([], clock.now(), events=[OomKill("bpf", VICTIM, clock.now().mono, comm="python3")])
     assert last_document(fx)["domain"] == "host", "nothing says otherwise yet"
     fx = e.step([], clock.now(), events=[Binding(CGROUP, CGROUP, 64 * MiB, 64 * MiB)])
@@ -86,7 +88,8 @@ def test_a_rate_limited_kill_line_is_attributed_through_the_victims_cgroup():
     e, clock = engine_tracking()
     (report,) = reports("v6.18-memcg-v1-single.kmsg", only_seq=3765)
     assert report.only_kill_lines and report.constraint is None
-    e.remember([ProcessInfo(VICTIM, "python3", 60 * MiB, CGROUP + "/job", None)])
+    e.step([], clock.now(), events=[ProcessesSeen((
+        ProcessInfo(VICTIM, "python3", 60 * MiB, CGROUP + "/job", None),))])
     e.step([], clock.now(), events=[Binding(CGROUP + "/job", CGROUP, 64 * MiB, 60 * MiB)])
     doc = last_document(e.step([], clock.now(), events=kills_of(report, clock.now().mono, None)))
     assert doc["domain"] == f"cgroup:{CGROUP}" and doc["limit_bytes"] == 64 * MiB
@@ -108,7 +111,7 @@ def test_a_memcg_kill_nothing_places_is_not_blamed_on_the_host():
 
 def test_a_known_unlimited_cgroup_is_its_ancestors_domain_without_a_lookup():
     e, clock = engine_tracking("/free")
-    e.remember([ProcessInfo(VICTIM, "python3", 60 * MiB, "/free", None)])
+    e.step([], clock.now(), events=[ProcessesSeen((ProcessInfo(VICTIM, "python3", 60 * MiB, "/free", None),))])
     (report,) = reports("v6.18-memcg-v1-single.kmsg", only_seq=3765)
     # the same line as a global OOM prints it
     report = dataclasses.replace(report, victims=tuple(

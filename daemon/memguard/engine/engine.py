@@ -1,10 +1,13 @@
 """The engine: the one owner of all state.
 
-The shell (daemon.py) runs sources and hands their results to :meth:`Engine.step`
-with the current instant; ``step`` does no I/O and reads no clock, so tests
-drive it with fake readings and a fake clock.  It returns the immutable
-:class:`Snapshot` that everything else (metrics, the control socket) reads,
-and the interval until the next tick.
+The shell (daemon.py) hands :meth:`Engine.step` everything that happened —
+source runs at a tick, probe readings, processes seen, rules loaded, the
+results of lookups it was asked for (engine/messages.py) — with the current
+instant.  ``step`` is the only way in and out: it does no I/O and reads no
+clock, so tests drive it with fake readings and a fake clock, and it
+returns :class:`Effects`: the immutable :class:`Snapshot` that everything
+else (metrics, the control socket) reads, the interval until the next tick,
+rule transitions, lookups wanted, incidents to write, and log lines.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..sources.base import Reading
 from ..predict.predictor import BURST_WINDOW, HORIZONS, Prediction, predict, width
 from ..rules.evaluate import RuleEngine, domain_env
 from ..sources.cgroups import Binding
+from .messages import Dropped, LookupWanted, ProbeRun, ProcessesSeen, RulesLoaded, RulesRejected
 from ..incidents.build import Context, IncidentBuilder
 from .recorder import FlightRecorder
 from .snapshot import DomainView, Snapshot
@@ -73,10 +77,15 @@ class Counters:
 
 @dataclass
 class Effects:
+    """What a step asks of the shell.  A log line's fields may carry
+    ``level`` ("warning"); it is info otherwise."""
+
     snapshot: Snapshot | None        # None: nothing new to publish
     interval: float
     log: list[tuple[str, dict]] = field(default_factory=list)
-    incidents: list = field(default_factory=list)   # incidents.Write / incidents.Remove, in order
+    incidents: list = field(default_factory=list)   # incidents.build.Write / Remove, in order
+    transitions: list = field(default_factory=list)  # rules.evaluate.Transition, in order
+    lookups: list[LookupWanted] = field(default_factory=list)
 
 
 class Engine:
@@ -96,7 +105,7 @@ class Engine:
         self.probe_counts: dict[str, dict[str, int]] = {}   # probe -> events/lost/malformed/errors
         self.reclaim: dict[str, tuple[int, float]] = {}    # cgroup2 path -> (stalls, seconds)
         self.redact = redact
-        self.incidents = IncidentBuilder()
+        self.incidents = IncidentBuilder(settle=config.incidents.settle)
         self.rules = RuleEngine([])
         self.rules_info: dict = {"files": [], "count": 0, "error": None}
         # Rule transitions of the last minutes, per domain: what an incident
@@ -111,16 +120,26 @@ class Engine:
 
     def step(self, runs: list[SourceRun], now: Instant, tick_duration: float | None = None,
              events: list = ()) -> Effects:
-        """Fold source results and kernel events into the state; publish a
-        snapshot.  A tick brings runs; a probe brings events at once."""
-        log: list[tuple[str, dict]] = []
-        incident_effects: list = []
-        if runs or tick_duration is not None:
-            self._tick(runs, now, tick_duration, log)
+        """Fold one batch of inputs into the state.  A tick brings source
+        *runs* (and how long they took); a probe, a lookup or a reload
+        brings *events* (engine/messages.py, model.OomKill, model.ProcessInfo,
+        sources.cgroups.Binding).  A tick publishes a snapshot."""
+        fx = Effects(None, 0.0)
+        ticked = bool(runs) or tick_duration is not None
+        if ticked:
+            self._tick(runs, now, tick_duration, fx)
         ctx = self._context()
         learned = False
         for event in events:
-            if isinstance(event, ProcessInfo):
+            if isinstance(event, OomKill):
+                fx.incidents += self.incidents.add_kill(event, now, ctx)
+                fx.lookups += self._lookups_for(event)
+            elif isinstance(event, ProbeRun):
+                learned |= self._probe_run(event, now, ctx, fx)
+            elif isinstance(event, ProcessesSeen):
+                self._remember_all(list(event.processes), event.at_exec)
+                learned = True
+            elif isinstance(event, ProcessInfo):
                 self._remember(event)
                 learned = True
             elif isinstance(event, Binding):
@@ -129,24 +148,73 @@ class Engine:
                 while len(self.bindings) > BINDINGS_KEPT:
                     self.bindings.popitem(last=False)
                 learned = True
-            elif isinstance(event, OomKill):
-                incident_effects += self.incidents.add_kill(event, now, ctx)
+            elif isinstance(event, RulesLoaded):
+                self.rules.replace_rules(list(event.rules))
+                self.rules_info = {"files": list(event.files), "count": len(event.rules), "error": None,
+                                   "loaded": event.loaded}
+            elif isinstance(event, RulesRejected):
+                self.rules_info = {**self.rules_info, "error": event.error}
+            elif isinstance(event, Dropped):
+                for cause, n in event.counts.items():
+                    self.counters.dropped[cause] = self.counters.dropped.get(cause, 0) + n
+            else:
+                raise TypeError(f"not an engine input: {event!r}")
         if learned:
-            incident_effects += self.incidents.refresh_open(now, ctx)
-        incident_effects += self.incidents.check_counts(now, ctx)
-        incident_effects += self.incidents.seal_due(now, ctx)
+            fx.incidents += self.incidents.refresh_open(now, ctx)
+        fx.incidents += self.incidents.check_counts(now, ctx)
+        fx.incidents += self.incidents.seal_due(now, ctx)
         for inc in self.incidents.incidents.values():
             if inc.sealed and not inc.counted:  # once, though a late probe may reopen it
                 inc.counted = True
                 key = (inc.kind, inc.domain or "", inc.constraint or "")
                 self.counters.incidents[key] = self.counters.incidents.get(key, 0) + inc.count
-        # A step for kernel events alone publishes no new snapshot: the kill's
-        # incident must not wait for one (200 domains take milliseconds to
-        # snapshot and render); the next tick publishes the new counters.
-        ticked = bool(runs) or tick_duration is not None
-        return Effects(self.snapshot(now) if ticked else None, self._spread(self.interval), log, incident_effects)
+        # A step without a tick publishes no new snapshot: a kill's incident
+        # must not wait for one (200 domains take milliseconds to snapshot
+        # and render); the next tick publishes the new counters.
+        fx.snapshot = self.snapshot(now) if ticked else None
+        fx.interval = self._spread(self.interval)
+        return fx
 
-    def probe_state(self, name: str, state: str, reason: str | None = None, **counts: int) -> list:
+    def _probe_run(self, run: ProbeRun, now: Instant, ctx: Context, fx: Effects) -> bool:
+        """A probe's reading (or its change of state); whether it told of processes."""
+        reading = run.reading
+        counts = {}
+        if reading is not None:
+            counts = {"events": len(reading.kills) + len(reading.processes), "lost": reading.lost,
+                      "malformed": reading.malformed}
+        elif run.state == "failed":
+            counts = {"errors": 1}
+        fx.log += self._probe_state(run.name, run.state, run.reason, **counts)
+        if reading is None:
+            return False
+        if reading.facts:  # e.g. the BPF child's load time and memory, shown in status
+            self.facts.setdefault(f"probe:{run.name}", {}).update(reading.facts)
+        if reading.reclaim is not None:
+            self.reclaim = reading.reclaim
+        if reading.processes:
+            self._remember_all(reading.processes)
+        for kill in reading.kills:
+            fx.log.append(("oom kill seen", {"probe": run.name, "pid": kill.pid, "comm": kill.comm,
+                                             "kernel_time": kill.kernel_time, "seen": round(now.mono, 4)}))
+            fx.incidents += self.incidents.add_kill(kill, now, ctx)
+            fx.lookups += self._lookups_for(kill)
+        return bool(reading.processes)
+
+    def _lookups_for(self, kill: OomKill) -> list[LookupWanted]:
+        """What the shell must read of a victim the engine cannot name or
+        place: one the exec events missed, or in a cgroup the last walk did
+        not see (its limits, read now: it may be gone in a second)."""
+        if kill.pid is None:
+            return []
+        known = self.process_table.get(kill.pid)
+        cgroup = kill.task_memcg or (known.cgroup if known else None)
+        unknown_cgroup = (cgroup is not None and self.domain_of is not None
+                          and self.domain_of(cgroup) is None and cgroup not in self.bindings)
+        if known is not None and not unknown_cgroup:
+            return []
+        return [LookupWanted(kill.pid, describe=known is None, cgroup=cgroup if unknown_cgroup else None)]
+
+    def _probe_state(self, name: str, state: str, reason: str | None = None, **counts: int) -> list:
         """Record a probe's state and add to its counters; returns log lines
         (once per change of state, not per event)."""
         old = self.probes.get(name)
@@ -156,7 +224,10 @@ class Engine:
         self.probes[name] = SourceStatus(name, state=state, reason=reason, errors=totals["errors"],
                                          skipped={k: v for k, v in totals.items() if k != "errors"})
         if old is None or old.state != state or old.reason != reason:
-            return [(f"probe {state}", {"probe": name, "reason": reason})]
+            fields = {"probe": name, "reason": reason}
+            if state == "failed":
+                fields["level"] = "warning"
+            return [(f"probe {state}", fields)]
         return []
 
     def _context(self) -> Context:
@@ -168,7 +239,7 @@ class Engine:
                        self.process_table, domain_of, self.redact, self.transitions,
                        {n: s.prediction for n, s in self.domains.items()}, self.bindings, host)
 
-    def remember(self, processes: list[ProcessInfo], at_exec: bool = True) -> None:
+    def _remember_all(self, processes: list[ProcessInfo], at_exec: bool = True) -> None:
         """Processes to name victims by: seen at exec (the proc connector),
         or by a /proc scan (*at_exec* False).  A scan's view is older than it
         looks (it ran in a thread before this tick) and may show a process
@@ -194,7 +265,8 @@ class Engine:
             self._exec_seen.discard(next(iter(self.process_table)))
             del self.process_table[next(iter(self.process_table))]
 
-    def _tick(self, runs: list[SourceRun], now: Instant, tick_duration: float | None, log: list) -> None:
+    def _tick(self, runs: list[SourceRun], now: Instant, tick_duration: float | None, fx: Effects) -> None:
+        log = fx.log
         self.counters.ticks += 1
         if tick_duration is not None and tick_duration > self.interval:
             self.counters.tick_overruns += 1
@@ -211,7 +283,7 @@ class Engine:
                 self._fold(run.name, run.reading, pressure, now, log)
         for state in self.domains.values():
             state.prediction = self._predict(state, now.mono)
-        self._evaluate_rules(now, log)
+        self._evaluate_rules(now, fx)
         self.interval = self._next_interval()
 
     def _check_suspend(self, now: Instant, log: list) -> None:
@@ -237,7 +309,8 @@ class Engine:
         status = SourceStatus(run.name, state=state, reason=reason,
                               last_duration=run.duration, errors=errors, skipped=skipped)
         if old is None or old.state != status.state or old.reason != status.reason:
-            log.append((f"source {state}", {"source": run.name, "reason": reason}))
+            log.append((f"source {state}", {"source": run.name, "reason": reason,
+                                            **({"level": "warning"} if state == "failed" else {})}))
         self.sources[run.name] = status
 
     def _fold(self, source: str, reading: Reading, pressure: dict, now: Instant, log: list) -> None:
@@ -246,10 +319,10 @@ class Engine:
         if reading.domain_of is not None:
             self.domain_of = reading.domain_of
         if reading.known:
-            self.remember(reading.known, at_exec=False)
+            self._remember_all(reading.known, at_exec=False)
         if reading.processes is not None:
             self.processes = tuple(self._attribute(p) for p in reading.processes)
-            self.remember(list(self.processes), at_exec=False)
+            self._remember_all(list(self.processes), at_exec=False)
         seen = set()
         for sample in reading.samples:
             seen.add(sample.domain)
@@ -305,13 +378,14 @@ class Engine:
                 return name
         return "host"
 
-    def _evaluate_rules(self, now: Instant, log: list) -> None:
+    def _evaluate_rules(self, now: Instant, fx: Effects) -> None:
         if not self.rules.rules:
             return
         envs = {name: domain_env(name, s.kind, s.sample, s.prediction)
                 for name, s in sorted(self.domains.items()) if s.sample is not None}
         for tr in self.rules.evaluate(envs, now.mono):
-            log.append((f"rule {tr.kind}", {"rule": tr.rule, "domain": tr.domain, "severity": tr.severity,
+            fx.transitions.append(tr)
+            fx.log.append((f"rule {tr.kind}", {"rule": tr.rule, "domain": tr.domain, "severity": tr.severity,
                                             "previous": tr.previous}))
             kept = self.transitions.setdefault(tr.domain, [])
             kept.append(tr)
