@@ -192,10 +192,11 @@ class IncidentBuilder:
             value = getattr(kill, name)
             if value is not None:
                 setattr(inc, name, value)
-        if kill.constraint is not None:
-            inc.constraint_source = "kernel"
-        elif inc.constraint is None and inc.report is not None:
+        if inc.report is not None:
+            # the kernel's word, unless the report contradicts it or it is not there
             inc.constraint, inc.constraint_source = infer_constraint(inc.report)
+        elif kill.constraint is not None:
+            inc.constraint_source = "kernel"
         self._refresh(inc, ctx)
         self._freeze(inc, ctx, now)
 
@@ -240,10 +241,10 @@ class IncidentBuilder:
         tells (or when it printed only the kill line), the domain that binds
         the victim's cgroup.  None for a memcg OOM whose cgroup nothing
         names."""
+        if inc.oom_memcg:   # printed only for a memcg OOM, whatever the constraint says
+            return ctx.memcg_domain(inc.oom_memcg)
         if inc.constraint == "CONSTRAINT_NONE":
             return self.host_domain
-        if inc.oom_memcg:
-            return ctx.memcg_domain(inc.oom_memcg)
         for v in inc.victims.values():
             cgroup = inc.task_memcg or (v.process.cgroup if v.process else None)
             if cgroup:
@@ -413,9 +414,13 @@ class IncidentBuilder:
         elif doc["missing_reason"] == "records_lost":
             notes.append("Part of the kernel's report was lost before memguard read it (the kernel "
                          "log ring overflowed).")
+        if inc.constraint == "CONSTRAINT_NONE" and inc.oom_memcg:
+            notes.append(f"The kernel printed CONSTRAINT_NONE but names the memory cgroup that ran out "
+                         f"({inc.oom_memcg}): 5.0-era kernels printed so for memcg OOMs; it is that "
+                         "cgroup's OOM.")
         if inc.constraint_source not in (None, "kernel"):
-            notes.append(f"The kernel did not print the constraint; {inc.constraint} is inferred from "
-                         f"{inc.constraint_source}.")
+            notes.append(f"{inc.constraint} is inferred from {inc.constraint_source}: the kernel did not "
+                         "print the constraint, or printed one its report contradicts.")
         if inc.kind == "oom_kill" and doc["domain"] is not None and not doc["domain_tracked"] \
                 and doc["domain"] != self.host_domain and self.live:
             where = {"kernel report": "from the kernel's report",

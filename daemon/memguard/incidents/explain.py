@@ -34,7 +34,8 @@ from datetime import datetime, timezone
 from ..clock import Instant
 from .build import Context, IncidentBuilder, Write, rfc3339
 from ..probes.kmsg import kills_of
-from ..probes.oom_report import KmsgRecord, OomReport, OomReportAssembler, Victim, infer_constraint
+from ..probes.oom_report import (KmsgRecord, OomReport, OomReportAssembler, Victim, begins_a_fact_line,
+                                 complete_line, infer_constraint)
 from .redact import redact_cmdline
 
 EXPLAIN_SCHEMA_VERSION = 1
@@ -68,6 +69,7 @@ class _Line:
     wall: str | None        # the wall-clock stamp as printed, if any
     raw_length: int
     indented: bool
+    leading_space: bool     # the message began with white space (a wrap that kept its blank)
 
 
 def _strip(line: str) -> str:
@@ -83,9 +85,8 @@ def _wall_of(prefix: str) -> str | None:
     return None
 
 
-def _split(line: str) -> _Line | None:
-    """One pasted line: the kernel's message and what stood before it."""
-    text = _strip(line)
+def _split(text: str) -> _Line | None:
+    """One pasted line (quoting removed): the kernel's message and what stood before it."""
     if not text.strip():
         return None
     head = text[:PREFIX_SPAN]
@@ -113,7 +114,8 @@ def _split(line: str) -> _Line | None:
     if tag and start < tag.end() and message.startswith("kernel: "):
         message = message[len("kernel: "):]
     message = _LEVEL.sub("", message)
-    return _Line(message.rstrip(), stamped, usec, wall, len(text), text[:1].isspace() and not stamped)
+    return _Line(message.rstrip(), stamped, usec, wall, len(text), text[:1].isspace() and not stamped,
+                 message[:1].isspace())
 
 
 def _before_is_message(prefix: str) -> bool:
@@ -135,26 +137,78 @@ _STARTS = re.compile(
     r"(?:memory|memory\+swap|swap|kmem|tcpmem): usage|Memory cgroup (?:stats|out of memory)|"
     r"Task in |Tasks in |Tasks state|Mem-Info:|(?:Out of memory|Memory cgroup out of memory)|"
     r"Killed process|oom-kill:|oom_reaper:|Node \d|[a-z_]+ \d+$|\d+ (?:total pagecache|pages)|"
-    r"(?:Free|Total) swap|RIP:|RSP:|RAX:|RDX:|RBP:|R1\d:|Code:|\s)")
+    r"(?:Free|Total) swap|RIP:|RSP:|RAX:|RDX:|RBP:|R1\d:|Code:)")
+
+
+def _dedent(lines: list[str]) -> list[str]:
+    """Quoting removed, the indentation every line shares (a report indented
+    inside a mail quote) removed too."""
+    stripped = [_strip(line) for line in lines]
+    indents = [len(x) - len(x.lstrip()) for x in stripped if x.strip()]
+    cut = min(indents, default=0)
+    return [x[cut:] for x in stripped]
+
+
+def _join(prev: str, nxt: _Line) -> str:
+    """*prev* continued by the wrapped rest *nxt*: directly after a
+    backslash or where the wrap split a word, with a blank where the wrap
+    kept one or the line is only whole with one."""
+    rest = nxt.message.strip()
+    if prev.endswith("\\"):
+        return prev[:-1].rstrip() + rest if prev[:-1].endswith(",") else prev[:-1] + rest
+    spaced = prev + " " + rest
+    if nxt.leading_space or nxt.indented or (complete_line(spaced) and not complete_line(prev + rest)):
+        return spaced
+    return prev + rest
+
+
+def _wrap_width(lines: list[_Line]) -> int | None:
+    """The width the paste was wrapped at, if it was: its longest lines,
+    two or more of them, all as long (a terminal or a tracker cuts at a
+    fixed column); None otherwise."""
+    longest = max((x.raw_length for x in lines), default=0)
+    at_width = sum(1 for x in lines if x.raw_length >= longest - 1)
+    return longest if longest >= WRAP_WIDTH and at_width >= 2 else None
+
+
+# A line the facts come from is wrapped onto at most this many more lines
+# (a kill line of ~200 characters in a 72-column mail).
+MAX_WRAPS = 3
+
+
+def _wrapped(prev: str, prev_raw: int, x: _Line, width: int | None, wraps: int) -> bool:
+    """Whether the unstamped line *x* is the wrapped rest of *prev* (which
+    *wraps* lines continued already): *prev* ends in a backslash; or it
+    reached the paste's wrap width; or it begins a line the facts come from
+    and is not whole yet.  Never when *x* begins a line of a report itself."""
+    if prev.endswith("\\"):
+        return True
+    if _STARTS.match(x.message):
+        return False
+    if width is not None and prev_raw >= width - 1 and not x.indented:
+        return True     # cut at the wrap width, however whole it looks
+    return wraps < MAX_WRAPS and begins_a_fact_line(prev) and not complete_line(prev)
 
 
 def _records(text: str) -> tuple[list[KmsgRecord], dict[int, str | None], set[int]]:
     """The records of a paste, numbered in order; each one's wall stamp; the
     records whose usec is a dmesg stamp (seconds since boot)."""
-    lines = [x for x in (_split(line) for line in text.splitlines()) if x is not None]
+    lines = [x for x in (_split(line) for line in _dedent(text.splitlines())) if x is not None]
     any_stamped = any(x.stamped for x in lines)
+    width = _wrap_width(lines)
     out: list[list] = []   # [message, usec, wall]
-    last_raw = 0
+    last_raw = wraps = 0
     prev_stamped = False
     for x in lines:
         if out and not x.stamped:
+            if _wrapped(out[-1][0].rsplit("\n", 1)[-1], last_raw, x, width, wraps):
+                out[-1][0] = _join(out[-1][0], x)        # the rest of a wrapped line
+                last_raw, wraps = x.raw_length, wraps + 1
+                continue
             if any_stamped and x.indented and prev_stamped:
                 out[-1][0] += "\n" + x.message.strip()   # dmesg's continuation of a multi-line record
                 continue
-            if last_raw >= WRAP_WIDTH and not _STARTS.match(x.message):
-                out[-1][0] += x.message                  # the rest of a wrapped line
-                last_raw = x.raw_length
-                continue
+        wraps = 0
         out.append([x.message, x.usec, x.wall])
         last_raw, prev_stamped = x.raw_length, x.stamped
     records, walls, stamped = [], {}, set()

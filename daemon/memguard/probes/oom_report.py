@@ -364,8 +364,10 @@ _MEMINFO_LINE = re.compile(
 _TASKS_STATE = "Tasks state (memory values in pages):"
 _TABLE_HEADER = re.compile(r"^\[\s*pid\s*\]\s+uid\s+tgid\s+total_vm\s+rss\b.*\bname$")
 _TABLE_ROW = re.compile(r"^\[\s*(?P<pid>\d+)\]\s+(?P<rest>.*)$")
-_KILLED = re.compile(r"^(?:(?P<reason>.*?): )?Killed process (?P<pid>\d+) \((?P<comm>.*)\)(?P<rest>.*)$")
-_KILL_LEGACY = re.compile(r"^(?P<reason>.*?): Kill process (?P<pid>\d+) \((?P<comm>.*)\) score \d+ or sacrifice child$")
+_KILLED = re.compile(r"^(?:(?P<reason>.*?): )?Killed process (?P<pid>\d+)(?:, UID (?P<uid>\d+),)? "
+                     r"\((?P<comm>.*)\)(?P<rest>.*)$")   # RHEL 6: "Killed process N, UID N, (comm)"
+_KILL_LEGACY = re.compile(r"^(?P<reason>.*?): [Kk]ill process (?P<pid>\d+) \((?P<comm>.*)\) score \d+ "
+                          r"or (?:sacrifice|a) child$")   # "or a child" up to 2.6.35
 _SIZE = re.compile(r"(?P<key>[A-Za-z_-]+)[: ](?P<value>-?\d+)(?P<kb>kB)?")
 _REAPED = re.compile(r"^oom_reaper: reaped process (?P<pid>\d+) \((?P<comm>.*)\), now (?P<rest>.*)$")
 _UNREAPED = re.compile(r"^oom_reaper: unable to reap pid:(?P<pid>\d+) \((?P<comm>.*)\)$")
@@ -679,6 +681,10 @@ class OomReportAssembler:
             draft.phase = "kill"
             return "killed"
         if (m := _KILL_LEGACY.match(text)) is not None:
+            if draft is not None and "chosen" in draft.fields and not draft.victims and not replace:
+                # the kernel chose again before a kill line: a burst whose
+                # kill lines were lost (or left out of a paste)
+                draft = self._start(rec, False, out)
             draft = self._open_for(draft, rec, out, "chosen")
             draft.legacy, draft.phase = True, "kill"
             draft.fields.setdefault("chosen_reason", m.group("reason"))
@@ -846,7 +852,7 @@ class OomReportAssembler:
             draft.drop("victims")
             return
         sizes = _kb_fields(m.group("rest"))
-        uid = sizes.get("uid")
+        uid = sizes.get("uid") if m.group("uid") is None else int(m.group("uid"))
         summary = draft.fields.get("summary_uid")
         if uid is None and isinstance(summary, tuple) and summary[0] == pid:
             uid = summary[1]
@@ -944,3 +950,26 @@ def infer_constraint(report: OomReport) -> tuple[str | None, str | None]:
         return "CONSTRAINT_NONE", (f"the kill line's '{_GLOBAL_REASON}' (a cpuset or memory-policy "
                                    "OOM prints the same words)")
     return None, None
+
+
+# Complete forms of the lines a report's facts come from: a pasted line that
+# begins like one of them but is not complete was wrapped (incidents.explain).
+_STARTS_KNOWN = re.compile(r"^(?:.*?: )?Kill(?:ed)? process \d|^oom-kill:|^.* invoked oom-killer:|^Task in /|"
+                           r"^(?:memory|memory\+swap|swap|kmem): usage ")
+_COMPLETE = (
+    re.compile(r"^(?:.*?: )?Killed process \d+(?:, UID \d+,)? \(.*\).*(?:-rss:\d+kB|oom_score_adj:-?\d+|"
+               r"pgtables:\d+kB)$"),
+    _KILL_LEGACY, _TASK_IN, _COUNTER,
+    re.compile(r"^oom-kill:.*,(?:task=.*,pid=\d+,uid=\d+|global_oom|task_memcg=\S+)$"),
+    re.compile(r"^.* invoked oom-killer: .*oom_(?:score_)?adj=-?\d+$"),   # oom_adj up to 2.6.35
+)
+
+
+def begins_a_fact_line(text: str) -> bool:
+    """Whether *text* begins one of the lines a report's facts come from."""
+    return _STARTS_KNOWN.match(text) is not None
+
+
+def complete_line(text: str) -> bool:
+    """Whether *text* is one of those lines whole (not cut by a wrap)."""
+    return any(p.match(text) for p in _COMPLETE)
