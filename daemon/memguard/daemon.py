@@ -266,6 +266,7 @@ class Daemon:
         control = ControlServer(self.socket_path, self.log)
         control.route("version", lambda params, peer: {"version": __version__, "protocol": 1})
         control.route("status", self._status)
+        control.route("jobs", self._jobs)
         control.route("incidents", self._incidents)
         control.route("incident", self._incident)
         control.route("reload", lambda params, peer: self.reload_rules(), privileged=True)
@@ -330,6 +331,12 @@ class Daemon:
         if self.snapshot is None:
             raise ProtocolError(NOT_READY, "the first tick has not finished yet")
         return {**self.snapshot.to_json(), "metrics": {"url": self.metrics_url}}
+
+    def _jobs(self, params: dict, peer) -> dict:
+        if self.snapshot is None:
+            raise ProtocolError(NOT_READY, "the first tick has not finished yet")
+        doc = self.snapshot.to_json()
+        return {"schema_version": 1, "jobs": doc["jobs"], "rejected": doc["jobs_rejected"]}
 
     async def _incidents(self, params: dict, peer) -> dict:
         listing = await asyncio.to_thread(self.store.list)  # reads every file: off the loop

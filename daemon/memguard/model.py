@@ -70,6 +70,8 @@ class ProcessInfo:
     start_time: float | None = None  # seconds since boot
     uid: int | None = None
     job: str | None = None      # registered job (filled by the jobs stage)
+    ppid: int | None = None
+    job_env: str | None = None  # its MEMGUARD_JOB value, read at exec (None: not set)
 
 
 @dataclass(frozen=True, slots=True)

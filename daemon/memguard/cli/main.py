@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ..config import SYSTEM_SOCKET, Config
 from ..incidents.explain import explain
+from ..jobs.spec import ENV, JobSpec, JobSpecError, format_job, parse_job, parse_signal
 from ..replay import load_trace, replay
 from ..rules.load import RuleError, load_rules
 from ..units import format_bytes
 from . import client
 from .incident import plot, render_explained, render_incident, render_list
-from .render import render_status
+from .render import render_jobs, render_status
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DEGRADED, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
 
@@ -50,6 +52,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     command(sub, "status", help="domains, sources and top consumers; exit 4 when degraded")
     command(sub, "version", help="the daemon's version and protocol")
     command(sub, "incidents", help="the incidents stored, newest first")
+    command(sub, "jobs", help="the registered jobs: processes, domain, memory")
+    run = command(sub, "run", help="run a command as a registered job (sets MEMGUARD_JOB, then execs it)")
+    run.add_argument("--name", help="the job's name (default: the command's)")
+    run.add_argument("--on-warning", metavar="SIGNAL", help="signal the job when a rule warns (USR1, ...)")
+    run.add_argument("--on-critical", metavar="SIGNAL", help="signal the job at critical (TERM, ...)")
+    run.add_argument("--target", choices=("leader", "all"), default="leader",
+                     help="signal the first process (default) or all of the job's")
+    run.add_argument("--hook", metavar="COMMAND", help="a command to run (as you) when a rule warns")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     command(sub, "reload", help="load the rule files again (the last good rules stay on error)")
     ex = command(sub, "explain", help="incident reports from a pasted kernel log (dmesg, journalctl, syslog)")
     ex.add_argument("file", nargs="?", default="-", metavar="FILE", help="the text (default: standard input)")
@@ -87,6 +98,32 @@ def explain_text(path: str, as_json: bool) -> int:
     else:
         sys.stdout.write(render_explained(result))
     return EXIT_OK if result["incidents"] else EXIT_ERROR
+
+
+def run_job(args: argparse.Namespace) -> int:
+    """Exec the command with MEMGUARD_JOB set: the daemon finds it at its
+    exec, and everything it starts inherits the registration.  Needs no
+    daemon to run (one started later finds the job by its /proc scan)."""
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        print("memguardctl: run: no command given (memguardctl run [OPTIONS] -- COMMAND ...)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        spec = JobSpec(args.name or os.path.basename(argv[0]),
+                       parse_signal(args.on_warning, "--on-warning") if args.on_warning else None,
+                       parse_signal(args.on_critical, "--on-critical") if args.on_critical else None,
+                       args.target, args.hook)
+        value = format_job(spec)
+        parse_job(value)    # the name must be one the daemon accepts
+    except JobSpecError as e:
+        print(f"memguardctl: run: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    env = {**os.environ, ENV: value}
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as e:
+        print(f"memguardctl: run: {argv[0]}: {e.strerror}", file=sys.stderr)
+        return 127 if isinstance(e, FileNotFoundError) else 126
 
 
 def sockets(explicit: str | None) -> list[str]:
@@ -176,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         return rules_test(args.files, args.trace, args.json)
     if args.command == "explain":
         return explain_text(args.file, args.json)
+    if args.command == "run":
+        return run_job(args)
     params = {"id": args.id} if args.command == "incident" else {}
     try:
         path, result = ask(sockets(args.socket), args.command, params, args.timeout)
@@ -192,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(render_status(result, path))
     elif args.command == "incidents":
         sys.stdout.write(render_list(result))
+    elif args.command == "jobs":
+        sys.stdout.write(render_jobs(result))
     elif args.command == "incident":
         sys.stdout.write(render_incident(result))
     elif args.command == "reload":

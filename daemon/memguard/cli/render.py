@@ -95,3 +95,20 @@ def render_status(status: dict, socket: str | None = None) -> str:
                 + ("" if wsl.get("wslconfig_matches") in (None, True)
                    else " DOES NOT MATCH the VM's memory (restart WSL with `wsl --shutdown`)")]
     return "\n".join(out) + "\n"
+
+
+def render_jobs(result: dict) -> str:
+    """``memguardctl jobs``: one row per registered job."""
+    rows = []
+    for j in result["jobs"]:
+        reg = j["registration"]
+        wants = ", ".join(f"{k}={reg[k]}" for k in ("warning", "critical") if reg.get(k)) or "-"
+        rows.append([j["id"], str(j["leader"]), str(len(j["pids"])), str(j["uid"]), j["domain"] or "-",
+                     format_bytes(j["rss_bytes"]), wants + (" +hook" if reg.get("hook") else ""),
+                     _duration(j["registered_seconds"])])
+    out = table(["JOB", "LEADER", "PROCS", "UID", "DOMAIN", "RSS", "WANTS", "FOR"], rows, {1, 2, 3, 5})
+    if not rows:
+        out = ["no registered jobs (start one with: memguardctl run -- COMMAND, or MEMGUARD_JOB=NAME COMMAND)"]
+    for r in result.get("rejected") or ():
+        out.append(f"refused: pid {r['pid']}: {r['error']}")
+    return "\n".join(out) + "\n"

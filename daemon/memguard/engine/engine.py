@@ -26,6 +26,7 @@ from ..rules.evaluate import RuleEngine, domain_env
 from ..sources.cgroups import Binding
 from .messages import Dropped, LookupWanted, ProbeRun, ProcessesSeen, RulesLoaded, RulesRejected
 from ..incidents.build import Context, IncidentBuilder
+from ..jobs.table import JobTable
 from .recorder import FlightRecorder
 from .snapshot import DomainView, Snapshot
 
@@ -106,6 +107,8 @@ class Engine:
         self.reclaim: dict[str, tuple[int, float]] = {}    # cgroup2 path -> (stalls, seconds)
         self.redact = redact
         self.incidents = IncidentBuilder(settle=config.incidents.settle)
+        self.jobs = JobTable()
+        self._now = started.mono
         self.rules = RuleEngine([])
         self.rules_info: dict = {"files": [], "count": 0, "error": None}
         # Rule transitions of the last minutes, per domain: what an incident
@@ -125,6 +128,7 @@ class Engine:
         brings *events* (engine/messages.py, model.OomKill, model.ProcessInfo,
         sources.cgroups.Binding).  A tick publishes a snapshot."""
         fx = Effects(None, 0.0)
+        self._now = now.mono
         ticked = bool(runs) or tick_duration is not None
         if ticked:
             self._tick(runs, now, tick_duration, fx)
@@ -180,8 +184,8 @@ class Engine:
         reading = run.reading
         counts = {}
         if reading is not None:
-            counts = {"events": len(reading.kills) + len(reading.processes), "lost": reading.lost,
-                      "malformed": reading.malformed}
+            counts = {"events": len(reading.kills) + len(reading.processes) + len(reading.forks)
+                      + len(reading.exits), "lost": reading.lost, "malformed": reading.malformed}
         elif run.state == "failed":
             counts = {"errors": 1}
         fx.log += self._probe_state(run.name, run.state, run.reason, **counts)
@@ -192,7 +196,11 @@ class Engine:
         if reading.reclaim is not None:
             self.reclaim = reading.reclaim
         if reading.processes:
-            self._remember_all(reading.processes)
+            self._remember_all(reading.processes, log=fx.log)
+        for parent, child in reading.forks:
+            self.jobs.forked(parent, child, now.mono)
+        for pid in reading.exits:
+            fx.log += self.jobs.exited(pid)
         for kill in reading.kills:
             fx.log.append(("oom kill seen", {"probe": run.name, "pid": kill.pid, "comm": kill.comm,
                                              "kernel_time": kill.kernel_time, "seen": round(now.mono, 4)}))
@@ -239,7 +247,7 @@ class Engine:
                        self.process_table, domain_of, self.redact, self.transitions,
                        {n: s.prediction for n, s in self.domains.items()}, self.bindings, host)
 
-    def _remember_all(self, processes: list[ProcessInfo], at_exec: bool = True) -> None:
+    def _remember_all(self, processes: list[ProcessInfo], at_exec: bool = True, log: list | None = None) -> None:
         """Processes to name victims by: seen at exec (the proc connector),
         or by a /proc scan (*at_exec* False).  A scan's view is older than it
         looks (it ran in a thread before this tick) and may show a process
@@ -254,6 +262,10 @@ class Engine:
                 self._exec_seen.add(p.pid)
             else:
                 self._exec_seen.discard(p.pid)   # a new process under a reused pid
+            if at_exec or p.ppid is not None:    # at its exec, or the scan at start that reads MEMGUARD_JOB
+                lines = self.jobs.seen(p, p.ppid, p.job_env, self._now)
+                if log is not None:
+                    log += lines
             self._remember(p)
 
     def _remember(self, p: ProcessInfo) -> None:
@@ -319,7 +331,9 @@ class Engine:
         if reading.domain_of is not None:
             self.domain_of = reading.domain_of
         if reading.known:
-            self._remember_all(reading.known, at_exec=False)
+            self._remember_all(reading.known, at_exec=False, log=log)
+        if reading.pids is not None:
+            log += self.jobs.alive(reading.pids, reading.pids_at)
         if reading.processes is not None:
             self.processes = tuple(self._attribute(p) for p in reading.processes)
             self._remember_all(list(self.processes), at_exec=False)
@@ -366,11 +380,11 @@ class Engine:
         of its own: the walk that notice() brings forward tells)."""
         host = self.host_domain()
         if p.cgroup is None or self.domain_of is None:
-            return replace(p, domain=host)
+            return replace(p, domain=host, job=self.jobs.job_of(p.pid))
         path = p.cgroup
         while (domain := self.domain_of(path)) is None and path not in ("/", ""):
             path = os.path.dirname(path)
-        return replace(p, domain=domain or host)
+        return replace(p, domain=domain or host, job=self.jobs.job_of(p.pid))
 
     def host_domain(self) -> str:
         for name, state in self.domains.items():
@@ -449,4 +463,20 @@ class Engine:
             facts={k: dict(v) for k, v in self.facts.items()},
             counters=replace(self.counters, dropped=dict(self.counters.dropped),
                              incidents=dict(self.counters.incidents)),
+            jobs=self._job_views(now), jobs_rejected=tuple(self.jobs.rejected.items()),
         )
+
+    def _job_views(self, now: Instant) -> tuple[dict, ...]:
+        """Each job as status shows it: its processes, domain and memory
+        (RSS as last seen: at exec, or by the scan of top consumers)."""
+        views = []
+        for job in sorted(self.jobs.jobs.values(), key=lambda j: j.registered):
+            known = [self.process_table[p] for p in job.members if p in self.process_table]
+            leader = self.process_table.get(job.leader)
+            views.append({
+                "id": job.id, "name": job.name, "registration": job.spec.to_json(), "leader": job.leader,
+                "pids": sorted(job.members), "uid": job.uid,
+                "domain": leader.domain if leader else None, "cgroup": leader.cgroup if leader else None,
+                "rss_bytes": sum(p.rss for p in known) if known else None,
+                "registered_seconds": round(now.mono - job.registered, 3)})
+        return tuple(views)

@@ -45,6 +45,8 @@ class Snapshot:
     unattributed_kills: int = 0
     firing: tuple = ()            # (rule, domain, severity, since) of firing rules
     rules_info: dict = field(default_factory=dict)
+    jobs: tuple = ()              # the registered jobs, as their JSON (engine.Engine._job_views)
+    jobs_rejected: tuple = ()     # (pid, why) of MEMGUARD_JOB values refused
 
     @property
     def degraded(self) -> list[str]:
@@ -76,6 +78,8 @@ class Snapshot:
                                  for r, d, sev, since in self.firing]},
             "reclaim": [{"cgroup": path, "stalls": n, "stall_seconds": round(sec, 6)}
                         for path, (n, sec) in sorted(self.reclaim.items())],
+            "jobs": list(self.jobs),
+            "jobs_rejected": [{"pid": pid, "error": why} for pid, why in self.jobs_rejected],
         }
 
 

@@ -29,6 +29,10 @@ class ProbeReading:
     # Processes as they were at exec (the proc connector): the table that
     # names a victim after its /proc entry is gone.
     processes: list[ProcessInfo] = field(default_factory=list)
+    # Processes forked (parent, child) and exited (pid), for the jobs: a
+    # data loader's workers fork and never exec.
+    forks: list[tuple[int, int]] = field(default_factory=list)
+    exits: list[int] = field(default_factory=list)
     # Reclaim stalls per cgroup2 path: (count, seconds), cumulative since the
     # probe started (the BPF probe's leading indicator); None: no news.
     reclaim: dict[str, tuple[int, float]] | None = None

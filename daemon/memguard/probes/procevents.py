@@ -1,4 +1,4 @@
-"""The process table's feed: fork and exec events from the netlink proc connector.
+"""The process table's feed: exec, fork and exit events from the netlink proc connector.
 
 Kernel: drivers/connector/cn_proc.c (CONFIG_PROC_EVENTS), needs root
 (CAP_NET_ADMIN).  At every exec the process's command line, start time,
@@ -21,7 +21,8 @@ import threading
 from ..clock import Instant
 from ..model import ProcessInfo
 from ..roots import Roots, read_text
-from ..sources.processes import parse_cmdline, parse_proc_cgroup, parse_stat, parse_status_uid, PAGE_SIZE
+from ..sources.processes import (ENVIRON_READ, JOB_ENV, PAGE_SIZE, parse_cmdline, parse_environ_var,
+                                 parse_ppid, parse_proc_cgroup, parse_stat, parse_status_uid)
 from .base import ProbeReading, Unavailable
 
 # Execs waiting for the loop; a burst beyond this drops the oldest (counted).
@@ -30,18 +31,26 @@ RCVBUF = 4 << 20
 
 
 def describe(roots: Roots, pid: int) -> ProcessInfo | None:
-    """What /proc says of *pid* now; None when it is already gone."""
+    """What /proc says of *pid* now, with its parent and its MEMGUARD_JOB
+    value; None when it is already gone."""
     base = roots.proc_path(str(pid))
     try:
-        comm, rss_pages, start = parse_stat(read_text(os.path.join(base, "stat")))
+        stat = read_text(os.path.join(base, "stat"))
+        comm, rss_pages, start = parse_stat(stat)
         with open(os.path.join(base, "cmdline"), "rb") as f:
             cmdline = parse_cmdline(f.read(4096)) or f"[{comm}]"
         cgroup = parse_proc_cgroup(read_text(os.path.join(base, "cgroup")))
         uid = parse_status_uid(read_text(os.path.join(base, "status")))
+        ppid = parse_ppid(stat)
     except (OSError, ValueError, IndexError):
         return None
+    try:
+        with open(os.path.join(base, "environ"), "rb") as f:
+            job_env = parse_environ_var(f.read(ENVIRON_READ), JOB_ENV)
+    except OSError:
+        job_env = None    # gone since, or not root: registration needs root
     return ProcessInfo(pid=pid, comm=comm, rss=rss_pages * PAGE_SIZE, cgroup=cgroup, domain=None,
-                       cmdline=cmdline, start_time=start, uid=uid)
+                       cmdline=cmdline, start_time=start, uid=uid, ppid=ppid, job_env=job_env)
 
 
 class ProcEventsProbe:
@@ -49,7 +58,8 @@ class ProcEventsProbe:
 
     def __init__(self, roots: Roots) -> None:
         self.roots = roots
-        self.queue: collections.deque[ProcessInfo] = collections.deque(maxlen=QUEUE_LIMIT)
+        # ProcessInfo at an exec, ("fork", parent, child), ("exit", pid)
+        self.queue: collections.deque = collections.deque(maxlen=QUEUE_LIMIT)
         self.dropped = 0
         self.error: str | None = None
         self.rfd = self.wfd = None
@@ -110,12 +120,18 @@ class ProcEventsProbe:
                 self.error = f"{type(e).__name__}: {e}"
                 break
             for m in messages:
-                if m.get("event") == "PROC_EVENT_EXEC":
-                    info = describe(self.roots, m["process_tgid"])
-                    if info is not None:
-                        if len(self.queue) == self.queue.maxlen:
-                            self.dropped += 1
-                        self.queue.append(info)
+                event = m.get("event")
+                item = None
+                if event == "PROC_EVENT_EXEC":
+                    item = describe(self.roots, m["process_tgid"])
+                elif event == "PROC_EVENT_FORK" and m["child_pid"] == m["child_tgid"]:  # a process, not a thread
+                    item = ("fork", m["parent_tgid"], m["child_tgid"])
+                elif event == "PROC_EVENT_EXIT" and m["process_pid"] == m["process_tgid"]:
+                    item = ("exit", m["process_tgid"])
+                if item is not None:
+                    if len(self.queue) == self.queue.maxlen:
+                        self.dropped += 1
+                    self.queue.append(item)
             try:
                 os.write(wfd, b"\0")
             except BlockingIOError:
@@ -133,7 +149,14 @@ class ProcEventsProbe:
         if self.thread is not None and not self.thread.is_alive():
             raise OSError(f"the proc connector thread stopped: {self.error}")
         reading = ProbeReading()
-        reading.processes = [self.queue.popleft() for _ in range(len(self.queue))]
+        for _ in range(len(self.queue)):
+            item = self.queue.popleft()
+            if isinstance(item, ProcessInfo):
+                reading.processes.append(item)
+            elif item[0] == "fork":
+                reading.forks.append((item[1], item[2]))
+            else:
+                reading.exits.append(item[1])
         reading.lost, self.dropped = self.dropped, 0
         return reading
 

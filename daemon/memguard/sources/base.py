@@ -36,6 +36,10 @@ class Reading:
     tracked: set[str] | None = None
     # Which domain binds a process in a given cgroup path (the cgroups source).
     domain_of: Callable[[str], str] | None = None
+    # Every pid a full scan of /proc saw (the processes source): jobs' members
+    # missing from it are gone, their exit event lost.
+    pids: set[int] | None = None
+    pids_at: float = 0.0            # monotonic time the scan began
 
 
 class Source(Protocol):

@@ -21,6 +21,10 @@ from ..roots import Roots, read_text
 from .base import Reading, skip_reason
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+JOB_ENV = "MEMGUARD_JOB"   # jobs.spec.ENV (that module imports nothing from here)
+# /proc/PID/environ read for MEMGUARD_JOB: the variable is near the end of a
+# long environment as often as not; beyond this much it is not looked for.
+ENVIRON_READ = 256 * 1024
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -33,6 +37,21 @@ def parse_stat(text: str) -> tuple[str, int, float]:
     open_paren, close_paren = text.index("("), text.rindex(")")
     fields = text[close_paren + 2:].split()
     return text[open_paren + 1:close_paren], int(fields[21]), int(fields[19]) / CLOCK_TICKS
+
+
+def parse_ppid(text: str) -> int:
+    """The parent pid from /proc/PID/stat (the field after the state)."""
+    return int(text[text.rindex(")") + 2:].split()[1])
+
+
+def parse_environ_var(raw: bytes, name: str) -> str | None:
+    """The value of *name* in /proc/PID/environ (NUL-separated NAME=value);
+    None when it is not set."""
+    key = name.encode() + b"="
+    for item in raw.split(b"\0"):
+        if item.startswith(key):
+            return item[len(key):].decode("utf-8", "replace")
+    return None
 
 
 def parse_proc_cgroup(text: str) -> str | None:
@@ -71,12 +90,13 @@ class ProcessSource:
         self.caught_up = False
 
     def collect(self, now: Instant) -> Reading:
-        reading = Reading()
+        reading = Reading(pids=set(), pids_at=now.mono)
         heaviest: list[tuple[int, int, str, float]] = []
         everyone: list[tuple[int, int, str, float]] = []
         for name in os.listdir(self.roots.proc):
             if not name.isdigit():
                 continue
+            reading.pids.add(int(name))
             try:
                 comm, rss_pages, start = parse_stat(read_text(self.roots.proc_path(name, "stat")))
             except (OSError, ValueError, IndexError) as e:
@@ -98,22 +118,35 @@ class ProcessSource:
                 reading.processes.append(info)
         if not self.caught_up:
             # Once, at start: every process that was there before the proc
-            # connector's exec events began, for the table that names victims.
+            # connector's exec events began, for the table that names victims
+            # and to find the jobs registered before (their MEMGUARD_JOB).
             reading.known = [info for rss_pages, pid, comm, start in everyone
-                             if (info := self._details(pid, comm, rss_pages * PAGE_SIZE, start, reading))]
+                             if (info := self._details(pid, comm, rss_pages * PAGE_SIZE, start, reading,
+                                                       full=True))]
             self.caught_up = True
         return reading
 
     def _details(self, pid: int, comm: str, rss: int, start: float,
-                 reading: Reading) -> ProcessInfo | None:
+                 reading: Reading, full: bool = False) -> ProcessInfo | None:
+        """The process's owner, cgroup and command line; *full*: its parent
+        and MEMGUARD_JOB too."""
         base = self.roots.proc_path(str(pid))
+        ppid = job_env = None
         try:
             uid = parse_status_uid(read_text(os.path.join(base, "status")))
             cgroup = parse_proc_cgroup(read_text(os.path.join(base, "cgroup")))
             with open(os.path.join(base, "cmdline"), "rb") as f:
                 cmdline = parse_cmdline(f.read(4096)) or f"[{comm}]"
+            if full:
+                ppid = parse_ppid(read_text(os.path.join(base, "stat")))
         except (OSError, ValueError) as e:
             reading.skipped[skip_reason(e)] += 1
             return None
+        if full:
+            try:
+                with open(os.path.join(base, "environ"), "rb") as f:
+                    job_env = parse_environ_var(f.read(ENVIRON_READ), JOB_ENV)
+            except OSError:
+                job_env = None   # not root: jobs are found by root only
         return ProcessInfo(pid=pid, comm=comm, rss=rss, cgroup=cgroup, domain=None,
-                           cmdline=cmdline, start_time=start, uid=uid)
+                           cmdline=cmdline, start_time=start, uid=uid, ppid=ppid, job_env=job_env)

@@ -1,0 +1,1 @@
+"""Jobs: process trees that registered with memguard, and what they want to hear."""
