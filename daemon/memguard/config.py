@@ -101,6 +101,11 @@ class RulesConfig:
 
 
 @dataclass(frozen=True)
+class ActionsConfig:
+    dry_run: bool = False                 # decide, log and count every action, carry out none
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     listen: str = "127.0.0.1:9717"        # host:port; "" turns the endpoint off
 
@@ -125,6 +130,7 @@ class Config:
     probes: ProbesConfig = ProbesConfig()
     incidents: IncidentsConfig = IncidentsConfig()
     rules: RulesConfig = RulesConfig()
+    actions: ActionsConfig = ActionsConfig()
     source: str = field(default="", metadata={"internal": True})  # the file read ("" for the defaults)
 
     def rule_files(self) -> list[str]:

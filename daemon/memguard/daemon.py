@@ -26,6 +26,8 @@ from .clock import Clock, Instant, SystemClock
 from .config import Config, ConfigError, load_config
 from .engine.engine import Engine, SourceRun
 from .engine.messages import Dropped, LookupWanted, ProbeRun, RulesLoaded, RulesRejected
+from .actions.act import carry_out
+from .actions.plan import ActionDone, ActionWanted
 from .engine.snapshot import Snapshot
 from .export.http import MetricsServer
 from .export.metrics import Metrics
@@ -80,6 +82,8 @@ class Daemon:
         self._memcg_tracked = None
         self.metrics_url: str | None = None   # where /metrics is served, once it is
         self._lookups = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-proc")
+        self._actuator = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-act")
+        self.audit_path = os.path.join(self.state_dir, "actions.log")
         self.reload_rules(initial=True)
         self._saved_seq = None
         self._heartbeat_at = 0.0
@@ -179,6 +183,38 @@ class Daemon:
             for wanted in effects.lookups:
                 future = self._lookups.submit(self._look_up, wanted)
                 future.add_done_callback(lambda f: self._lookup_done(f, loop))
+        for action in effects.actions:
+            loop = asyncio.get_running_loop()
+            future = self._actuator.submit(carry_out, self.roots, action, self.clock.now().mono)
+            future.add_done_callback(lambda f, a=action: self._action_finished(f, a, loop))
+
+    def _action_finished(self, future: concurrent.futures.Future, action: ActionWanted,
+                         loop: asyncio.AbstractEventLoop) -> None:
+        """In the actuator thread: audit the action, hand its result to the loop."""
+        if future.cancelled():
+            return
+        done = future.result() if future.exception() is None else \
+            ActionDone(action.id, "failed", ({"error": repr(future.exception())},), self.clock.now().mono)
+        self._audit(action, done)
+        try:
+            loop.call_soon_threadsafe(lambda: self._apply(self.engine.step([], self.clock.now(), events=[done])))
+        except RuntimeError:
+            pass  # the loop closed: the daemon is stopping
+
+    def _audit(self, action: ActionWanted, done: ActionDone) -> None:
+        """One JSON line per action in <state_dir>/actions.log (0600)."""
+        line = json.dumps({"time": time.time(), "id": action.id, "kind": action.kind, "rule": action.rule,
+                           "severity": action.severity, "domain": action.domain, "job": action.job,
+                           "uid": action.uid, "signal": action.signal, "dry_run": action.dry_run,
+                           "result": done.result, "targets": list(done.details), **action.context})
+        try:
+            fd = os.open(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, line.encode() + b"\n")
+            finally:
+                os.close(fd)
+        except OSError as e:
+            self.log.warning("action not audited", error=str(e))
 
     def _lookup_done(self, future: concurrent.futures.Future, loop: asyncio.AbstractEventLoop) -> None:
         """In the lookup thread: hand the result to the loop (or log the bug)."""
@@ -307,6 +343,7 @@ class Daemon:
                 await metrics_server.stop()
             self.slow.shutdown()
             self._lookups.shutdown(wait=False, cancel_futures=True)
+            self._actuator.shutdown(wait=False, cancel_futures=True)
             self.writer.shutdown()
             self._persist(self.clock.now())
             self._heartbeat(self.clock.now(), clean=True)

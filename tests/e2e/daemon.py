@@ -29,12 +29,13 @@ class Daemon:
         # section), and our own trace instance, so a daemon running beside the
         # tests is not disturbed.
         self.config = os.path.join(tmp, "memguard.yaml")
+        self.state_dir = os.path.join(tmp, "state")
         self.instance = f"mgtest-{os.getpid()}-{id(self):x}"
         with open(self.config, "w") as f:
             f.write(config + "probes:\n" + probes + f"  tracefs_instance: {self.instance}\n")
         extra = ("--config", self.config, *extra)
         argv = [sys.executable, "-m", "memguard.daemon", "--socket", self.socket,
-                "--state-dir", os.path.join(tmp, "state"), "--metrics-listen", "127.0.0.1:0", *extra]
+                "--state-dir", self.state_dir, "--metrics-listen", "127.0.0.1:0", *extra]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.stderr)
         try:
             self.port = wait_until(self._port, timeout=20, what="memguardd to start")

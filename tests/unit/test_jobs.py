@@ -58,7 +58,7 @@ def test_a_job_and_its_descendants_register_through_exec_and_fork():
                proc(20, 1))
     assert ("job registered", {"job": "train-10", "pid": 10, "comm": "python3", "uid": 1000}) in fx.log
     # a data loader's worker forks and never execs
-    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(forks=[(11, 12), (20, 21)]))])
+    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(forks=[(11, 12, 101.0), (20, 21, 101.0)]))])
     (job,) = e.snapshot(clock.now()).jobs
     assert (job["id"], job["leader"], job["pids"], job["registration"]["warning"]) == \
         ("train-10", 10, [10, 11, 12], "SIGUSR1")
@@ -93,7 +93,7 @@ def test_members_a_scan_no_longer_sees_are_gone_unless_they_joined_after_it():
     execs(e, clock, proc(10, 1, "train"), proc(11, 10, "train"))
     scan_started = clock.now().mono
     clock.advance(1)
-    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(forks=[(10, 12)]))])
+    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(forks=[(10, 12, 101.0)]))])
     clock.advance(1)
     e.step([SourceRun("processes", reading=Reading(processes=[], pids={10}, pids_at=scan_started + 0.5))],
            clock.now())

@@ -21,6 +21,14 @@ def render_list(listing: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _signal_name(number) -> str:
+    import signal
+    try:
+        return signal.Signals(number).name
+    except (ValueError, TypeError):
+        return str(number)
+
+
 def _rate(bps: float | None) -> str:
     if bps is None:
         return "unknown"
@@ -91,6 +99,10 @@ def render_incident(doc: dict) -> str:
     out += ["", "What memguard did before: "
             + (f"{len(warned)} warning(s), {doc.get('warning_seconds')} s before the kill; "
                f"{len(actions)} action(s)." if warned or actions else "nothing: no warning had fired.")]
+    for a in actions:
+        what = f"signal {_signal_name(a.get('signal'))} to job {a.get('job')}" if a.get("kind") == "signal" \
+            else f"{a.get('kind')} for job {a.get('job')}"
+        out.append(f"  {a.get('t'):+.1f} s: {what} ({a.get('rule')}, {a.get('severity')}): {a.get('result')}")
     probes = doc.get("probes") or []
     if probes:
         out += ["", "Seen by: " + ", ".join(

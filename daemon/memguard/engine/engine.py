@@ -25,6 +25,7 @@ from ..predict.predictor import BURST_WINDOW, HORIZONS, Prediction, predict, wid
 from ..rules.evaluate import RuleEngine, domain_env
 from ..sources.cgroups import Binding
 from .messages import Dropped, LookupWanted, ProbeRun, ProcessesSeen, RulesLoaded, RulesRejected
+from ..actions.plan import ActionDone, ActionWanted, wanted_signals
 from ..incidents.build import Context, IncidentBuilder
 from ..jobs.table import JobTable
 from .recorder import FlightRecorder
@@ -74,6 +75,7 @@ class Counters:
     domains_replaced: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # queue -> inputs dropped
     incidents: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (kind, domain, constraint) -> sealed
+    actions: dict[tuple[str, str, str], int] = field(default_factory=dict)    # (rule, kind, result) -> done
 
 
 @dataclass
@@ -87,6 +89,7 @@ class Effects:
     incidents: list = field(default_factory=list)   # incidents.build.Write / Remove, in order
     transitions: list = field(default_factory=list)  # rules.evaluate.Transition, in order
     lookups: list[LookupWanted] = field(default_factory=list)
+    actions: list[ActionWanted] = field(default_factory=list)
 
 
 class Engine:
@@ -109,6 +112,11 @@ class Engine:
         self.incidents = IncidentBuilder(settle=config.incidents.settle)
         self.jobs = JobTable()
         self._now = started.mono
+        self._acted: set[tuple[str, str, str, str]] = set()   # (job, rule, domain, warning|critical) signalled
+        self._pending_actions: dict[int, ActionWanted] = {}
+        self._action_seq = 0
+        # Actions of the last minutes, per domain: what an incident tells of them.
+        self.actions_done: dict[str, list[dict]] = {}
         self.rules = RuleEngine([])
         self.rules_info: dict = {"files": [], "count": 0, "error": None}
         # Rule transitions of the last minutes, per domain: what an incident
@@ -158,6 +166,8 @@ class Engine:
                                    "loaded": event.loaded}
             elif isinstance(event, RulesRejected):
                 self.rules_info = {**self.rules_info, "error": event.error}
+            elif isinstance(event, ActionDone):
+                fx.log += self._action_done(event)
             elif isinstance(event, Dropped):
                 for cause, n in event.counts.items():
                     self.counters.dropped[cause] = self.counters.dropped.get(cause, 0) + n
@@ -197,8 +207,8 @@ class Engine:
             self.reclaim = reading.reclaim
         if reading.processes:
             self._remember_all(reading.processes, log=fx.log)
-        for parent, child in reading.forks:
-            self.jobs.forked(parent, child, now.mono)
+        for parent, child, start in reading.forks:
+            self.jobs.forked(parent, child, start, now.mono)
         for pid in reading.exits:
             fx.log += self.jobs.exited(pid)
         for kill in reading.kills:
@@ -245,7 +255,8 @@ class Engine:
         return Context({n: s.recorder for n, s in self.domains.items()},
                        {n: s.sample.limit if s.sample else None for n, s in self.domains.items()},
                        self.process_table, domain_of, self.redact, self.transitions,
-                       {n: s.prediction for n, s in self.domains.items()}, self.bindings, host)
+                       {n: s.prediction for n, s in self.domains.items()}, self.bindings, host,
+                       self.actions_done)
 
     def _remember_all(self, processes: list[ProcessInfo], at_exec: bool = True, log: list | None = None) -> None:
         """Processes to name victims by: seen at exec (the proc connector),
@@ -397,7 +408,8 @@ class Engine:
             return
         envs = {name: domain_env(name, s.kind, s.sample, s.prediction)
                 for name, s in sorted(self.domains.items()) if s.sample is not None}
-        for tr in self.rules.evaluate(envs, now.mono):
+        transitions = self.rules.evaluate(envs, now.mono)
+        for tr in transitions:
             fx.transitions.append(tr)
             fx.log.append((f"rule {tr.kind}", {"rule": tr.rule, "domain": tr.domain, "severity": tr.severity,
                                             "previous": tr.previous}))
@@ -407,6 +419,64 @@ class Engine:
                 kept.pop(0)
         for name in [n for n in self.transitions if n not in self.domains]:
             del self.transitions[name]
+        if transitions:
+            fx.actions += self._plan_actions(transitions, now)
+
+    def _jobs_in(self, domain: str) -> list:
+        """The jobs with a process in *domain*."""
+        out = []
+        for job in self.jobs.jobs.values():
+            if any((p := self.process_table.get(pid)) is not None and p.domain == domain for pid in job.members):
+                out.append(job)
+        return out
+
+    def _plan_actions(self, transitions, now: Instant) -> list[ActionWanted]:
+        """The signals the jobs in a domain asked for at the severity a rule
+        reached there: once per job, rule and severity until the rule clears."""
+        wanted = []
+        for tr in transitions:
+            if tr.kind == "clear":
+                self._acted = {a for a in self._acted if (a[1], a[2]) != (tr.rule, tr.domain)}
+                continue
+            if tr.kind not in ("fire", "escalate"):
+                continue
+            state = self.domains.get(tr.domain)
+            p = state.prediction if state else None
+            context = {"tto_seconds": p.tto if p else None, "confidence": p.confidence if p else None,
+                       "rate_bytes_per_second": p.rate if p else None,
+                       "usage_ratio": state.sample.usage_ratio if state and state.sample else None}
+            for job in self._jobs_in(tr.domain):
+                for which, sig in wanted_signals(job.spec, tr.severity or ""):
+                    key = (job.id, tr.rule, tr.domain, which)
+                    if key in self._acted:
+                        continue
+                    self._acted.add(key)
+                    pids = [job.leader] if job.spec.target == "leader" else sorted(job.members)
+                    self._action_seq += 1
+                    action = ActionWanted(self._action_seq, "signal", tr.rule, tr.severity, tr.domain, job.id,
+                                          job.uid, tuple((pid, job.members.get(pid)) for pid in pids), sig,
+                                          self.config.actions.dry_run, now.mono, context)
+                    self._pending_actions[action.id] = action
+                    wanted.append(action)
+        return wanted
+
+    def _action_done(self, done: ActionDone) -> list:
+        action = self._pending_actions.pop(done.id, None)
+        if action is None:
+            return []
+        key = (action.rule, action.kind, done.result)
+        self.counters.actions[key] = self.counters.actions.get(key, 0) + 1
+        record = {"at": action.at, "kind": action.kind, "rule": action.rule, "severity": action.severity,
+                  "job": action.job, "signal": action.signal, "result": done.result, "targets": list(done.details),
+                  "dry_run": action.dry_run, **action.context}
+        kept = self.actions_done.setdefault(action.domain, [])
+        kept.append(record)
+        while kept and done.at - kept[0]["at"] > TRANSITIONS_KEPT:
+            kept.pop(0)
+        return [("action", {"kind": action.kind, "rule": action.rule, "severity": action.severity,
+                            "domain": action.domain, "job": action.job, "signal": action.signal,
+                            "result": done.result, "dry_run": action.dry_run,
+                            **({"level": "warning"} if done.result == "failed" else {})})]
 
     @staticmethod
     def _predict(state: DomainState, now: float) -> Prediction | None:
@@ -462,7 +532,7 @@ class Engine:
             unattributed_kills=self.incidents.unattributed,
             facts={k: dict(v) for k, v in self.facts.items()},
             counters=replace(self.counters, dropped=dict(self.counters.dropped),
-                             incidents=dict(self.counters.incidents)),
+                             incidents=dict(self.counters.incidents), actions=dict(self.counters.actions)),
             jobs=self._job_views(now), jobs_rejected=tuple(self.jobs.rejected.items()),
         )
 

@@ -102,6 +102,8 @@ def _counters_json(c) -> dict:
     out = asdict(c)
     out["incidents"] = [{"kind": k, "domain": d, "constraint": con or None, "count": n}
                         for (k, d, con), n in sorted(c.incidents.items())]
+    out["actions"] = [{"rule": r, "kind": k, "result": res, "count": n}
+                      for (r, k, res), n in sorted(c.actions.items())]
     return out
 
 

@@ -185,7 +185,12 @@ def _probe_metrics(snap: Snapshot):
     reload_ok = GaugeMetricFamily("memguard_rules_last_reload_ok",
                                   "0 when the last reload failed and the previous rules stay in force.")
     reload_ok.add_metric([], 0 if snap.rules_info.get("error") else 1)
-    yield from (firing, loaded, reload_ok)
+    actions = CounterMetricFamily("memguard_actions", "Actions carried out (or, dry, decided), by rule, kind "
+                                  "(signal) and result (sent, partial, gone, failed, dry_run).",
+                                  labels=["rule", "kind", "result"])
+    for (rule, kind, result), n in sorted(snap.counters.actions.items()):
+        actions.add_metric([rule, kind, result], n)
+    yield from (firing, loaded, reload_ok, actions)
 
 
 class Metrics:

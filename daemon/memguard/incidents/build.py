@@ -506,7 +506,8 @@ class Context:
     def __init__(self, recorders: dict[str, FlightRecorder], limits: dict[str, int | None],
                  processes: dict[int, ProcessInfo], domain_of, redact,
                  transitions: dict | None = None, predictions: dict | None = None,
-                 bindings: dict[str, Binding] | None = None, host_domain: str = "host") -> None:
+                 bindings: dict[str, Binding] | None = None, host_domain: str = "host",
+                 actions: dict[str, list[dict]] | None = None) -> None:
         self.transitions = transitions or {}
         self.predictions = predictions or {}
         self.recorders = recorders
@@ -515,6 +516,7 @@ class Context:
         self._domain_of = domain_of
         self.redact = redact
         self.bindings = bindings if bindings is not None else {}
+        self.actions = actions if actions is not None else {}
         self.host_domain = host_domain
 
     def tracked(self, domain: str, t: float) -> bool:
@@ -579,7 +581,9 @@ class Context:
             "method": p.method, "leak_bytes_per_minute": p.leak_rate}
         return {"samples": samples, "growth": growth(samples), "top_consumers": consumers,
                 "limit_bytes": self.limits.get(domain or ""),
-                "predictions": [prediction] if prediction else [], "warnings": warnings, "actions": [],
+                "predictions": [prediction] if prediction else [], "warnings": warnings,
+                "actions": [{**{k: v for k, v in a.items() if k != "at"}, "t": round(a["at"] - t, 3)}
+                            for a in self.actions.get(domain or "", ()) if a["at"] <= t + 1.0],
                 # seconds from the first rule firing to the kill (None: no warning)
                 "warning_seconds": round(-min(fired), 3) if fired else None}
 

@@ -27,7 +27,7 @@ class Job:
     leader: int
     uid: int | None
     registered: float                # monotonic seconds
-    members: dict[int, float | None] = field(default_factory=dict)   # pid -> start time (None: forked, not yet seen)
+    members: dict[int, float | None] = field(default_factory=dict)   # pid -> start time (seconds since boot)
     invalid: str | None = None
 
     @property
@@ -79,10 +79,10 @@ class JobTable:
         self._add(job, p.pid, p.start_time, now)
         return [("job registered", {"job": job.id, "pid": p.pid, "comm": p.comm, "uid": p.uid})]
 
-    def forked(self, parent: int, child: int, now: float) -> None:
+    def forked(self, parent: int, child: int, start: float, now: float) -> None:
         job_id = self.member_of.get(parent)
         if job_id is not None and child not in self.member_of:
-            self._add(self.jobs[job_id], child, None, now)
+            self._add(self.jobs[job_id], child, start, now)
 
     def exited(self, pid: int) -> list[tuple[str, dict]]:
         job_id = self.member_of.get(pid)

@@ -31,7 +31,7 @@ class ProbeReading:
     processes: list[ProcessInfo] = field(default_factory=list)
     # Processes forked (parent, child) and exited (pid), for the jobs: a
     # data loader's workers fork and never exec.
-    forks: list[tuple[int, int]] = field(default_factory=list)
+    forks: list[tuple[int, int, float]] = field(default_factory=list)   # (parent, child, child's start)
     exits: list[int] = field(default_factory=list)
     # Reclaim stalls per cgroup2 path: (count, seconds), cumulative since the
     # probe started (the BPF probe's leading indicator); None: no news.

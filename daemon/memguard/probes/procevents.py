@@ -53,12 +53,21 @@ def describe(roots: Roots, pid: int) -> ProcessInfo | None:
                        cmdline=cmdline, start_time=start, uid=uid, ppid=ppid, job_env=job_env)
 
 
+def start_time(roots: Roots, pid: int) -> float | None:
+    """*pid*'s start time (seconds since boot), None when it is gone: with
+    the pid, what tells this process from a later one under the same pid."""
+    try:
+        return parse_stat(read_text(roots.proc_path(str(pid), "stat")))[2]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class ProcEventsProbe:
     name = "procevents"
 
     def __init__(self, roots: Roots) -> None:
         self.roots = roots
-        # ProcessInfo at an exec, ("fork", parent, child), ("exit", pid)
+        # ProcessInfo at an exec, ("fork", parent, child, start), ("exit", pid)
         self.queue: collections.deque = collections.deque(maxlen=QUEUE_LIMIT)
         self.dropped = 0
         self.error: str | None = None
@@ -125,7 +134,9 @@ class ProcEventsProbe:
                 if event == "PROC_EVENT_EXEC":
                     item = describe(self.roots, m["process_tgid"])
                 elif event == "PROC_EVENT_FORK" and m["child_pid"] == m["child_tgid"]:  # a process, not a thread
-                    item = ("fork", m["parent_tgid"], m["child_tgid"])
+                    start = start_time(self.roots, m["child_tgid"])   # None: gone already
+                    if start is not None:
+                        item = ("fork", m["parent_tgid"], m["child_tgid"], start)
                 elif event == "PROC_EVENT_EXIT" and m["process_pid"] == m["process_tgid"]:
                     item = ("exit", m["process_tgid"])
                 if item is not None:
@@ -154,7 +165,7 @@ class ProcEventsProbe:
             if isinstance(item, ProcessInfo):
                 reading.processes.append(item)
             elif item[0] == "fork":
-                reading.forks.append((item[1], item[2]))
+                reading.forks.append((item[1], item[2], item[3]))
             else:
                 reading.exits.append(item[1])
         reading.lost, self.dropped = self.dropped, 0

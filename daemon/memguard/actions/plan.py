@@ -1,0 +1,51 @@
+"""Which actions a rule transition asks for.  Pure.
+
+A job registered with ``warning=SIG`` gets that signal when a rule fires on
+a domain it has processes in, at warning or above (a fast climb may fire at
+critical first: the job is still told); with ``critical=SIG``, that one at
+critical or above (``last_resort`` counts as critical).  Each once per job,
+rule and domain while the rule keeps firing, again after it clears.  The engine
+emits an :class:`ActionWanted`; the shell carries it out off the loop
+(actions/act.py) and hands back an :class:`ActionDone`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SEVERITY_SIGNAL = {"warning": ("warning",), "critical": ("warning", "critical"),
+                   "last_resort": ("warning", "critical")}
+
+
+@dataclass(frozen=True)
+class ActionWanted:
+    id: int
+    kind: str                                   # "signal"
+    rule: str
+    severity: str
+    domain: str
+    job: str
+    uid: int | None
+    targets: tuple[tuple[int, float | None], ...]   # (pid, start time since boot)
+    signal: int | None
+    dry_run: bool
+    at: float                                   # monotonic
+    context: dict = field(default_factory=dict)   # the prediction that led to it
+
+
+@dataclass(frozen=True)
+class ActionDone:
+    """The result of an ActionWanted: ``sent`` (every target), ``partial``,
+    ``gone`` (no target was still there), ``failed``, ``dry_run``."""
+
+    id: int
+    result: str
+    details: tuple[dict, ...] = ()
+    at: float = 0.0
+
+
+def wanted_signals(spec, severity: str) -> list[tuple[str, int]]:
+    """(which, signal) the job's registration asks for once a rule reaches
+    *severity*: its warning signal, and at critical its critical one."""
+    return [(which, getattr(spec, which)) for which in SEVERITY_SIGNAL.get(severity, ())
+            if getattr(spec, which) is not None]

@@ -1,0 +1,116 @@
+"""Registered jobs are signalled before the kill (issue 18): real memory
+cgroups, real rules, real signals through pidfds."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.daemon import Daemon, ctl
+from tests.kernel import MIB, Hog, require, wait_until
+
+pytestmark = pytest.mark.root
+
+REPO = Path(__file__).resolve().parent.parent.parent
+COOPERATIVE = REPO / "tests" / "helpers" / "cooperative.py"
+
+
+def config(tmp_path, dry_run: bool = False) -> str:
+    return (f"sampling:\n  interval: 250ms\n  processes_interval: 500ms\n  discovery_interval: 250ms\n"
+            f"incidents:\n  settle: 1s\n"
+            f"rules:\n  files: ['{REPO / 'rules' / 'default.yaml'}']\n"
+            f"actions:\n  dry_run: {'true' if dry_run else 'false'}\n")
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    require("root")
+    require("v1_memory")
+    require("proc_connector")
+    d = Daemon(str(tmp_path), config=config(tmp_path), probes="  bpf: false\n")
+    try:
+        d.wait_for_tick(lambda s: any(p["name"] == "procevents" and p["state"] == "active" for p in s["probes"]),
+                        timeout=30)
+    except BaseException:
+        d.stop()
+        raise
+    yield d
+    assert d.stop() == 0, d.log()
+
+
+def run_job(cgroup, *job_args: str) -> Hog:
+    """`memguardctl run --on-warning USR1 -- cooperative.py ...` inside *cgroup*."""
+    return Hog(Path(sys.executable), ["-m", "memguard.cli.main", "run", "--name", "grow", "--on-warning", "USR1",
+                                      "--", sys.executable, str(COOPERATIVE), *job_args], cgroup)
+
+
+def test_a_cooperative_job_is_warned_in_time_and_survives(daemon, v1_cgroup):
+    # ~20 MB/s towards 512 MiB: it would reach the limit ~26 s after it starts.
+    group = v1_cgroup(512 * MIB)
+    daemon.wait_for_tick(lambda s: any(d["name"] == f"cgroup:{group.path}" for d in s["domains"]))
+    job = run_job(group, "5", "0.25")
+    try:
+        line = job.wait_line("warned", timeout=60)
+        assert job.wait_exit(10) == 0
+    finally:
+        job.close()
+    held = int(line.split()[1])
+    rate = 20 * MIB                      # bytes a second it grew
+    lead = (512 * MIB - held) / rate     # seconds it still had
+    assert lead >= 10, f"warned with {held / MIB:.0f} MiB held: {lead:.1f} s before the limit"
+    status = daemon.wait_for_tick(lambda s: s["counters"]["actions"])   # published at the next tick
+    (done,) = [a for a in status["counters"]["actions"] if a["kind"] == "signal"]
+    assert (done["rule"], done["result"], done["count"]) == ("memory-running-out", "sent", 1)
+    audit = [json.loads(x) for x in (Path(daemon.state_dir) / "actions.log").read_text().splitlines()]
+    (entry,) = audit
+    assert (entry["job"], entry["signal"], entry["result"]) == \
+        (f"grow-{job.pid}", 10, "sent")
+    assert entry["targets"] == [{"pid": job.pid, "result": "sent"}] and entry["tto_seconds"] > 0
+    assert 'memguard_actions_total{kind="signal",result="sent",rule="memory-running-out"} 1.0' in daemon.metrics()
+
+
+def test_an_uncooperative_job_is_killed_and_its_incident_says_how_it_was_warned(daemon, v1_cgroup):
+    group = v1_cgroup(384 * MIB)
+    daemon.wait_for_tick(lambda s: any(d["name"] == f"cgroup:{group.path}" for d in s["domains"]))
+    job = run_job(group, "5", "0.25", "--ignore")
+    try:
+        assert job.wait_exit(60) == -9
+    finally:
+        job.close()
+
+    def sealed():
+        r = ctl(daemon.socket, "--json", "incidents")
+        for i in json.loads(r.stdout)["incidents"]:
+            if f"({job.pid})" in (i["fields"].get("victim") or "") and i["fields"].get("state") == "sealed":
+                return json.loads(ctl(daemon.socket, "--json", "incident", "show", i["id"]).stdout)
+        return None
+    doc = wait_until(sealed, timeout=15, what="the sealed incident")
+    (action,) = doc["actions"]
+    assert (action["kind"], action["job"], action["signal"], action["result"]) == \
+        ("signal", f"grow-{job.pid}", 10, "sent")
+    assert action["t"] < -5, "signalled seconds before the kill"
+    text = ctl(daemon.socket, "incident", "show", doc["id"]).stdout
+    assert "1 action(s)" in text
+
+
+def test_a_dry_run_decides_and_counts_but_sends_nothing(tmp_path, v1_cgroup):
+    require("root")
+    require("v1_memory")
+    d = Daemon(str(tmp_path), config=config(tmp_path, dry_run=True), probes="  bpf: false\n")
+    try:
+        group = v1_cgroup(384 * MIB)
+        d.wait_for_tick(lambda s: any(x["name"] == f"cgroup:{group.path}" for x in s["domains"]), timeout=30)
+        job = run_job(group, "5", "0.25", )
+        try:
+            assert job.wait_exit(60) == -9, "not told: it grew into the kill"
+        finally:
+            job.close()
+        status = d.wait_for_tick(lambda s: s["counters"]["actions"], timeout=10)
+        assert [(a["result"], a["count"]) for a in status["counters"]["actions"]] == [("dry_run", 1)]
+    finally:
+        assert d.stop() == 0, d.log()

@@ -1,0 +1,115 @@
+"""Actions for registered jobs (issue 18): which signals a rule's firing asks
+for, on a fake clock; and the actuator's pidfd signals on real processes."""
+
+import signal
+import subprocess
+import sys
+
+from memguard.actions.act import carry_out, signal_process
+from memguard.actions.plan import ActionDone, ActionWanted
+from memguard.clock import FakeClock
+from memguard.config import ActionsConfig, Config
+from memguard.engine.engine import Engine, SourceRun
+from memguard.engine.messages import ProbeRun, RulesLoaded
+from memguard.model import ProcessInfo, Sample
+from memguard.probes.base import ProbeReading
+from memguard.probes.procevents import start_time
+from memguard.roots import Roots
+from memguard.rules.load import parse_rules
+from memguard.sources.base import Reading
+
+MiB = 2**20
+LADDER = """\
+rules:
+  - name: full
+    levels:
+      - {severity: warning, when: usage_ratio > 0.5}
+      - {severity: critical, when: usage_ratio > 0.8}
+"""
+
+
+def engine(dry_run=False):
+    clock = FakeClock()
+    e = Engine(Config(actions=ActionsConfig(dry_run=dry_run)), clock.now(), "t")
+    e.step([], clock.now(), events=[RulesLoaded(tuple(parse_rules(LADDER)), (), 0.0)])
+    return e, clock
+
+
+def tick(e, clock, a_used, b_used=0):
+    clock.advance(1)
+    owners = {"/": "host", "/a": "cgroup:/a", "/b": "cgroup:/b"}
+    return e.step([SourceRun("cgroups", reading=Reading(samples=[
+        Sample("cgroup:/a", "cgroup", a_used, a_used, 100 * MiB, identity=1),
+        Sample("cgroup:/b", "cgroup", b_used, b_used, 100 * MiB, identity=2)], domain_of=owners.get))], clock.now())
+
+
+def register(e, clock, pid, value, cgroup="/a", ppid=1, start=100.0):
+    p = ProcessInfo(pid, "python3", MiB, cgroup, None, start_time=start, uid=1000, ppid=ppid, job_env=value)
+    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(processes=[p]))])
+
+
+def signals(fx):
+    return [(a.job, a.severity, signal.Signals(a.signal).name, a.targets) for a in fx.actions]
+
+
+def test_a_job_gets_its_warning_then_its_critical_signal_once_each():
+    e, clock = engine()
+    tick(e, clock, 10 * MiB)
+    register(e, clock, 10, "train,warning=USR1,critical=TERM")
+    register(e, clock, 20, "other,warning=USR1", cgroup="/b")
+    fx = tick(e, clock, 60 * MiB)
+    assert signals(fx) == [("train-10", "warning", "SIGUSR1", ((10, 100.0),))]
+    assert signals(tick(e, clock, 60 * MiB)) == [], "once while it keeps firing"
+    assert signals(tick(e, clock, 90 * MiB)) == [("train-10", "critical", "SIGTERM", ((10, 100.0),))]
+    tick(e, clock, 10 * MiB)            # cleared: the next firing tells it again
+    fx = tick(e, clock, 95 * MiB)       # straight to critical: warned too
+    assert [(s[1], s[2]) for s in signals(fx)] == [("critical", "SIGUSR1"), ("critical", "SIGTERM")]
+
+
+def test_target_all_reaches_every_member_and_dry_run_only_decides():
+    e, clock = engine(dry_run=True)
+    tick(e, clock, 10 * MiB)
+    register(e, clock, 10, "build,warning=USR1,target=all")
+    register(e, clock, 11, "build,warning=USR1,target=all", ppid=10, start=101.0)
+    (action,) = tick(e, clock, 60 * MiB).actions
+    assert action.targets == ((10, 100.0), (11, 101.0)) and action.dry_run
+    done = carry_out(Roots(), action, clock.now().mono)
+    assert done.result == "dry_run"
+    fx = e.step([], clock.now(), events=[done])
+    assert fx.log[-1][1]["result"] == "dry_run"
+    snap = e.snapshot(clock.now())
+    assert snap.counters.actions == {("full", "signal", "dry_run"): 1}
+    assert e.actions_done["cgroup:/a"][0]["job"] == "build-10"
+
+
+def test_an_incident_lists_the_actions_before_the_kill():
+    from memguard.model import OomKill
+    e, clock = engine()
+    tick(e, clock, 10 * MiB)
+    register(e, clock, 10, "train,warning=USR1")
+    (action,) = tick(e, clock, 60 * MiB).actions
+    e.step([], clock.now(), events=[ActionDone(action.id, "sent", ({"pid": 10, "result": "sent"},),
+                                                clock.now().mono)])
+    clock.advance(5)
+    fx = e.step([], clock.now(), events=[OomKill("kmsg", 10, clock.now().mono, kernel_time=clock.now().mono,
+                                                 comm="python3", constraint="CONSTRAINT_MEMCG", oom_memcg="/a")])
+    (a,) = fx.incidents[-1].document["actions"]
+    assert (a["kind"], a["job"], a["signal"], a["result"], a["t"]) == ("signal", "train-10", 10, "sent", -5.0)
+
+
+def test_the_actuator_signals_the_process_itself_never_a_reused_pid():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = start_time(Roots(), child.pid)
+        assert signal_process(Roots(), child.pid, start + 5.0, signal.SIGTERM) == "reused"
+        assert child.poll() is None, "another start time: not signalled"
+        assert signal_process(Roots(), child.pid, start, signal.SIGTERM) == "sent"
+        assert child.wait(10) == -signal.SIGTERM
+        assert signal_process(Roots(), child.pid, start, signal.SIGTERM) == "gone"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    action = ActionWanted(1, "signal", "r", "warning", "d", "j-1", 0, ((child.pid, start),), signal.SIGUSR1,
+                          False, 0.0)
+    assert carry_out(Roots(), action, 0.0).result == "gone"
