@@ -103,6 +103,7 @@ class RulesConfig:
 @dataclass(frozen=True)
 class ActionsConfig:
     dry_run: bool = False                 # decide, log and count every action, carry out none
+    hook_timeout: float = _duration(default=30.0)   # a hook still running then is killed
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,8 @@ class Daemon:
         """One JSON line per action in <state_dir>/actions.log (0600)."""
         line = json.dumps({"time": time.time(), "id": action.id, "kind": action.kind, "rule": action.rule,
                            "severity": action.severity, "domain": action.domain, "job": action.job,
-                           "uid": action.uid, "signal": action.signal, "dry_run": action.dry_run,
+                           "uid": action.uid, "signal": action.signal, "command": action.command,
+                           "dry_run": action.dry_run,
                            "result": done.result, "targets": list(done.details), **action.context})
         try:
             fd = os.open(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -114,3 +114,30 @@ def test_a_dry_run_decides_and_counts_but_sends_nothing(tmp_path, v1_cgroup):
         assert [(a["result"], a["count"]) for a in status["counters"]["actions"]] == [("dry_run", 1)]
     finally:
         assert d.stop() == 0, d.log()
+
+
+def test_a_hook_named_by_an_unprivileged_users_job_runs_as_that_user(daemon, v1_cgroup, public_dir):
+    from tests.kernel import NOBODY, as_nobody, public_copy, unprivileged_python
+    python = unprivileged_python()
+    if python is None:
+        pytest.skip("no interpreter the unprivileged user can run")
+    script = public_copy(COOPERATIVE, public_dir)
+    out = public_dir / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    group = v1_cgroup(384 * MIB)
+    daemon.wait_for_tick(lambda s: any(d["name"] == f"cgroup:{group.path}" for d in s["domains"]))
+    argv = as_nobody(["env", f"MEMGUARD_JOB=hooked,hook=id -u > {out}/uid; id -g >> {out}/uid",
+                      python, str(script), "5", "0.25", "--ignore"])
+    job = Hog(Path(argv[0]), argv[1:], group)
+    try:
+        seen = wait_until(lambda: (out / "uid").exists() and (out / "uid").read_text().split(), timeout=60,
+                          what="the hook to run")
+        assert seen == [str(NOBODY), str(NOBODY)], "the hook ran as the job's user and group"
+        assert job.wait_exit(60) == -9, "it ignored the warning"
+    finally:
+        job.close()
+    audit = [json.loads(x) for x in (Path(daemon.state_dir) / "actions.log").read_text().splitlines()]
+    (entry,) = [a for a in audit if a["kind"] == "hook"]
+    assert (entry["result"], entry["uid"], entry["targets"][0]["uid"], entry["targets"][0]["exit_status"]) == \
+        ("ok", NOBODY, NOBODY, 0)

@@ -113,3 +113,34 @@ def test_the_actuator_signals_the_process_itself_never_a_reused_pid():
     action = ActionWanted(1, "signal", "r", "warning", "d", "j-1", 0, ((child.pid, start),), signal.SIGUSR1,
                           False, 0.0)
     assert carry_out(Roots(), action, 0.0).result == "gone"
+
+
+def hook(command, uid=None, timeout=5.0):
+    return ActionWanted(7, "hook", "full", "warning", "cgroup:/a", "train-10", uid, ((10, None),), None, False,
+                        0.0, {"tto_seconds": 42.0, "confidence": 0.9}, command, timeout)
+
+
+def test_a_hook_gets_the_prediction_and_runs_as_the_jobs_user(public_dir):
+    import json as _json
+    import os
+    (public_dir / "w").mkdir()
+    os.chmod(public_dir / "w", 0o777)     # for nobody, the hook's user here
+    out = public_dir / "w" / "seen"
+    done = carry_out(Roots(), hook(f"id -u > {out}; cat >> {out}; echo MEMGUARD_TTO_SECONDS=$MEMGUARD_TTO_SECONDS",
+                                   uid=65534), 1.0)
+    assert done.result == "ok", done
+    (detail,) = done.details
+    assert (detail["uid"], detail["exit_status"], detail["output"]) == (65534, 0, "MEMGUARD_TTO_SECONDS=42.0\n")
+    uid_line, stdin = out.read_text().split("\n", 1)
+    assert uid_line == "65534"
+    assert _json.loads(stdin) == {"job": "train-10", "rule": "full", "severity": "warning",
+                                  "domain": "cgroup:/a", "tto_seconds": 42.0, "confidence": 0.9}
+
+
+def test_a_hook_that_hangs_floods_or_forks_is_bounded_and_reaped():
+    import time as _time
+    started = _time.monotonic()
+    done = carry_out(Roots(), hook("(sleep 30 &); yes | head -c 1000000; sleep 30", uid=0, timeout=1.0), 0.0)
+    assert done.result == "timed_out" and _time.monotonic() - started < 5
+    assert len(done.details[0]["output"]) == 16 * 1024
+    assert carry_out(Roots(), hook("exit 3", uid=0), 0.0).result == "failed"

@@ -20,7 +20,7 @@ SEVERITY_SIGNAL = {"warning": ("warning",), "critical": ("warning", "critical"),
 @dataclass(frozen=True)
 class ActionWanted:
     id: int
-    kind: str                                   # "signal"
+    kind: str                                   # "signal", "hook"
     rule: str
     severity: str
     domain: str
@@ -31,6 +31,8 @@ class ActionWanted:
     dry_run: bool
     at: float                                   # monotonic
     context: dict = field(default_factory=dict)   # the prediction that led to it
+    command: str | None = None                  # a hook's command line
+    timeout: float = 30.0                       # a hook's time to finish
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ class ActionDone:
     result: str
     details: tuple[dict, ...] = ()
     at: float = 0.0
+
+
+def wanted_hook(spec, severity: str) -> str | None:
+    """The hook a job's registration asks to run once a rule reaches
+    *severity* (warning or above), or None."""
+    return spec.hook if severity in SEVERITY_SIGNAL else None
 
 
 def wanted_signals(spec, severity: str) -> list[tuple[str, int]]:

@@ -25,7 +25,7 @@ from ..predict.predictor import BURST_WINDOW, HORIZONS, Prediction, predict, wid
 from ..rules.evaluate import RuleEngine, domain_env
 from ..sources.cgroups import Binding
 from .messages import Dropped, LookupWanted, ProbeRun, ProcessesSeen, RulesLoaded, RulesRejected
-from ..actions.plan import ActionDone, ActionWanted, wanted_signals
+from ..actions.plan import ActionDone, ActionWanted, wanted_hook, wanted_signals
 from ..incidents.build import Context, IncidentBuilder
 from ..jobs.table import JobTable
 from .recorder import FlightRecorder
@@ -446,16 +446,21 @@ class Engine:
                        "rate_bytes_per_second": p.rate if p else None,
                        "usage_ratio": state.sample.usage_ratio if state and state.sample else None}
             for job in self._jobs_in(tr.domain):
-                for which, sig in wanted_signals(job.spec, tr.severity or ""):
+                pids = [job.leader] if job.spec.target == "leader" else sorted(job.members)
+                targets = tuple((pid, job.members.get(pid)) for pid in pids)
+                asked = [("signal", which, sig, None) for which, sig in wanted_signals(job.spec, tr.severity or "")]
+                if (hook := wanted_hook(job.spec, tr.severity or "")) is not None:
+                    asked.append(("hook", "hook", None, hook))
+                for kind, which, sig, command in asked:
                     key = (job.id, tr.rule, tr.domain, which)
                     if key in self._acted:
                         continue
                     self._acted.add(key)
-                    pids = [job.leader] if job.spec.target == "leader" else sorted(job.members)
                     self._action_seq += 1
-                    action = ActionWanted(self._action_seq, "signal", tr.rule, tr.severity, tr.domain, job.id,
-                                          job.uid, tuple((pid, job.members.get(pid)) for pid in pids), sig,
-                                          self.config.actions.dry_run, now.mono, context)
+                    action = ActionWanted(self._action_seq, kind, tr.rule, tr.severity, tr.domain, job.id,
+                                          job.uid, targets if kind == "signal" else ((job.leader, None),), sig,
+                                          self.config.actions.dry_run, now.mono, context, command,
+                                          self.config.actions.hook_timeout)
                     self._pending_actions[action.id] = action
                     wanted.append(action)
         return wanted
@@ -467,8 +472,8 @@ class Engine:
         key = (action.rule, action.kind, done.result)
         self.counters.actions[key] = self.counters.actions.get(key, 0) + 1
         record = {"at": action.at, "kind": action.kind, "rule": action.rule, "severity": action.severity,
-                  "job": action.job, "signal": action.signal, "result": done.result, "targets": list(done.details),
-                  "dry_run": action.dry_run, **action.context}
+                  "job": action.job, "signal": action.signal, "command": action.command, "result": done.result,
+                  "targets": list(done.details), "dry_run": action.dry_run, **action.context}
         kept = self.actions_done.setdefault(action.domain, [])
         kept.append(record)
         while kept and done.at - kept[0]["at"] > TRANSITIONS_KEPT:
@@ -476,7 +481,7 @@ class Engine:
         return [("action", {"kind": action.kind, "rule": action.rule, "severity": action.severity,
                             "domain": action.domain, "job": action.job, "signal": action.signal,
                             "result": done.result, "dry_run": action.dry_run,
-                            **({"level": "warning"} if done.result == "failed" else {})})]
+                            **({"level": "warning"} if done.result in ("failed", "timed_out") else {})})]
 
     @staticmethod
     def _predict(state: DomainState, now: float) -> Prediction | None:

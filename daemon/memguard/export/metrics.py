@@ -186,7 +186,7 @@ def _probe_metrics(snap: Snapshot):
                                   "0 when the last reload failed and the previous rules stay in force.")
     reload_ok.add_metric([], 0 if snap.rules_info.get("error") else 1)
     actions = CounterMetricFamily("memguard_actions", "Actions carried out (or, dry, decided), by rule, kind "
-                                  "(signal) and result (sent, partial, gone, failed, dry_run).",
+                                  "(signal, hook) and result (sent, partial, gone, ok, failed, timed_out, dry_run).",
                                   labels=["rule", "kind", "result"])
     for (rule, kind, result), n in sorted(snap.counters.actions.items()):
         actions.add_metric([rule, kind, result], n)
