@@ -20,12 +20,14 @@ import sys
 import time
 
 from . import __version__, state
-from .api.protocol import BAD_REQUEST, NOT_FOUND, NOT_READY, ProtocolError
+from .api.protocol import BAD_REQUEST, NOT_FOUND, NOT_PERMITTED, NOT_READY, ProtocolError
 from .api.server import ControlServer
 from .clock import Clock, Instant, SystemClock
 from .config import Config, ConfigError, load_config
 from .engine.engine import Engine, SourceRun
-from .engine.messages import Dropped, LookupWanted, ProbeRun, RulesLoaded, RulesRejected
+from .engine.messages import (ChannelClosed, Dropped, JobRegistered, JobUnregistered, LookupWanted, ProbeRun,
+                              RulesLoaded, RulesRejected)
+from .jobs.spec import JobSpecError, parse_job
 from .actions.act import carry_out
 from .actions.plan import ActionDone, ActionWanted
 from .engine.snapshot import Snapshot
@@ -84,6 +86,8 @@ class Daemon:
         self._lookups = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-proc")
         self._actuator = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-act")
         self.audit_path = os.path.join(self.state_dir, "actions.log")
+        self.channels: dict[int, asyncio.StreamWriter] = {}    # connections that want a job's notifications
+        self._channel_seq = 0
         self.reload_rules(initial=True)
         self._saved_seq = None
         self._heartbeat_at = 0.0
@@ -184,9 +188,27 @@ class Daemon:
                 future = self._lookups.submit(self._look_up, wanted)
                 future.add_done_callback(lambda f: self._lookup_done(f, loop))
         for action in effects.actions:
+            if action.kind == "notify" and not action.dry_run:
+                self._notify(action)
+                continue
             loop = asyncio.get_running_loop()
             future = self._actuator.submit(carry_out, self.roots, action, self.clock.now().mono)
             future.add_done_callback(lambda f, a=action: self._action_finished(f, a, loop))
+
+    def _notify(self, action: ActionWanted) -> None:
+        """Push a notification to the job's connection (memguard.client), on the loop."""
+        writer = self.channels.get(action.channel)
+        if writer is None or writer.is_closing():
+            result = "gone"
+        else:
+            writer.write(json.dumps({"event": action.event, "rule": action.rule, "severity": action.severity,
+                                     "domain": action.domain, "job": action.job,
+                                     **action.context}).encode() + b"\n")
+            result = "sent"
+        done = ActionDone(action.id, result, ({"channel": action.channel, "result": result},),
+                          self.clock.now().mono)
+        self._audit(action, done)
+        self._apply(self.engine.step([], self.clock.now(), events=[done]))
 
     def _action_finished(self, future: concurrent.futures.Future, action: ActionWanted,
                          loop: asyncio.AbstractEventLoop) -> None:
@@ -304,6 +326,8 @@ class Daemon:
         control.route("version", lambda params, peer: {"version": __version__, "protocol": 1})
         control.route("status", self._status)
         control.route("jobs", self._jobs)
+        control.route("register", self._register)
+        control.route("unregister", self._unregister)
         control.route("incidents", self._incidents)
         control.route("incident", self._incident)
         control.route("reload", lambda params, peer: self.reload_rules(), privileged=True)
@@ -375,6 +399,54 @@ class Daemon:
             raise ProtocolError(NOT_READY, "the first tick has not finished yet")
         doc = self.snapshot.to_json()
         return {"schema_version": 1, "jobs": doc["jobs"], "rejected": doc["jobs_rejected"]}
+
+    def _register(self, params: dict, peer) -> dict:
+        """Register the caller (or, with ``pid``, a process of its own user's)
+        as a job; with ``notify`` the connection stays open and hears the
+        job's warnings as JSON lines (memguard.client)."""
+        pid = params.get("pid", peer.pid)
+        if not isinstance(pid, int) or pid <= 0:
+            raise ProtocolError(BAD_REQUEST, "params.pid must be a positive integer")
+        info = describe(self.roots, pid)
+        if info is None:
+            raise ProtocolError(NOT_FOUND, f"no process {pid}")
+        if pid != peer.pid and not peer.privileged and info.uid != peer.uid:
+            raise ProtocolError(NOT_PERMITTED, f"process {pid} is not yours (uid {info.uid}); you are uid {peer.uid}")
+        value = params.get("registration")
+        if not isinstance(value, str):
+            raise ProtocolError(BAD_REQUEST, "params.registration must be a MEMGUARD_JOB value (NAME[,warning=SIG]...)")
+        try:
+            spec = parse_job(value)
+        except JobSpecError as e:
+            raise ProtocolError(BAD_REQUEST, str(e)) from None
+        channel = None
+        if params.get("notify") and peer.writer is not None:
+            self._channel_seq += 1
+            channel = self._channel_seq
+            self.channels[channel] = peer.writer
+            peer.on_close.append(lambda c=channel: self._channel_closed(c))
+        effects = self.engine.step([], self.clock.now(), events=[JobRegistered(
+            pid, info.start_time, info.uid, spec, channel)])
+        self._apply(effects)
+        job = effects.registered[0]
+        if job is None:
+            raise ProtocolError(NOT_PERMITTED, "too many jobs registered")
+        return {"job": job, "pid": pid, "notify": channel is not None}
+
+    def _channel_closed(self, channel: int) -> None:
+        self.channels.pop(channel, None)
+        self._apply(self.engine.step([], self.clock.now(), events=[ChannelClosed(channel)]))
+
+    def _unregister(self, params: dict, peer) -> dict:
+        job_id = params.get("job")
+        doc = self.snapshot.to_json() if self.snapshot else {"jobs": []}
+        job = next((j for j in doc["jobs"] if j["id"] == job_id), None)
+        if job is None:
+            raise ProtocolError(NOT_FOUND, f"no job {job_id!r} (memguardctl jobs lists them)")
+        if not peer.privileged and job["uid"] != peer.uid:
+            raise ProtocolError(NOT_PERMITTED, f"job {job_id} is not yours (uid {job['uid']}); you are uid {peer.uid}")
+        self._apply(self.engine.step([], self.clock.now(), events=[JobUnregistered(job_id)]))
+        return {"job": job_id, "unregistered": True}
 
     async def _incidents(self, params: dict, peer) -> dict:
         listing = await asyncio.to_thread(self.store.list)  # reads every file: off the loop

@@ -233,15 +233,15 @@ def test_options_work_after_the_command_as_the_readme_writes_them(daemon):
 def test_a_user_without_a_daemon_of_their_own_reaches_the_system_one(daemon, monkeypatch, tmp_path, capsys):
     # Issue 16: a non-root user's memguardctl looked only for its own
     # ~/.local/state socket and said "not running" while the system daemon ran.
-    from memguard.cli import main as cli
+    from memguard.cli import client, main as cli
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "user-runtime"))
-    monkeypatch.setattr(cli, "SYSTEM_SOCKET", daemon.socket)
+    monkeypatch.setattr(client, "SYSTEM_SOCKET", daemon.socket)
     own = str(tmp_path / "user-runtime" / "memguard" / "memguard.sock")
     assert cli.sockets(None) == [own, daemon.socket]
     assert cli.main(["status"]) == 0
     assert f"socket {daemon.socket};" in capsys.readouterr().out
-    monkeypatch.setattr(cli, "SYSTEM_SOCKET", str(tmp_path / "nothing.sock"))
+    monkeypatch.setattr(client, "SYSTEM_SOCKET", str(tmp_path / "nothing.sock"))
     assert cli.main(["status"]) == 3
     err = capsys.readouterr().err
     assert f"no answer on {own} nor on {tmp_path / 'nothing.sock'}" in err

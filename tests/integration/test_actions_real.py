@@ -141,3 +141,23 @@ def test_a_hook_named_by_an_unprivileged_users_job_runs_as_that_user(daemon, v1_
     (entry,) = [a for a in audit if a["kind"] == "hook"]
     assert (entry["result"], entry["uid"], entry["targets"][0]["uid"], entry["targets"][0]["exit_status"]) == \
         ("ok", NOBODY, NOBODY, 0)
+
+
+def test_a_training_script_with_the_client_halves_its_batch_and_survives(daemon, v1_cgroup, monkeypatch):
+    # It grows 4 MiB more each 0.25 s step (16 MiB/s, accelerating share):
+    # 120 steps would need ~29 GiB; it gets 320 MiB.
+    group = v1_cgroup(320 * MIB)
+    daemon.wait_for_tick(lambda s: any(d["name"] == f"cgroup:{group.path}" for d in s["domains"]))
+    helper = REPO / "tests" / "helpers" / "halving_trainer.py"
+    monkeypatch.setenv("MEMGUARD_SOCKET", daemon.socket)   # the test daemon's, not the system's
+    trainer = Hog(Path(sys.executable), [str(helper), "120", "4"], group)
+    try:
+        job = trainer.wait_line("registered", timeout=30).split()[1]
+        assert job == f"trainer-{trainer.pid}"
+        trainer.wait_line("halved", timeout=60)
+        assert trainer.wait_exit(90) == 0, "it finished its steps"
+    finally:
+        trainer.close()
+    status = daemon.wait_for_tick(lambda s: s["counters"]["actions"])
+    notified = [a for a in status["counters"]["actions"] if a["kind"] == "notify"]
+    assert notified and all(a["result"] == "sent" for a in notified), status["counters"]["actions"]

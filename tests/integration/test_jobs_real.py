@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,57 @@ def test_a_malformed_registration_is_refused_and_shown(daemon, started):
         in status["jobs_rejected"]
     assert status["jobs"] == []
     assert "job registration refused" in daemon.log()
+
+
+def test_register_and_unregister_a_running_process_of_ones_own(daemon, started):
+    p = started(["sh", "-c", "echo up; sleep 60"])
+    assert p.stdout.readline() == "up\n"
+    r = ctl(daemon.socket, "register", "--pid", str(p.pid), "--name", "late", "--on-warning", "USR2")
+    assert r.returncode == 0 and r.stdout == f"registered pid {p.pid} as job late-{p.pid}\n", r.stderr
+    (job,) = wait_until(lambda: jobs(daemon), timeout=5, what="the job in the next snapshot")
+    assert (job["id"], job["registration"]["warning"]) == (f"late-{p.pid}", "SIGUSR2")
+    assert ctl(daemon.socket, "unregister", f"late-{p.pid}").returncode == 0
+    wait_until(lambda: not jobs(daemon), timeout=5, what="the job gone from the next snapshot")
+    r = ctl(daemon.socket, "unregister", "nosuch-1")
+    assert r.returncode == 5 and "no job 'nosuch-1'" in r.stderr
+
+
+def test_an_unprivileged_user_cannot_register_or_unregister_anothers_process(started, public_dir):
+    from tests.kernel import NOBODY, as_nobody, public_copy, unprivileged_python
+    require("root")
+    require("proc_connector")
+    python = unprivileged_python()
+    if python is None:
+        pytest.skip("no interpreter the unprivileged user can run")
+    # a daemon whose socket the unprivileged user can reach
+    daemon = Daemon(str(public_dir), config=CONFIG, probes="  kmsg: false\n  bpf: false\n  tracefs: false\n")
+    try:
+        _refuses_another_users_process(daemon, started, public_dir, python)
+    finally:
+        assert daemon.stop() == 0, daemon.log()
+
+
+def _refuses_another_users_process(daemon, started, public_dir, python):
+    from tests.kernel import NOBODY, as_nobody, public_copy
+    package = public_copy(Path(__file__).resolve().parent.parent.parent / "daemon" / "memguard", public_dir)
+    rootish = started(["sh", "-c", "echo up; sleep 60"])
+    assert rootish.stdout.readline() == "up\n"
+    ours = started(as_nobody(["sh", "-c", "echo up; sleep 60"]))
+    assert ours.stdout.readline() == "up\n"
+    env = {**os.environ, "PYTHONPATH": str(package.parent)}
+
+    def ctl_as_nobody(*args):
+        return subprocess.run(as_nobody([python, "-m", "memguard.cli.main", "--socket", daemon.socket, *args]),
+                              capture_output=True, text=True, timeout=30, env=env)
+    r = ctl_as_nobody("register", "--pid", str(rootish.pid), "--name", "steal")
+    assert r.returncode == 5 and f"process {rootish.pid} is not yours" in r.stderr, r.stderr
+    # its own process: yes (found by uid, whatever the pid of the caller)
+    own = ctl_as_nobody("register", "--pid", str(ours.pid), "--name", "mine")
+    assert own.returncode == 0, own.stderr
+    (job,) = wait_until(lambda: jobs(daemon), timeout=5, what="the job in the next snapshot")
+    assert job["uid"] == NOBODY
+    # root's job cannot be dropped by nobody
+    assert ctl(daemon.socket, "register", "--pid", str(rootish.pid), "--name", "roots").returncode == 0
+    wait_until(lambda: len(jobs(daemon)) == 2, timeout=5, what="root's job in the next snapshot")
+    r = ctl_as_nobody("unregister", f"roots-{rootish.pid}")
+    assert r.returncode == 5 and "is not yours" in r.stderr

@@ -20,7 +20,7 @@ SEVERITY_SIGNAL = {"warning": ("warning",), "critical": ("warning", "critical"),
 @dataclass(frozen=True)
 class ActionWanted:
     id: int
-    kind: str                                   # "signal", "hook"
+    kind: str                                   # "signal", "hook", "notify"
     rule: str
     severity: str
     domain: str
@@ -33,6 +33,8 @@ class ActionWanted:
     context: dict = field(default_factory=dict)   # the prediction that led to it
     command: str | None = None                  # a hook's command line
     timeout: float = 30.0                       # a hook's time to finish
+    channel: int | None = None                  # where a notification goes
+    event: str | None = None                    # a notification's: "warning" or "critical"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,10 @@ Handler = Callable[[dict, "Peer"], Awaitable[object] | object]
 class Peer:
     def __init__(self, pid: int, uid: int, gid: int) -> None:
         self.pid, self.uid, self.gid = pid, uid, gid
+        # A handler that keeps the connection to push to it later (a job's
+        # notifications) takes the writer and adds what to do when it closes.
+        self.writer: asyncio.StreamWriter | None = None
+        self.on_close: list[Callable[[], None]] = []
 
     @property
     def privileged(self) -> bool:
@@ -82,6 +86,7 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = peer_of(writer)
+        peer.writer = writer
         try:
             while line := await reader.readline():
                 writer.write(await self._answer(line, peer))
@@ -91,6 +96,8 @@ class ControlServer:
         except ValueError:  # a line over MAX_REQUEST
             writer.write(protocol.error(protocol.BAD_REQUEST, "request too long"))
         finally:
+            for callback in peer.on_close:
+                callback()
             writer.close()
 
     async def _answer(self, line: bytes, peer: Peer) -> bytes:

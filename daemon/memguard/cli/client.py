@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 from ..api import protocol
+from ..config import SYSTEM_SOCKET, Config
+
+SOCKET_ENV = "MEMGUARD_SOCKET"    # the control socket, for memguardctl and memguard.client
 
 
 class Unreachable(Exception):
@@ -51,3 +55,13 @@ def call(path: str, method: str, params: dict | None = None, timeout: float = 5.
         err = answer.get("error", {})
         raise RemoteError(err.get("code", "unknown"), err.get("message", ""))
     return answer["result"]
+
+
+def default_sockets() -> list[str]:
+    """$MEMGUARD_SOCKET when set; else this user's daemon's socket, then (for
+    a user who is not root) the system daemon's, as systemctl and journalctl
+    users expect."""
+    if os.environ.get(SOCKET_ENV):
+        return [os.environ[SOCKET_ENV]]
+    own = Config().resolved_paths()[0]
+    return [own] if own == SYSTEM_SOCKET else [own, SYSTEM_SOCKET]

@@ -15,7 +15,6 @@ import json
 import os
 import sys
 
-from ..config import SYSTEM_SOCKET, Config
 from ..incidents.explain import explain
 from ..jobs.spec import ENV, JobSpec, JobSpecError, format_job, parse_job, parse_signal
 from ..replay import load_trace, replay
@@ -61,6 +60,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="signal the first process (default) or all of the job's")
     run.add_argument("--hook", metavar="COMMAND", help="a command to run (as you) when a rule warns")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    reg = command(sub, "register", help="register a running process (yours) as a job")
+    reg.add_argument("--pid", type=int, required=True)
+    reg.add_argument("--name", required=True, help="the job's name")
+    reg.add_argument("--on-warning", metavar="SIGNAL")
+    reg.add_argument("--on-critical", metavar="SIGNAL")
+    reg.add_argument("--target", choices=("leader", "all"), default="leader")
+    reg.add_argument("--hook", metavar="COMMAND")
+    unreg = command(sub, "unregister", help="forget a job (yours)")
+    unreg.add_argument("job", help="the job's id (memguardctl jobs)")
     command(sub, "reload", help="load the rule files again (the last good rules stay on error)")
     ex = command(sub, "explain", help="incident reports from a pasted kernel log (dmesg, journalctl, syslog)")
     ex.add_argument("file", nargs="?", default="-", metavar="FILE", help="the text (default: standard input)")
@@ -100,6 +108,16 @@ def explain_text(path: str, as_json: bool) -> int:
     return EXIT_OK if result["incidents"] else EXIT_ERROR
 
 
+def registration(args: argparse.Namespace, name: str) -> str:
+    """The MEMGUARD_JOB value the options say; raises JobSpecError."""
+    spec = JobSpec(name, parse_signal(args.on_warning, "--on-warning") if args.on_warning else None,
+                   parse_signal(args.on_critical, "--on-critical") if args.on_critical else None,
+                   args.target, args.hook)
+    value = format_job(spec)
+    parse_job(value)    # the name must be one the daemon accepts
+    return value
+
+
 def run_job(args: argparse.Namespace) -> int:
     """Exec the command with MEMGUARD_JOB set: the daemon finds it at its
     exec, and everything it starts inherits the registration.  Needs no
@@ -109,12 +127,7 @@ def run_job(args: argparse.Namespace) -> int:
         print("memguardctl: run: no command given (memguardctl run [OPTIONS] -- COMMAND ...)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        spec = JobSpec(args.name or os.path.basename(argv[0]),
-                       parse_signal(args.on_warning, "--on-warning") if args.on_warning else None,
-                       parse_signal(args.on_critical, "--on-critical") if args.on_critical else None,
-                       args.target, args.hook)
-        value = format_job(spec)
-        parse_job(value)    # the name must be one the daemon accepts
+        value = registration(args, args.name or os.path.basename(argv[0]))
     except JobSpecError as e:
         print(f"memguardctl: run: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -132,8 +145,7 @@ def sockets(explicit: str | None) -> list[str]:
     systemctl and journalctl users expect."""
     if explicit:
         return [explicit]
-    own = Config().resolved_paths()[0]
-    return [own] if own == SYSTEM_SOCKET else [own, SYSTEM_SOCKET]
+    return client.default_sockets()
 
 
 def ask(paths: list[str], method: str, params: dict, timeout: float) -> tuple[str, object]:
@@ -215,7 +227,17 @@ def main(argv: list[str] | None = None) -> int:
         return explain_text(args.file, args.json)
     if args.command == "run":
         return run_job(args)
-    params = {"id": args.id} if args.command == "incident" else {}
+    params: dict = {}
+    if args.command == "register":
+        try:
+            params = {"registration": registration(args, args.name), "pid": args.pid}
+        except JobSpecError as e:
+            print(f"memguardctl: register: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    elif args.command == "incident":
+        params = {"id": args.id}
+    elif args.command == "unregister":
+        params = {"job": args.job}
     try:
         path, result = ask(sockets(args.socket), args.command, params, args.timeout)
     except client.Unreachable as e:
@@ -233,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(render_list(result))
     elif args.command == "jobs":
         sys.stdout.write(render_jobs(result))
+    elif args.command == "register":
+        print(f"registered pid {result['pid']} as job {result['job']}")
+    elif args.command == "unregister":
+        print(f"unregistered job {result['job']}")
     elif args.command == "incident":
         sys.stdout.write(render_incident(result))
     elif args.command == "reload":

@@ -24,8 +24,9 @@ from ..sources.base import Reading
 from ..predict.predictor import BURST_WINDOW, HORIZONS, Prediction, predict, width
 from ..rules.evaluate import RuleEngine, domain_env
 from ..sources.cgroups import Binding
-from .messages import Dropped, LookupWanted, ProbeRun, ProcessesSeen, RulesLoaded, RulesRejected
-from ..actions.plan import ActionDone, ActionWanted, wanted_hook, wanted_signals
+from .messages import (ChannelClosed, Dropped, JobRegistered, JobUnregistered, LookupWanted, ProbeRun,
+                       ProcessesSeen, RulesLoaded, RulesRejected)
+from ..actions.plan import SEVERITY_SIGNAL, ActionDone, ActionWanted, wanted_hook, wanted_signals
 from ..incidents.build import Context, IncidentBuilder
 from ..jobs.table import JobTable
 from .recorder import FlightRecorder
@@ -90,6 +91,7 @@ class Effects:
     transitions: list = field(default_factory=list)  # rules.evaluate.Transition, in order
     lookups: list[LookupWanted] = field(default_factory=list)
     actions: list[ActionWanted] = field(default_factory=list)
+    registered: list[str | None] = field(default_factory=list)   # the job ids of JobRegistered inputs, in order
 
 
 class Engine:
@@ -166,6 +168,15 @@ class Engine:
                                    "loaded": event.loaded}
             elif isinstance(event, RulesRejected):
                 self.rules_info = {**self.rules_info, "error": event.error}
+            elif isinstance(event, JobRegistered):
+                job_id, lines = self.jobs.register(event.pid, event.start_time, event.uid, event.spec,
+                                                   event.channel, now.mono)
+                fx.log += lines
+                fx.registered.append(job_id)
+            elif isinstance(event, JobUnregistered):
+                fx.log += self.jobs.unregister(event.job)
+            elif isinstance(event, ChannelClosed):
+                self.jobs.channel_closed(event.channel)
             elif isinstance(event, ActionDone):
                 fx.log += self._action_done(event)
             elif isinstance(event, Dropped):
@@ -450,8 +461,11 @@ class Engine:
                 targets = tuple((pid, job.members.get(pid)) for pid in pids)
                 asked = [("signal", which, sig, None) for which, sig in wanted_signals(job.spec, tr.severity or "")]
                 if (hook := wanted_hook(job.spec, tr.severity or "")) is not None:
-                    asked.append(("hook", "hook", None, hook))
-                for kind, which, sig, command in asked:
+                    asked.append(("hook", "hook", None, hook))    # (kind, once-key, signal, command or event)
+                if job.channel is not None:
+                    asked += [("notify", f"notify-{which}", None, which)
+                              for which in SEVERITY_SIGNAL.get(tr.severity or "", ())]
+                for kind, which, sig, arg in asked:
                     key = (job.id, tr.rule, tr.domain, which)
                     if key in self._acted:
                         continue
@@ -459,8 +473,9 @@ class Engine:
                     self._action_seq += 1
                     action = ActionWanted(self._action_seq, kind, tr.rule, tr.severity, tr.domain, job.id,
                                           job.uid, targets if kind == "signal" else ((job.leader, None),), sig,
-                                          self.config.actions.dry_run, now.mono, context, command,
-                                          self.config.actions.hook_timeout)
+                                          self.config.actions.dry_run, now.mono, context,
+                                          arg if kind == "hook" else None, self.config.actions.hook_timeout,
+                                          job.channel, arg if kind == "notify" else None)
                     self._pending_actions[action.id] = action
                     wanted.append(action)
         return wanted

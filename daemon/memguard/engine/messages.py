@@ -53,6 +53,30 @@ class RulesRejected:
 
 
 @dataclass(frozen=True)
+class JobRegistered:
+    """A process registered over the control socket (memguardctl register,
+    memguard.client); *channel*: the connection that wants its notifications."""
+
+    pid: int
+    start_time: float | None
+    uid: int | None
+    spec: object                      # jobs.spec.JobSpec
+    channel: int | None = None
+
+
+@dataclass(frozen=True)
+class JobUnregistered:
+    job: str
+
+
+@dataclass(frozen=True)
+class ChannelClosed:
+    """A connection that wanted notifications went away."""
+
+    channel: int
+
+
+@dataclass(frozen=True)
 class Dropped:
     """Inputs the shell could not hand in (a queue over its bound, a tick
     that raised): counted per cause."""

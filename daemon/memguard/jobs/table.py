@@ -29,6 +29,8 @@ class Job:
     registered: float                # monotonic seconds
     members: dict[int, float | None] = field(default_factory=dict)   # pid -> start time (seconds since boot)
     invalid: str | None = None
+    how: str = "environment"         # or "socket": registered over the control socket
+    channel: int | None = None       # the connection its notifications go to (memguard.client)
 
     @property
     def name(self) -> str:
@@ -78,6 +80,41 @@ class JobTable:
         self.jobs[job.id] = job
         self._add(job, p.pid, p.start_time, now)
         return [("job registered", {"job": job.id, "pid": p.pid, "comm": p.comm, "uid": p.uid})]
+
+    def register(self, pid: int, start: float | None, uid: int | None, spec: JobSpec, channel: int | None,
+                 now: float) -> tuple[str | None, list]:
+        """A process registered over the control socket (itself, or one of
+        its owner's): it joins the job it is already a member of (which
+        then also hears on *channel*), or leads a new one.  (job id, log)."""
+        job_id = self.member_of.get(pid)
+        if job_id is not None and self.jobs[job_id].members.get(pid) in (None, start):
+            job = self.jobs[job_id]
+            if channel is not None:
+                job.channel = channel
+            return job.id, []
+        if job_id is not None:
+            self._leave(pid)      # a reused pid
+        if len(self.jobs) >= MAX_JOBS:
+            self.dropped += 1
+            return None, []
+        job = Job(f"{spec.name}-{pid}", spec, pid, uid, now, how="socket", channel=channel)
+        self.jobs[job.id] = job
+        self._add(job, pid, start, now)
+        return job.id, [("job registered", {"job": job.id, "pid": pid, "uid": uid, "how": "socket"})]
+
+    def unregister(self, job_id: str) -> list:
+        job = self.jobs.pop(job_id, None)
+        if job is None:
+            return []
+        for pid in job.members:
+            self.member_of.pop(pid, None)
+            self.joined.pop(pid, None)
+        return [("job unregistered", {"job": job_id})]
+
+    def channel_closed(self, channel: int) -> None:
+        for job in self.jobs.values():
+            if job.channel == channel:
+                job.channel = None
 
     def forked(self, parent: int, child: int, start: float, now: float) -> None:
         job_id = self.member_of.get(parent)

@@ -1,0 +1,132 @@
+"""memguard for the program itself: register, and hear warnings as callbacks.
+
+    from memguard import client
+
+    def shrink(event):            # runs in a background thread: keep it short
+        global batch_size
+        batch_size //= 2
+
+    reg = client.register("train", on_warning=shrink)
+    ...
+    reg.latest                    # the last event heard, or None
+    reg.close()
+
+or ``with client.register("train", on_warning=shrink): ...``.  An event is
+a dict: ``event`` ("warning" or "critical"), ``rule``, ``severity``,
+``domain``, ``job``, ``tto_seconds``, ``confidence``,
+``rate_bytes_per_second``, ``usage_ratio``.  The process registers itself
+(memguardd knows it by its pid and start time from the socket's peer
+credentials); the processes it forks later belong to the job too.  Without
+a running memguardd, register() warns once and returns a registration that
+hears nothing: the program runs on as it would without memguard.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import warnings
+from typing import Callable
+
+from .api import protocol
+from .cli.client import default_sockets
+from .jobs.spec import JobSpec, format_job, parse_job
+
+Callback = Callable[[dict], None]
+_warned = False
+
+
+class Registration:
+    """A job's registration; ``active`` is False when no daemon answered."""
+
+    def __init__(self, sock: socket.socket | None, job: str | None, on_warning: Callback | None,
+                 on_critical: Callback | None) -> None:
+        self.job = job
+        self.latest: dict | None = None
+        self._sock = sock
+        self._callbacks = {"warning": on_warning, "critical": on_critical}
+        self._thread = None
+        if sock is not None:
+            self._thread = threading.Thread(target=self._listen, name="memguard-client", daemon=True)
+            self._thread.start()
+
+    @property
+    def active(self) -> bool:
+        return self._sock is not None
+
+    def _listen(self) -> None:
+        buf = b""
+        while self._sock is not None:
+            try:
+                chunk = self._sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                self.latest = event
+                callback = self._callbacks.get(event.get("event"))
+                if callback is not None:
+                    callback(event)
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def __enter__(self) -> "Registration":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def register(name: str, *, on_warning: Callback | None = None, on_critical: Callback | None = None,
+             socket_path: str | None = None, timeout: float = 5.0) -> Registration:
+    """Register this process as job *name*; the callbacks run (in a
+    background thread) when a rule warns of its domain, and at critical.
+    Raises ValueError for a bad name."""
+    global _warned
+    value = format_job(JobSpec(name))
+    parse_job(value)
+    for path in ([socket_path] if socket_path else default_sockets()):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            sock.sendall(protocol.request("register", {"registration": value, "notify": True}))
+            answer = _read_line(sock)
+        except OSError:
+            sock.close()
+            continue
+        if not answer.get("ok"):
+            sock.close()
+            raise ValueError(f"memguardd refused the registration: {answer.get('error', {}).get('message')}")
+        sock.settimeout(None)
+        return Registration(sock, answer["result"]["job"], on_warning, on_critical)
+    if not _warned:
+        warnings.warn("memguard: no memguardd answered; running unregistered (no warnings will come)",
+                      RuntimeWarning, stacklevel=2)
+        _warned = True
+    return Registration(None, None, on_warning, on_critical)
+
+
+def _read_line(sock: socket.socket) -> dict:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("memguardd closed the connection")
+        buf += chunk
+    return json.loads(buf)
