@@ -144,3 +144,37 @@ def test_a_hook_that_hangs_floods_or_forks_is_bounded_and_reaped():
     assert done.result == "timed_out" and _time.monotonic() - started < 5
     assert len(done.details[0]["output"]) == 16 * 1024
     assert carry_out(Roots(), hook("exit 3", uid=0), 0.0).result == "failed"
+
+
+ACTING = """\
+rules:
+  - name: build-full
+    match: {job: 'build*'}
+    levels:
+      - severity: warning
+        when: usage_ratio > 0.5
+        actions:
+          - signal: USR2
+            target: largest_job
+      - severity: critical
+        when: usage_ratio > 0.8
+        actions:
+          - {signal: TERM, to: all, target: all_jobs}
+"""
+
+
+def test_a_rules_actions_reach_the_jobs_it_targets():
+    e, clock = engine()
+    e.step([], clock.now(), events=[RulesLoaded(tuple(parse_rules(ACTING)), (), 0.0)])
+    tick(e, clock, 10 * MiB)
+    register(e, clock, 10, "build-small")
+    register(e, clock, 20, "build-big")
+    register(e, clock, 21, "build-big", ppid=20, start=101.0)
+    register(e, clock, 30, "editor")
+    fx = tick(e, clock, 60 * MiB)
+    assert signals(fx) == [("build-big-20", "warning", "SIGUSR2", ((20, 100.0),))], "the largest build only"
+    fx = tick(e, clock, 90 * MiB)
+    assert sorted((s[0], s[2], s[3]) for s in signals(fx)) == [
+        ("build-big-20", "SIGTERM", ((20, 100.0), (21, 101.0))), ("build-small-10", "SIGTERM", ((10, 100.0),)),
+        ("editor-30", "SIGTERM", ((30, 100.0),))], "all_jobs: every job in the domain, every process"
+    assert signals(tick(e, clock, 90 * MiB)) == []

@@ -76,9 +76,9 @@ def test_match_by_job_and_gpu_name():
     engine = RuleEngine(parse_rules(
         "rules:\n  - name: r\n    match: {job: 'train-*', gpu: '*A100*'}\n    when: tto < 60s\n"))
 
-    def envs(job, gpu):
-        return {"gpu:0": {"domain": "gpu:0", "kind": "gpu", "tto": 30, "job": {"name": job} if job else {},
-                          "gpu": {"name": gpu}}}
+    def envs(job, gpu):   # a domain matches when any of its jobs' names does (job.names)
+        return {"gpu:0": {"domain": "gpu:0", "kind": "gpu", "tto": 30,
+                          "job": {"name": job, "names": ("other", job)} if job else {}, "gpu": {"name": gpu}}}
     assert engine.evaluate(envs("build-1", "NVIDIA A100-SXM4-80GB"), 0.0) == []
     assert engine.evaluate(envs(None, "NVIDIA A100-SXM4-80GB"), 1.0) == []       # no job registered
     assert engine.evaluate(envs("train-7", "NVIDIA H100"), 2.0) == []
@@ -352,24 +352,66 @@ def test_keep_firing_for_must_be_a_duration():
         parse_rules("rules:\n  - name: r\n    when: tto < 60s\n    keep_firing_for: long\n", "r.yaml")
 
 
-def test_actions_are_refused_until_they_exist(tmp_path):
-    # Issue 16: `rules check` accepted `actions:` and the daemon dropped them.
-    path = tmp_path / "acting.yaml"
-    path.write_text("rules:\n  - name: stop-it\n    when: tto < 60s\n    actions:\n      - signal: SIGUSR1\n")
+ACTING = """\
+rules:
+  - name: build-oom
+    match: {job: 'build*'}
+    dry_run: true
+    levels:
+      - severity: warning
+        when: tto < 60s
+        actions:
+          - signal: USR1
+          - hook: /usr/local/bin/pause-build
+            target: largest_job
+      - severity: critical
+        when: tto < 10s
+        actions:
+          - signal: TERM
+            to: all
+            target: all_jobs
+          - notify: true
+"""
+
+
+def test_actions_are_typed_at_load():
+    import signal as sig
+    from memguard.rules.load import ActionSpec
+    (rule,) = parse_rules(ACTING, "acting.yaml")
+    assert (rule.job_glob, rule.dry_run) == ("build*", True)
+    assert rule.levels[0].actions == (ActionSpec("signal", "job", signal=sig.SIGUSR1),
+                                      ActionSpec("hook", "largest_job", command="/usr/local/bin/pause-build"))
+    assert rule.levels[1].actions == (ActionSpec("signal", "all_jobs", signal=sig.SIGTERM, to="all"),
+                                      ActionSpec("notify", "job"))
+    (trusted,) = parse_rules(ACTING, "acting.yaml", trusted=True)
+    assert trusted.levels[0].actions[1].as_root
+
+
+@pytest.mark.parametrize("action, line, field, message", [
+    ("- kill: now", 5, "rules[0].actions[0]", "an action is one of signal, hook, notify: give exactly one (got none)"),
+    ("- {signal: USR1, hook: x}", 5, "rules[0].actions[0]", "give exactly one (got signal, hook)"),
+    ("- signal: USR9", 5, "rules[0].actions[0].signal", "'USR9' is not a signal"),
+    ("- {signal: USR1, target: everyone}", 5, "rules[0].actions[0].target", "expected one of job, largest_job"),
+    ("- {signal: USR1, to: some}", 5, "rules[0].actions[0].to", "expected leader or all"),
+    ("- {hook: x, to: all}", 5, "rules[0].actions[0].to", "unknown key"),
+    ("- notify: maybe", 5, "rules[0].actions[0].notify", "expected true"),
+])
+def test_a_bad_action_is_refused_where_it_stands(action, line, field, message):
+    text = f"rules:\n  - name: r\n    when: tto < 60s\n    actions:\n      {action}\n"
     with pytest.raises(RuleError) as e:
-        load_rules([str(path)])
-    assert (e.value.line, e.value.field) == (4, "rules[0].actions")
-    assert str(e.value).startswith(f"{path}:4: rules[0].actions: actions are not supported yet")
+        parse_rules(text, "r.yaml")
+    assert (e.value.line, e.value.field) == (line, field), str(e.value)
+    assert message in e.value.message
 
 
-def test_rules_check_names_the_line_of_actions(tmp_path):
+def test_rules_check_names_the_line_of_a_bad_action(tmp_path):
+    import json
     import subprocess
     import sys
     path = tmp_path / "acting.yaml"
-    path.write_text("rules:\n  - name: stop-it\n    when: tto < 60s\n    actions: [signal]\n")
+    path.write_text("rules:\n  - name: stop-it\n    when: tto < 60s\n    actions: [{explode: yes}]\n")
     r = subprocess.run([sys.executable, "-m", "memguard.cli.main", "rules", "check", str(path), "--json"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
-    import json
     (f,) = json.loads(r.stdout)["files"]
-    assert (f["ok"], f["error"]["line"], f["error"]["field"]) == (False, 4, "rules[0].actions")
+    assert (f["ok"], f["error"]["line"], f["error"]["field"]) == (False, 4, "rules[0].actions[0]")

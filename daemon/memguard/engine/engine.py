@@ -12,6 +12,7 @@ rule transitions, lookups wanted, incidents to write, and log lines.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
 from collections import OrderedDict
@@ -417,7 +418,8 @@ class Engine:
     def _evaluate_rules(self, now: Instant, fx: Effects) -> None:
         if not self.rules.rules:
             return
-        envs = {name: domain_env(name, s.kind, s.sample, s.prediction)
+        jobs = self._jobs_env(now) if self.jobs.jobs else {}
+        envs = {name: domain_env(name, s.kind, s.sample, s.prediction, jobs.get(name))
                 for name, s in sorted(self.domains.items()) if s.sample is not None}
         transitions = self.rules.evaluate(envs, now.mono)
         for tr in transitions:
@@ -432,6 +434,24 @@ class Engine:
             del self.transitions[name]
         if transitions:
             fx.actions += self._plan_actions(transitions, now)
+
+    def _jobs_env(self, now: Instant) -> dict[str, dict]:
+        """Per domain, the ``job`` a condition sees: the largest registered
+        job with processes there (``name``, ``id``, ``rss``,
+        ``registered_for`` seconds), ``count`` of them and all their
+        ``names`` (what ``match.job`` tests)."""
+        by_domain: dict[str, list] = {}
+        for job in self.jobs.jobs.values():
+            domains = {p.domain for pid in job.members if (p := self.process_table.get(pid)) is not None}
+            for d in domains:
+                by_domain.setdefault(d, []).append(job)
+        out = {}
+        for domain, jobs in by_domain.items():
+            largest = max(jobs, key=self._job_rss)
+            out[domain] = {"name": largest.name, "id": largest.id, "rss": self._job_rss(largest),
+                           "registered_for": now.mono - largest.registered, "count": len(jobs),
+                           "names": tuple(sorted({j.name for j in jobs}))}
+        return out
 
     def _jobs_in(self, domain: str) -> list:
         """The jobs with a process in *domain*."""
@@ -478,7 +498,51 @@ class Engine:
                                           job.channel, arg if kind == "notify" else None)
                     self._pending_actions[action.id] = action
                     wanted.append(action)
+            wanted += self._rule_actions(tr, now, context)
         return wanted
+
+    def _rule_actions(self, tr, now: Instant, context: dict) -> list[ActionWanted]:
+        """The actions a rule's levels name, up to the level reached (a climb
+        straight to critical runs the warning level's too), each once per
+        job until the rule clears."""
+        rule = next((r for r in self.rules.rules if r.name == tr.rule), None)
+        if rule is None:
+            return []
+        reached = next((i for i, lv in enumerate(rule.levels) if lv.severity == tr.severity), -1)
+        in_domain = self._jobs_in(tr.domain)
+        selected = [j for j in in_domain if rule.job_glob is None or fnmatch.fnmatchcase(j.name, rule.job_glob)]
+        wanted = []
+        for li in range(reached + 1):
+            for ai, spec in enumerate(rule.levels[li].actions):
+                if spec.target == "all_jobs":
+                    jobs = in_domain
+                elif spec.target == "largest_job":
+                    jobs = [max(selected, key=self._job_rss)] if selected else []
+                else:
+                    jobs = selected
+                for job in jobs:
+                    if spec.kind == "notify" and job.channel is None:
+                        continue
+                    key = (job.id, tr.rule, tr.domain, f"rule-{li}-{ai}")
+                    if key in self._acted:
+                        continue
+                    self._acted.add(key)
+                    members = [job.leader] if spec.to == "leader" else sorted(job.members)
+                    self._action_seq += 1
+                    action = ActionWanted(
+                        self._action_seq, spec.kind, tr.rule, tr.severity, tr.domain, job.id,
+                        0 if spec.kind == "hook" and spec.as_root else job.uid,
+                        tuple((pid, job.members.get(pid)) for pid in members) if spec.kind == "signal"
+                        else ((job.leader, None),),
+                        spec.signal, self.config.actions.dry_run or rule.dry_run, now.mono, context,
+                        spec.command, self.config.actions.hook_timeout, job.channel,
+                        "warning" if li == 0 else "critical" if spec.kind == "notify" else None)
+                    self._pending_actions[action.id] = action
+                    wanted.append(action)
+        return wanted
+
+    def _job_rss(self, job) -> int:
+        return sum(p.rss for pid in job.members if (p := self.process_table.get(pid)) is not None)
 
     def _action_done(self, done: ActionDone) -> list:
         action = self._pending_actions.pop(done.id, None)

@@ -221,7 +221,10 @@ _FUNCTIONS = {
     "min": (2, _pick(min)), "max": (2, _pick(max)),
     "abs": (1, lambda a: abs(a) if _number(a) else None),
     "size": (1, lambda x: len(x) if type(x) in (list, str, dict) else None),
-    "matches": (2, lambda s, glob: type(s) is str and type(glob) is str and fnmatch.fnmatchcase(s, glob)),
+    # a string matching a glob; a tuple of strings (job.names): any of them
+    "matches": (2, lambda s, glob: type(glob) is str and (
+        (type(s) is str and fnmatch.fnmatchcase(s, glob))
+        or (type(s) is tuple and any(type(x) is str and fnmatch.fnmatchcase(x, glob) for x in s)))),
 }
 _OPS = {**{op: f"_cmp{i}" for i, op in enumerate(_ORDER)}, **{op: f"_math{i}" for i, op in enumerate(_ARITH)}}
 # The only names the compiled code can reach.

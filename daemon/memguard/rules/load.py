@@ -29,10 +29,12 @@ check``.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 import yaml
 
+from ..jobs.spec import JobSpecError, parse_signal
 from ..units import parse_duration
 from .expr import Condition, ExprError, compile_condition
 
@@ -58,12 +60,35 @@ class RuleError(ValueError):
         super().__init__(f"{where}: {field}: {message}")
 
 
+ACTION_KINDS = ("signal", "hook", "notify")
+ACTION_TARGETS = ("job", "largest_job", "all_jobs")
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One action of a level: ``signal`` (to the target jobs' leaders, or
+    ``to: all`` their every process), ``hook`` (a command), or ``notify``
+    (the jobs that listen through memguard.client).  ``target``: ``job``
+    (each job in the domain that ``match.job`` selects), ``largest_job`` (the
+    largest of those by RSS) or ``all_jobs`` (every job in the domain).
+    ``as_root``: a hook from a root-owned file no one else may write runs as
+    root; any other runs as the target job's user."""
+
+    kind: str
+    target: str = "job"
+    signal: int | None = None
+    to: str = "leader"
+    command: str | None = None
+    as_root: bool = False
+
+
 @dataclass(frozen=True)
 class Level:
     severity: str
     when: Condition
     hold: float          # seconds the condition must hold ("for")
     keep: float = 0.0    # seconds it stays reached after the condition fails ("keep_firing_for")
+    actions: tuple[ActionSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +103,8 @@ class Rule:
     cooldown: float
     source: str = dataclasses.field(compare=False)
     line: int = dataclasses.field(compare=False)
+    job_glob: str | None = None      # match.job: the jobs its job-targeted actions act on
+    dry_run: bool = False            # decide, log and count its actions, carry out none
 
 
 def _line(node) -> int:
@@ -115,7 +142,49 @@ def _duration(node, source, field) -> float:
         raise RuleError(source, _line(node), field, str(e)) from None
 
 
-def _level(found: dict, source: str, field: str, default_severity: str | None, guards: dict[str, str]) -> Level:
+def _actions(node, source: str, field: str, trusted: bool) -> tuple[ActionSpec, ...]:
+    """A level's ``actions:`` list, each item checked where it stands."""
+    if not isinstance(node, yaml.SequenceNode):
+        raise RuleError(source, _line(node), field, "expected a list of actions (- signal: USR1, - hook: CMD, "
+                                                    "- notify: true)")
+    out = []
+    for k, item in enumerate(node.value):
+        af = f"{field}[{k}]"
+        found = _mapping(item, source, af)
+        kinds = [key for key in ACTION_KINDS if key in found]
+        if len(kinds) != 1:
+            raise RuleError(source, _line(item), af, f"an action is one of {', '.join(ACTION_KINDS)}: "
+                            f"give exactly one (got {', '.join(kinds) or 'none'})")
+        kind = kinds[0]
+        _check_keys(found, {kind, "target"} | ({"to"} if kind == "signal" else set()), source, af)
+        target = "job"
+        if "target" in found:
+            target = _scalar(found["target"][1], source, f"{af}.target", "a target")
+            if target not in ACTION_TARGETS:
+                raise RuleError(source, _line(found["target"][1]), f"{af}.target",
+                                f"expected one of {', '.join(ACTION_TARGETS)}, got {target!r}")
+        vnode = found[kind][1]
+        if kind == "signal":
+            try:
+                number = parse_signal(_scalar(vnode, source, f"{af}.signal", "a signal"), "signal")
+            except JobSpecError as e:
+                raise RuleError(source, _line(vnode), f"{af}.signal", e.message) from None
+            to = _scalar(found["to"][1], source, f"{af}.to", "leader or all") if "to" in found else "leader"
+            if to not in ("leader", "all"):
+                raise RuleError(source, _line(found["to"][1]), f"{af}.to", f"expected leader or all, got {to!r}")
+            out.append(ActionSpec("signal", target, signal=number, to=to))
+        elif kind == "hook":
+            out.append(ActionSpec("hook", target, command=_scalar(vnode, source, f"{af}.hook", "a command"),
+                                  as_root=trusted))
+        else:
+            if _scalar(vnode, source, f"{af}.notify", "true") not in ("true", "yes", "on"):
+                raise RuleError(source, _line(vnode), f"{af}.notify", "expected true")
+            out.append(ActionSpec("notify", target))
+    return tuple(out)
+
+
+def _level(found: dict, source: str, field: str, default_severity: str | None, guards: dict[str, str],
+           trusted: bool = False) -> Level:
     if "when" not in found:
         raise RuleError(source, None, field, "a level needs 'when' (its condition)")
     wnode = found["when"][1]
@@ -136,11 +205,13 @@ def _level(found: dict, source: str, field: str, default_severity: str | None, g
     hold = _duration(found["for"][1], source, f"{field}.for") if "for" in found else 0.0
     keep = (_duration(found["keep_firing_for"][1], source, f"{field}.keep_firing_for")
             if "keep_firing_for" in found else 0.0)
-    return Level(severity, cond, hold, keep)
+    actions = _actions(found["actions"][1], source, f"{field}.actions", trusted) if "actions" in found else ()
+    return Level(severity, cond, hold, keep, actions)
 
 
-def parse_rules(text: str, source: str = "<rules>") -> list[Rule]:
-    """Typed rules from a rule file's text.  Raises RuleError."""
+def parse_rules(text: str, source: str = "<rules>", trusted: bool = False) -> list[Rule]:
+    """Typed rules from a rule file's text (*trusted*: a root-owned file
+    only root may write, whose hooks run as root).  Raises RuleError."""
     try:
         doc = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
@@ -157,7 +228,7 @@ def parse_rules(text: str, source: str = "<rules>") -> list[Rule]:
         raise RuleError(source, _line(rules_node), "rules", "expected a list of rules")
     rules, names = [], set()
     for i, node in enumerate(rules_node.value):
-        rule = _rule(node, source, f"rules[{i}]")
+        rule = _rule(node, source, f"rules[{i}]", trusted)
         if rule.name in names:
             raise RuleError(source, _line(node), f"rules[{i}].name", f"{rule.name!r} is defined twice")
         names.add(rule.name)
@@ -165,16 +236,13 @@ def parse_rules(text: str, source: str = "<rules>") -> list[Rule]:
     return rules
 
 
-def _rule(node, source: str, field: str) -> Rule:
+def _rule(node, source: str, field: str, trusted: bool = False) -> Rule:
     found = _mapping(node, source, field)
-    if "actions" in found:
-        # Issue 16: accepted and silently dropped, a rule looked as if it
-        # acted.  No action runs yet: refuse it until actions exist.
-        raise RuleError(source, _line(found["actions"][0]), f"{field}.actions",
-                        "actions are not supported yet (memguard only warns): remove 'actions', "
-                        "or the rule will be taken to act when it does not")
     _check_keys(found, {"name", "description", "match", "levels", "when", "for", "keep_firing_for", "severity",
-                        "cooldown"}, source, field)
+                        "cooldown", "actions", "dry_run"}, source, field)
+    if "actions" in found and "levels" in found:
+        raise RuleError(source, _line(found["actions"][0]), f"{field}.actions",
+                        "with 'levels', give each level its own 'actions'")
     if "name" not in found:
         raise RuleError(source, _line(node), field, "a rule needs a name")
     name = _scalar(found["name"][1], source, f"{field}.name", "a name")
@@ -195,7 +263,9 @@ def _rule(node, source: str, field: str) -> Rule:
             glob = _scalar(m["domain"][1], source, f"{field}.match.domain", "a glob such as 'cgroup:/build*'")
         for key, example in (("job", "'train-*'"), ("gpu", "'NVIDIA A100*'")):
             if key in m:
-                guards[f"{key}.name"] = _scalar(m[key][1], source, f"{field}.match.{key}", f"a glob such as {example}")
+                # a domain matches when any of its jobs' names does
+                guards["job.names" if key == "job" else "gpu.name"] = _scalar(
+                    m[key][1], source, f"{field}.match.{key}", f"a glob such as {example}")
     if "levels" in found and "when" in found:
         raise RuleError(source, _line(found["when"][0]), f"{field}.when", "give either 'levels' or 'when', not both")
     if "levels" in found:
@@ -206,18 +276,25 @@ def _rule(node, source: str, field: str) -> Rule:
         for j, item in enumerate(lnode.value):
             lf = f"{field}.levels[{j}]"
             sub = _mapping(item, source, lf)
-            _check_keys(sub, {"severity", "when", "for", "keep_firing_for"}, source, lf)
-            levels.append(_level(sub, source, lf, None, guards))
+            _check_keys(sub, {"severity", "when", "for", "keep_firing_for", "actions"}, source, lf)
+            levels.append(_level(sub, source, lf, None, guards, trusted))
         ranks = [SEVERITIES.index(lv.severity) for lv in levels]
         if ranks != sorted(set(ranks)):
             raise RuleError(source, _line(lnode), f"{field}.levels",
                             "levels must go up in severity, each once (info < warning < critical < last_resort)")
     elif "when" in found:
-        levels = [_level(found, source, field, "warning", guards)]
+        levels = [_level(found, source, field, "warning", guards, trusted)]
     else:
         raise RuleError(source, _line(node), field, "a rule needs 'when' or 'levels'")
     cooldown = _duration(found["cooldown"][1], source, f"{field}.cooldown") if "cooldown" in found else 0.0
-    return Rule(name, description, kinds, glob, tuple(levels), cooldown, source, _line(node))
+    dry_run = False
+    if "dry_run" in found:
+        value = _scalar(found["dry_run"][1], source, f"{field}.dry_run", "true or false")
+        if value not in ("true", "false"):
+            raise RuleError(source, _line(found["dry_run"][1]), f"{field}.dry_run", f"expected true or false, got {value!r}")
+        dry_run = value == "true"
+    return Rule(name, description, kinds, glob, tuple(levels), cooldown, source, _line(node),
+                guards.get("job.names"), dry_run)
 
 
 def load_rules(paths: list[str]) -> list[Rule]:
@@ -226,7 +303,9 @@ def load_rules(paths: list[str]) -> list[Rule]:
     rules, seen = [], {}
     for path in paths:
         with open(path, encoding="utf-8") as f:
-            for rule in parse_rules(f.read(), path):
+            st = os.fstat(f.fileno())
+            trusted = st.st_uid == 0 and not st.st_mode & 0o022   # root's, and only root may write it
+            for rule in parse_rules(f.read(), path, trusted):
                 if rule.name in seen:
                     raise RuleError(path, rule.line, "name",
                                     f"{rule.name!r} is already defined in {seen[rule.name]}")
