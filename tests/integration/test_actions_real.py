@@ -72,6 +72,15 @@ def test_a_cooperative_job_is_warned_in_time_and_survives(daemon, v1_cgroup):
         (f"grow-{job.pid}", 10, "sent")
     assert entry["targets"] == [{"pid": job.pid, "result": "sent"}] and entry["tto_seconds"] > 0
     assert 'memguard_actions_total{kind="signal",result="sent",rule="memory-running-out"} 1.0' in daemon.metrics()
+    # it freed its memory: once the rule clears, the daemon records a near miss with the lead it had
+
+    def near_miss():
+        listing = json.loads(ctl(daemon.socket, "--json", "incidents").stdout)["incidents"]
+        return next((i for i in listing if i["fields"].get("kind") == "near_miss"), None)
+    found = wait_until(near_miss, timeout=90, what="the near miss, after the rule's keep_firing_for")
+    doc = json.loads(ctl(daemon.socket, "--json", "incident", "show", found["id"]).stdout)
+    assert doc["domain"] == f"cgroup:{group.path}" and doc["jobs"] == [f"grow-{job.pid}"]
+    assert doc["lead_seconds"] >= 10, doc
 
 
 def test_an_uncooperative_job_is_killed_and_its_incident_says_how_it_was_warned(daemon, v1_cgroup):
@@ -161,3 +170,23 @@ def test_a_training_script_with_the_client_halves_its_batch_and_survives(daemon,
     status = daemon.wait_for_tick(lambda s: s["counters"]["actions"])
     notified = [a for a in status["counters"]["actions"] if a["kind"] == "notify"]
     assert notified and all(a["result"] == "sent" for a in notified), status["counters"]["actions"]
+
+
+def test_a_job_registered_by_a_shell_warns_the_grandchild_that_grows(daemon, v1_cgroup):
+    # MEMGUARD_JOB set for a shell, which starts a shell, which starts the
+    # process that grows; target=largest sends the signal to the one growing.
+    group = v1_cgroup(512 * MIB)
+    daemon.wait_for_tick(lambda s: any(d["name"] == f"cgroup:{group.path}" for d in s["domains"]))
+    inner = f"{sys.executable} {COOPERATIVE} 5 0.25; true"
+    argv = ["env", "MEMGUARD_JOB=shelled,warning=USR1,target=largest", "sh", "-c", f"sh -c '{inner}'; true"]
+    job = Hog(Path("/usr/bin/env"), argv[1:], group)
+    try:
+        line = job.wait_line("warned", timeout=60)
+        assert job.wait_exit(10) == 0, "the shells finish once the grandchild has"
+    finally:
+        job.close()
+    lead = (512 * MIB - int(line.split()[1])) / (20 * MIB)
+    assert lead >= 10, f"{lead:.1f} s before the limit"
+    audit = [json.loads(x) for x in (Path(daemon.state_dir) / "actions.log").read_text().splitlines()]
+    (entry,) = audit
+    assert entry["job"] == f"shelled-{job.pid}" and entry["targets"][0]["pid"] != job.pid, "the grandchild"

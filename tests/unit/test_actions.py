@@ -178,3 +178,39 @@ def test_a_rules_actions_reach_the_jobs_it_targets():
         ("build-big-20", "SIGTERM", ((20, 100.0), (21, 101.0))), ("build-small-10", "SIGTERM", ((10, 100.0),)),
         ("editor-30", "SIGTERM", ((30, 100.0),))], "all_jobs: every job in the domain, every process"
     assert signals(tick(e, clock, 90 * MiB)) == []
+
+
+def test_a_warning_acted_on_that_clears_without_a_kill_is_a_near_miss():
+    e, clock = engine()
+    tick(e, clock, 10 * MiB)
+    register(e, clock, 10, "train,warning=USR1")
+    (action,) = tick(e, clock, 60 * MiB).actions
+    e.step([], clock.now(), events=[ActionDone(action.id, "sent", ({"pid": 10, "result": "sent"},),
+                                                clock.now().mono)])
+    tick(e, clock, 70 * MiB)
+    fx = tick(e, clock, 20 * MiB)        # it freed its memory: the rule clears
+    (w,) = [x for x in fx.incidents if x.document["kind"] == "near_miss"]
+    doc = w.document
+    assert (doc["domain"], doc["rule"], doc["jobs"], doc["peak_usage_ratio"]) == \
+        ("cgroup:/a", "full", ["train-10"], 0.7)
+    assert [(a["kind"], a["result"]) for a in doc["actions"]] == [("signal", "sent")]
+    assert doc["headline"].startswith("Near miss in cgroup:/a: train-10 told")
+    assert e.snapshot(clock.now()).counters.near_misses == 1
+    from memguard.cli.incident import render_incident
+    assert "cleared at" in render_incident(doc) and "signal for job train-10 (warning): sent" in render_incident(doc)
+
+
+def test_no_near_miss_when_the_kill_came_anyway_or_nobody_was_told():
+    from memguard.model import OomKill
+    e, clock = engine()
+    tick(e, clock, 10 * MiB)
+    register(e, clock, 10, "train,warning=USR1")
+    (action,) = tick(e, clock, 60 * MiB).actions
+    e.step([], clock.now(), events=[ActionDone(action.id, "sent", (), clock.now().mono)])
+    e.step([], clock.now(), events=[OomKill("kmsg", 10, clock.now().mono, kernel_time=clock.now().mono,
+                                            constraint="CONSTRAINT_MEMCG", oom_memcg="/a")])
+    assert not [x for x in tick(e, clock, 20 * MiB).incidents if x.document["kind"] == "near_miss"]
+    e2, clock2 = engine()
+    tick(e2, clock2, 10 * MiB)
+    tick(e2, clock2, 60 * MiB)           # no job: nobody told
+    assert not [x for x in tick(e2, clock2, 20 * MiB).incidents if x.document["kind"] == "near_miss"]

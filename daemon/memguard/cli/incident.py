@@ -62,6 +62,14 @@ def render_incident(doc: dict) -> str:
     out.append(doc.get("headline") or doc.get("explanation") or "")
     out.append(f"When: {doc.get('time')}" + ("  (found late: it happened while memguardd was not running)"
                                               if doc.get("found_late") else ""))
+    if doc.get("kind") == "near_miss":
+        out += ["", f"Rule {doc.get('rule')} fired on {doc.get('domain')} and cleared at {doc.get('cleared')}; "
+                    f"peak usage {100 * (doc.get('peak_usage_ratio') or 0):.0f}% of the limit.", "",
+                "What memguard did:"]
+        for a in doc.get("actions", ()):
+            out.append(f"  {a.get('t'):+.1f} s: {a.get('kind')} for job {a.get('job')} ({a.get('severity')}): "
+                       f"{a.get('result')}")
+        return "\n".join(out) + "\n"
     if doc.get("kind") == "unclean_stop":
         out += ["", doc.get("explanation", ""), "", "Near their limit at the last heartbeat:"]
         for d in doc.get("near_limit", ()):

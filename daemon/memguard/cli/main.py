@@ -56,8 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--name", help="the job's name (default: the command's)")
     run.add_argument("--on-warning", metavar="SIGNAL", help="signal the job when a rule warns (USR1, ...)")
     run.add_argument("--on-critical", metavar="SIGNAL", help="signal the job at critical (TERM, ...)")
-    run.add_argument("--target", choices=("leader", "all"), default="leader",
-                     help="signal the first process (default) or all of the job's")
+    run.add_argument("--target", choices=("leader", "all", "largest"), default="leader",
+                     help="signal the first process (default), all of the job's, or the largest")
     run.add_argument("--hook", metavar="COMMAND", help="a command to run (as you) when a rule warns")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     reg = command(sub, "register", help="register a running process (yours) as a job")
@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     reg.add_argument("--name", required=True, help="the job's name")
     reg.add_argument("--on-warning", metavar="SIGNAL")
     reg.add_argument("--on-critical", metavar="SIGNAL")
-    reg.add_argument("--target", choices=("leader", "all"), default="leader")
+    reg.add_argument("--target", choices=("leader", "all", "largest"), default="leader")
     reg.add_argument("--hook", metavar="COMMAND")
     unreg = command(sub, "unregister", help="forget a job (yours)")
     unreg.add_argument("job", help="the job's id (memguardctl jobs)")

@@ -28,7 +28,7 @@ from ..sources.cgroups import Binding
 from .messages import (ChannelClosed, Dropped, JobRegistered, JobUnregistered, LookupWanted, ProbeRun,
                        ProcessesSeen, RulesLoaded, RulesRejected)
 from ..actions.plan import SEVERITY_SIGNAL, ActionDone, ActionWanted, wanted_hook, wanted_signals
-from ..incidents.build import Context, IncidentBuilder
+from ..incidents.build import Context, IncidentBuilder, Write, near_miss_document
 from ..jobs.table import JobTable
 from .recorder import FlightRecorder
 from .snapshot import DomainView, Snapshot
@@ -78,6 +78,7 @@ class Counters:
     dropped: dict[str, int] = field(default_factory=dict)  # queue -> inputs dropped
     incidents: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (kind, domain, constraint) -> sealed
     actions: dict[tuple[str, str, str], int] = field(default_factory=dict)    # (rule, kind, result) -> done
+    near_misses: int = 0
 
 
 @dataclass
@@ -118,6 +119,8 @@ class Engine:
         self._acted: set[tuple[str, str, str, str]] = set()   # (job, rule, domain, warning|critical) signalled
         self._pending_actions: dict[int, ActionWanted] = {}
         self._action_seq = 0
+        self._episodes: dict[tuple[str, str], dict] = {}   # (rule, domain) firing: since when, peak usage
+        self._near_misses: list = []
         # Actions of the last minutes, per domain: what an incident tells of them.
         self.actions_done: dict[str, list[dict]] = {}
         self.rules = RuleEngine([])
@@ -422,7 +425,16 @@ class Engine:
         envs = {name: domain_env(name, s.kind, s.sample, s.prediction, jobs.get(name))
                 for name, s in sorted(self.domains.items()) if s.sample is not None}
         transitions = self.rules.evaluate(envs, now.mono)
+        for key in [k for k in self._episodes if k[1] not in self.domains]:
+            del self._episodes[key]          # its domain is gone: no clear will come
+        for (rule, domain), episode in self._episodes.items():
+            ratio = envs.get(domain, {}).get("usage_ratio")
+            if ratio is not None and (episode["peak"] is None or ratio > episode["peak"]):
+                episode["peak"] = ratio
         for tr in transitions:
+            if tr.kind == "fire":
+                self._episodes[(tr.rule, tr.domain)] = {"fired": now.mono,
+                                                        "peak": envs.get(tr.domain, {}).get("usage_ratio")}
             fx.transitions.append(tr)
             fx.log.append((f"rule {tr.kind}", {"rule": tr.rule, "domain": tr.domain, "severity": tr.severity,
                                             "previous": tr.previous}))
@@ -434,6 +446,8 @@ class Engine:
             del self.transitions[name]
         if transitions:
             fx.actions += self._plan_actions(transitions, now)
+            fx.incidents += self._near_misses
+            self._near_misses = []
 
     def _jobs_env(self, now: Instant) -> dict[str, dict]:
         """Per domain, the ``job`` a condition sees: the largest registered
@@ -468,6 +482,7 @@ class Engine:
         for tr in transitions:
             if tr.kind == "clear":
                 self._acted = {a for a in self._acted if (a[1], a[2]) != (tr.rule, tr.domain)}
+                self._near_miss(tr, now)
                 continue
             if tr.kind not in ("fire", "escalate"):
                 continue
@@ -477,7 +492,7 @@ class Engine:
                        "rate_bytes_per_second": p.rate if p else None,
                        "usage_ratio": state.sample.usage_ratio if state and state.sample else None}
             for job in self._jobs_in(tr.domain):
-                pids = [job.leader] if job.spec.target == "leader" else sorted(job.members)
+                pids = self._targets(job, job.spec.target)
                 targets = tuple((pid, job.members.get(pid)) for pid in pids)
                 asked = [("signal", which, sig, None) for which, sig in wanted_signals(job.spec, tr.severity or "")]
                 if (hook := wanted_hook(job.spec, tr.severity or "")) is not None:
@@ -541,8 +556,37 @@ class Engine:
                     wanted.append(action)
         return wanted
 
+    def _targets(self, job, target: str) -> list[int]:
+        """The members a job's signal goes to: its leader, all, or the largest by RSS."""
+        if target == "all":
+            return sorted(job.members)
+        if target == "largest":
+            known = [pid for pid in job.members if pid in self.process_table]
+            return [max(known, key=lambda pid: self.process_table[pid].rss)] if known else [job.leader]
+        return [job.leader]
+
     def _job_rss(self, job) -> int:
         return sum(p.rss for pid in job.members if (p := self.process_table.get(pid)) is not None)
+
+    def _near_miss(self, tr, now: Instant) -> None:
+        """A rule that cleared after its actions reached a job, with no kill
+        in the domain since it fired: a near miss, written as an incident."""
+        episode = self._episodes.pop((tr.rule, tr.domain), None)
+        if episode is None:
+            return
+        told = [a for a in self.actions_done.get(tr.domain, ())
+                if a["rule"] == tr.rule and a["at"] >= episode["fired"] and a["result"] in ("sent", "ok", "partial")]
+        if not told:
+            return
+        killed = any(inc.kind == "oom_kill" and inc.domain == tr.domain
+                     and (inc.kernel_time if inc.kernel_time is not None else inc.first_seen) >= episode["fired"]
+                     for inc in self.incidents.incidents.values())
+        if killed:
+            return
+        doc = near_miss_document(tr.rule, tr.domain, episode["fired"], now.mono, now.wall - now.mono, told,
+                                 told[0].get("tto_seconds"), episode["peak"])
+        self._near_misses.append(Write(doc["id"], doc))
+        self.counters.near_misses += 1
 
     def _action_done(self, done: ActionDone) -> list:
         action = self._pending_actions.pop(done.id, None)

@@ -54,6 +54,28 @@ def rfc3339(wall: float) -> str:
         timespec="milliseconds").replace("+00:00", "Z")
 
 
+def near_miss_document(rule: str, domain: str, fired: float, cleared: float, wall_offset: float,
+                       actions: list[dict], tto: float | None, peak: float | None) -> dict:
+    """A warning that was acted on and then cleared with no kill in its
+    domain: the job was told in time.  *tto*: the time to OOM predicted when
+    it was first acted on, the lead it had; *peak*: the highest usage ratio
+    seen while the rule fired."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", domain.removeprefix("cgroup:")).strip("_")[:60] or "root"
+    jobs = sorted({a["job"] for a in actions})
+    lead = None if tto is None else round(tto, 3)
+    return {
+        "schema_version": INCIDENT_SCHEMA_VERSION, "id": incident_id(fired + wall_offset, None, f"near-miss-{slug}"),
+        "kind": "near_miss", "state": "sealed", "time": rfc3339(fired + wall_offset),
+        "cleared": rfc3339(cleared + wall_offset), "domain": domain, "rule": rule,
+        "lead_seconds": lead, "peak_usage_ratio": None if peak is None else round(peak, 4),
+        "jobs": jobs, "actions": [{**{k: v for k, v in a.items() if k != "at"}, "t": round(a["at"] - fired, 3)}
+                                  for a in actions],
+        "victim": None, "headline": (f"Near miss in {domain}: {', '.join(jobs)} told "
+                                     + (f"{lead:.0f} s before the predicted OOM" if lead is not None else "in time")
+                                     + f" ({rule}); no kill followed."),
+    }
+
+
 def incident_id(wall: float, pid: int | None, kind: str) -> str:
     stamp = datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3]
     return f"{stamp}Z-{pid if pid is not None else 'x'}-{kind}"

@@ -1,13 +1,14 @@
 """The registration a job carries in its environment.
 
-    MEMGUARD_JOB=NAME[,warning=SIGNAL][,critical=SIGNAL][,target=leader|all][,hook=COMMAND]
+    MEMGUARD_JOB=NAME[,warning=SIGNAL][,critical=SIGNAL][,target=leader|all|largest][,hook=COMMAND]
 
 ``MEMGUARD_JOB=train python train.py`` registers the training run as job
 ``train``; every process it starts inherits the variable and belongs to the
 job too.  ``warning=USR1`` asks for SIGUSR1 when a rule warns of the job's
 domain, ``critical=TERM`` for SIGTERM at critical (signal names with or
 without ``SIG``, or numbers); ``target`` says whether the job's first
-process (``leader``, the default) or all of them get it; ``hook=`` a
+process (``leader``, the default), all of them, or the largest by RSS (the
+one growing, where a shell started it) gets it; ``hook=`` a
 command to run, which takes the rest of the value (commas too), run as the
 job's own user.  Pure: :func:`parse_job` raises :class:`JobSpecError`
 naming the field.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 ENV = "MEMGUARD_JOB"
 NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 MAX_VALUE = 4096
-TARGETS = ("leader", "all")
+TARGETS = ("leader", "all", "largest")
 
 
 class JobSpecError(ValueError):
