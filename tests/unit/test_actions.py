@@ -214,3 +214,18 @@ def test_no_near_miss_when_the_kill_came_anyway_or_nobody_was_told():
     tick(e2, clock2, 10 * MiB)
     tick(e2, clock2, 60 * MiB)           # no job: nobody told
     assert not [x for x in tick(e2, clock2, 20 * MiB).incidents if x.document["kind"] == "near_miss"]
+
+
+def test_jobs_show_their_domains_prediction_and_their_last_action():
+    e, clock = engine()
+    tick(e, clock, 10 * MiB)
+    register(e, clock, 10, "train,warning=USR1")
+    (action,) = tick(e, clock, 60 * MiB).actions
+    e.step([], clock.now(), events=[ActionDone(action.id, "sent", (), clock.now().mono)])
+    clock.advance(3)
+    (job,) = e.snapshot(clock.now()).jobs
+    assert job["last_action"] == {"kind": "signal", "rule": "full", "severity": "warning", "signal": 10,
+                                  "result": "sent", "seconds_ago": 3.0}
+    assert set(job["prediction"]) == {"tto_seconds", "confidence", "rate_bytes_per_second"}
+    from memguard.cli.render import render_jobs
+    assert "signal sent 0m03s ago" in render_jobs({"jobs": [job]})

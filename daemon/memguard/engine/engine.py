@@ -671,7 +671,17 @@ class Engine:
         for job in sorted(self.jobs.jobs.values(), key=lambda j: j.registered):
             known = [self.process_table[p] for p in job.members if p in self.process_table]
             leader = self.process_table.get(job.leader)
+            domain = self.domains.get(leader.domain) if leader else None
+            p = domain.prediction if domain else None
+            last = max((a for acts in self.actions_done.values() for a in acts if a["job"] == job.id),
+                       key=lambda a: a["at"], default=None)
             views.append({
+                "prediction": None if p is None else {"tto_seconds": p.tto, "confidence": p.confidence,
+                                                      "rate_bytes_per_second": p.rate},
+                "last_action": None if last is None else {
+                    "kind": last["kind"], "rule": last["rule"], "severity": last["severity"],
+                    "signal": last["signal"], "result": last["result"],
+                    "seconds_ago": round(now.mono - last["at"], 3)},
                 "id": job.id, "name": job.name, "registration": job.spec.to_json(), "leader": job.leader,
                 "pids": sorted(job.members), "uid": job.uid,
                 "domain": leader.domain if leader else None, "cgroup": leader.cgroup if leader else None,
