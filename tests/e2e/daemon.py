@@ -80,6 +80,17 @@ class Daemon:
             wait_until(lambda: _rmdir(instance), timeout=10, what=f"{instance} to be removed")
         return self.proc.returncode
 
+    def wait_for_probes(self, wanted: set[str], timeout: float = 30.0) -> "Daemon":
+        """Wait until every probe in *wanted* is active; on failure stop the
+        daemon (no test holds it yet) and raise."""
+        try:
+            self.wait_for_tick(lambda s: wanted <= {p["name"] for p in s["probes"] if p["state"] == "active"},
+                               timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def wait_for_tick(self, predicate, timeout: float = 20.0):
         """The first status for which predicate(status) holds."""
         return wait_until(lambda: (lambda s: s if predicate(s) else None)(self.status()),

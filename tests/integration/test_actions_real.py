@@ -33,12 +33,7 @@ def daemon(tmp_path):
     require("v1_memory")
     require("proc_connector")
     d = Daemon(str(tmp_path), config=config(tmp_path), probes="  bpf: false\n")
-    try:
-        d.wait_for_tick(lambda s: any(p["name"] == "procevents" and p["state"] == "active" for p in s["probes"]),
-                        timeout=30)
-    except BaseException:
-        d.stop()
-        raise
+    d.wait_for_probes({"procevents"})
     yield d
     assert d.stop() == 0, d.log()
 

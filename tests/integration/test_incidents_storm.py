@@ -32,13 +32,7 @@ def daemon(tmp_path):
     require("v1_memory")
     require("proc_connector")
     d = Daemon(str(tmp_path), config=CONFIG)
-    wanted = {"kmsg", "tracefs", "procevents"} | ({"bpf"} if capabilities().bcc else set())
-    try:
-        d.wait_for_tick(lambda s: wanted <= {p["name"] for p in s["probes"] if p["state"] == "active"},
-                        timeout=30)
-    except BaseException:
-        d.stop()
-        raise
+    d.wait_for_probes({"kmsg", "tracefs", "procevents"} | ({"bpf"} if capabilities().bcc else set()))
     yield d
     assert d.stop() == 0, d.log()
 

@@ -31,12 +31,7 @@ def daemon(tmp_path):
     require("root")
     require("proc_connector")
     d = Daemon(str(tmp_path), config=CONFIG, probes="  kmsg: false\n  bpf: false\n  tracefs: false\n")
-    try:
-        d.wait_for_tick(lambda s: any(p["name"] == "procevents" and p["state"] == "active" for p in s["probes"]),
-                        timeout=30)
-    except BaseException:
-        d.stop()
-        raise
+    d.wait_for_probes({"procevents"})
     yield d
     assert d.stop() == 0, d.log()
 

@@ -48,6 +48,15 @@ def register(e, clock, pid, value, cgroup="/a", ppid=1, start=100.0):
     e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(processes=[p]))])
 
 
+def warned_and_told(e, clock):
+    """Job train-10 in cgroup:/a, warned as the domain passes half its limit; the signal was sent."""
+    tick(e, clock, 10 * MiB)
+    register(e, clock, 10, "train,warning=USR1")
+    (action,) = tick(e, clock, 60 * MiB).actions
+    e.step([], clock.now(), events=[ActionDone(action.id, "sent", ({"pid": 10, "result": "sent"},),
+                                                clock.now().mono)])
+
+
 def signals(fx):
     return [(a.job, a.severity, signal.Signals(a.signal).name, a.targets) for a in fx.actions]
 
@@ -85,11 +94,7 @@ def test_target_all_reaches_every_member_and_dry_run_only_decides():
 def test_an_incident_lists_the_actions_before_the_kill():
     from memguard.model import OomKill
     e, clock = engine()
-    tick(e, clock, 10 * MiB)
-    register(e, clock, 10, "train,warning=USR1")
-    (action,) = tick(e, clock, 60 * MiB).actions
-    e.step([], clock.now(), events=[ActionDone(action.id, "sent", ({"pid": 10, "result": "sent"},),
-                                                clock.now().mono)])
+    warned_and_told(e, clock)
     clock.advance(5)
     fx = e.step([], clock.now(), events=[OomKill("kmsg", 10, clock.now().mono, kernel_time=clock.now().mono,
                                                  comm="python3", constraint="CONSTRAINT_MEMCG", oom_memcg="/a")])
@@ -182,11 +187,7 @@ def test_a_rules_actions_reach_the_jobs_it_targets():
 
 def test_a_warning_acted_on_that_clears_without_a_kill_is_a_near_miss():
     e, clock = engine()
-    tick(e, clock, 10 * MiB)
-    register(e, clock, 10, "train,warning=USR1")
-    (action,) = tick(e, clock, 60 * MiB).actions
-    e.step([], clock.now(), events=[ActionDone(action.id, "sent", ({"pid": 10, "result": "sent"},),
-                                                clock.now().mono)])
+    warned_and_told(e, clock)
     tick(e, clock, 70 * MiB)
     fx = tick(e, clock, 20 * MiB)        # it freed its memory: the rule clears
     (w,) = [x for x in fx.incidents if x.document["kind"] == "near_miss"]
