@@ -1,7 +1,15 @@
-"""The shipped rule sets replayed on the recorded corpus (bench/traces): the
-issue's targets for the default rules, and what each other set is for."""
+"""The shipped rule sets replayed on the recorded corpus (bench/traces).
 
+The default rules are held to issue 17's targets on both sets of the
+corpus: the tuning set (the seed traces and the families the split put
+there; the predictor and rules were tuned on it) and the held-out set
+(never tuned on). A trace that misses is a strict xfail naming why, so the
+summary lists every miss and a fix makes the test fail until it is taken
+off the list. The other rule sets are checked for what each is for."""
+
+import glob
 import os
+import statistics
 
 import pytest
 
@@ -10,10 +18,34 @@ from memguard.rules.load import load_rules
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 TRACES = os.path.join(ROOT, "bench", "traces")
-HORIZON = 300.0  # the default rule's warning horizon: tto < 5m
-KILLED = ["leak_linear", "leak_quadratic", "leak_exponential", "step_growth", "sawtooth_climb", "torch_leak",
-          "compile_oom"]
-NOT_KILLED = ["pagecache_io", "plateau", "torch_steady", "compile_fits"]
+HORIZON = 300.0  # score()'s issue-4 ideal only; issue 17's targets do not use it
+
+# Misses of the default rules, with the reason (closing notes of issue 17).
+MISSES = {
+    "compile_oom": "the needed lead falls in the first compiler's climb, which reached 96 % and did not kill; "
+                   "compile_fits is the same curve without the kill",
+    "torch_leak": "the climb from half the limit includes the steady sawtooth before the leak (its peaks pass "
+                  "50 %); 48 s of lead means warning 6 s into the leak, where torch_steady is the same curve",
+    # held-out, scored after tuning (2026-12-04): not tuned on, left as found
+    "compile-json_j4_oom": "warned 34.3 s before the kill, 37.3 s needed",
+    "shm-writer_grow_oom": "warned 8.7 s before the kill, 10.2 s needed",
+    "torch-transformer_leak": "warned 47.0 s before the kill, 48.0 s needed",
+    "compile-json_j1_fits": "warned though it peaked at 77 % of its limit",
+    "shm-writer_keep": "called critical though never killed (shmem kept at 82 % of the limit)",
+}
+# The held-out set misses the set-wide targets too: 3 of 11 runs not killed
+# warned (target <= 20 %), median TTO error 52 % (target <= 25 %).
+SET_MISSES = {"heldout": "3 of 11 runs not killed warned; median TTO error 52 %"}
+
+
+def traces(which: str) -> list:
+    out = []
+    for path in sorted(glob.glob(os.path.join(TRACES, "*.json"))):
+        trace = load_trace(path)
+        if trace.set == which:
+            marks = pytest.mark.xfail(strict=True, reason=MISSES[trace.name]) if trace.name in MISSES else ()
+            out.append(pytest.param(trace.name, id=trace.name, marks=marks))
+    return out
 
 
 def rules(name):
@@ -25,27 +57,40 @@ def scored(name, rule_set="default", horizon=HORIZON, kind="cgroup"):
     return score(replay(trace, rules(rule_set), kind=kind), horizon)
 
 
-@pytest.mark.parametrize("name", KILLED)
-def test_killed_traces_are_warned_in_time(name):
+def check(name):
+    """Issue 17's targets for one trace: a killed one with a climb of 10 s or
+    more is warned 0.8 x min(60 s, the climb from half its limit) before the
+    kill; one not killed gets no critical, and no warning unless its working
+    set passed 80 % of its limit."""
     s = scored(name)
-    assert s.killed
-    if s.ramp > 10:
-        assert s.lead >= 0.8 * s.ideal, f"lead {s.lead:.1f} s of ideal {s.ideal:.1f} s"
+    if s.killed:
+        if s.climb >= 10:
+            assert s.lead >= s.needed_lead, f"lead {s.lead:.1f} s, needed {s.needed_lead:.1f} s"
     else:
-        # compile_oom: its final climb is 6.7 s, the first compiler's climb
-        # to 96 % of the limit before it is warned about.
-        assert s.lead >= s.ramp, f"lead {s.lead:.1f} s on a {s.ramp:.1f} s climb"
+        assert s.criticals == 0, "a critical on a run that was not killed"
+        assert s.false_warnings == 0 or s.peak_ratio >= 0.8, f"warned at a peak of {s.peak_ratio:.0%}"
 
 
-@pytest.mark.parametrize("name", NOT_KILLED)
-def test_traces_that_were_not_killed_are_not_warned(name):
-    s = scored(name)
-    assert not s.killed and s.false_warnings == 0
+@pytest.mark.parametrize("name", traces("tuning"))
+def test_tuning_set(name):
+    check(name)
 
 
-def test_time_to_oom_error_over_the_killed_traces():
-    errors = sorted(e for e in (scored(n).tto_error for n in KILLED) if e is not None)
-    assert errors[len(errors) // 2] <= 0.25
+@pytest.mark.parametrize("name", traces("heldout"))
+def test_heldout_set(name):
+    check(name)
+
+
+@pytest.mark.parametrize("which", ["tuning", pytest.param("heldout", marks=pytest.mark.xfail(
+    strict=True, reason=SET_MISSES["heldout"]))])
+def test_the_sets_together(which):
+    """<= 20 % of the runs not killed warned; median TTO error <= 25 %."""
+    names = [p.values[0] for p in traces(which)]
+    scores = [scored(n) for n in names]
+    quiet = [s for s in scores if not s.killed]
+    assert sum(1 for s in quiet if s.false_warnings) <= 0.2 * len(quiet)
+    errors = [s.tto_error for s in scores if s.killed and s.tto_error is not None]
+    assert errors and statistics.median(errors) <= 0.25, sorted(errors)   # as bench/predict.py reports it
 
 
 def test_a_burst_is_not_claimed_to_be_predictable():
@@ -53,10 +98,11 @@ def test_a_burst_is_not_claimed_to_be_predictable():
     assert s.killed and s.ramp < 1 and s.tto_coverage == 0
 
 
-@pytest.mark.parametrize("name", ["torch_leak", "leak_linear", "sawtooth_climb"])
+@pytest.mark.parametrize("name", [pytest.param("torch_leak", marks=pytest.mark.xfail(strict=True, reason=MISSES[
+    "torch_leak"])), "leak_linear", "sawtooth_climb"])
 def test_training_rules_warn_a_leaking_run_with_time_to_checkpoint(name):
     s = scored(name, "training", horizon=600.0)
-    assert s.lead >= 0.8 * s.ideal, f"lead {s.lead:.1f} s of ideal {s.ideal:.1f} s"
+    assert s.lead >= s.needed_lead, f"lead {s.lead:.1f} s, needed {s.needed_lead:.1f} s"
 
 
 def test_training_rules_leave_a_steady_run_alone():
@@ -79,7 +125,7 @@ def test_compile_rules_leave_a_build_that_fits_alone():
 @pytest.mark.parametrize("name", ["leak_linear", "leak_quadratic", "step_growth"])
 def test_wsl_rules_warn_on_the_vm_running_out(name):
     s = scored(name, "wsl", horizon=600.0, kind="wsl")
-    assert s.lead >= 0.8 * s.ideal, f"lead {s.lead:.1f} s of ideal {s.ideal:.1f} s"
+    assert s.lead >= s.needed_lead, f"lead {s.lead:.1f} s, needed {s.needed_lead:.1f} s"
 
 
 @pytest.mark.parametrize("name", ["pagecache_io", "torch_steady"])

@@ -39,9 +39,35 @@ def test_steady_leak_time_to_oom():
     now = pts[-1][0]
     p = predict(pts, LIMIT, now)
     expected = (LIMIT - pts[-1][1]) / rate
-    assert p.method == "linear" and p.confidence > 0.9
+    assert p.method == "linear" and p.horizon == 120.0, "the horizon that watched it longest"
     assert p.tto == pytest.approx(expected, rel=0.05)
     assert p.rate == pytest.approx(rate, rel=0.02)
+    # a perfect fit, but 2 minutes watched say less of the ~5 minutes ahead
+    assert p.confidence == pytest.approx(p.observed / p.tto, abs=0.02) and 0.3 < p.confidence < 0.45
+
+
+def test_confidence_reaches_as_far_as_the_growth_was_watched():
+    # Issue 17: a compile climbing for 8-12 s through the middle of its limit was
+    # called critical, its time to OOM extrapolated 35 s from those 8 s.
+    climb = series(lambda t: 1400 * MiB + 40 * MiB * t, seconds=12)
+    short = predict(climb, 3 * LIMIT, climb[-1][0])
+    assert short.tto is not None and short.tto > 2 * short.observed
+    assert short.confidence < 0.5, short
+    # the same rate watched for as long as it has to go: full confidence
+    long = series(lambda t: 200 * MiB + 2 * MiB * t, seconds=300)
+    p = predict(long, LIMIT, long[-1][0])
+    assert p.tto < p.observed and p.confidence > 0.9, p
+
+
+def test_a_drift_no_larger_than_the_sawtooth_scatter_is_not_growth():
+    # Issue 17: a steady training sawtooth whose peaks wander warned from an
+    # envelope drifting 2 MB/s. Peaks wander +-40 MiB, drift 0.05 MiB/s.
+    import random
+    rng = random.Random(7)
+    peaks = {k: rng.uniform(-40, 40) for k in range(200)}
+    saw = series(lambda t: (500 + 0.05 * t + (peaks[int(t) // 2] if int(t) % 2 == 0 else -200)) * MiB, seconds=300)
+    p = predict(saw, 1.5 * LIMIT, saw[-1][0])
+    assert p.confidence < 0.3, p
 
 
 def test_accelerating_growth_is_sooner_than_a_line_says():

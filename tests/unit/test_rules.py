@@ -271,8 +271,8 @@ SHIPPED_RULES = {
     "default.yaml": [
         ("memory-running-out", ALL_KINDS, "*", 120.0, [
             ("warning", "tto < 5m && confidence >= 0.6", 5.0, 30.0),
-            ("critical", "tto < 60s && confidence >= 0.6 || usage_ratio > 0.95", 2.0, 10.0),
-            ("last_resort", "tto < 10s && confidence >= 0.6 || usage_ratio > 0.98", 2.0, 2.0)]),
+            ("critical", "tto < 60s && confidence >= 0.9 || usage_ratio > 0.95", 2.0, 10.0),
+            ("last_resort", "tto < 10s && confidence >= 0.9 || usage_ratio > 0.98", 2.0, 2.0)]),
         ("memory-pressure-stalls", ALL_KINDS, "*", 300.0, [
             ("warning", "psi.full.avg10 > 20 || psi.some.avg10 > 40", 30.0, 0.0)]),
         ("memory-leak", ALL_KINDS, "*", 1800.0, [

@@ -23,7 +23,12 @@ Method (docs/prediction.md says why, and where it is wrong):
    few points or covers little time.  The most confident horizon is
    reported, unless another sees the limit clearly sooner; a domain that is
    not growing has none.
-6. A **burst** (the envelope jumped by more than a tenth of the limit within
+6. The reported confidence is scaled by how far the prediction **reaches**
+   beyond what it watched (``reach``: observed seconds over time to OOM)
+   and by how far the growth stands out of the envelope's scatter
+   (``signal``): a short climb far from the limit, or a drift among a
+   sawtooth's wandering peaks, is no grounds for a critical.
+7. A **burst** (the envelope jumped by more than a tenth of the limit within
    the last few seconds) is reported honestly: the short time the jump
    implies, with a low confidence, method ``burst``.
 
@@ -54,6 +59,8 @@ RELEASE_FRACTION = 0.2               # a fall of the envelope by a fifth of the 
 RELEASE_NOW = 0.3                    # the newest sample this far below its bucket's peak: released now
 SOONER = 0.8                          # a horizon whose TTO is this much shorter is believed
 NOISE_FRACTION = 0.01                 # growth under 1% of the limit over a horizon is noise
+EXTRAPOLATION = 1.0                   # a prediction is trusted as far ahead as it saw growth (bench/predict.py --set tuning)
+SIGNAL = 4.0                          # growth this many times the envelope's scatter: the trend is real
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,39 @@ class Prediction:
     horizon: float | None = None
     headroom: float | None = None
     leak_rate: float | None = None
+    observed: float | None = None    # seconds of the envelope the prediction rests on
+    scatter: float | None = None     # bytes: the envelope's spread about its trend line
+
+
+def reach(observed: float | None, tto: float | None) -> float:
+    """How far ahead a prediction may be trusted: fully as far as the growth
+    it rests on was watched (*observed* seconds), less and less beyond.  A
+    compile climbing for 8 s through the middle of its limit says little of
+    where it will be in 35 s; a leak watched for 5 minutes says much of the
+    next 5."""
+    if tto is None or tto <= 0 or observed is None:
+        return 1.0
+    return min(1.0, EXTRAPOLATION * observed / tto)
+
+
+def signal(rate: float, observed: float | None, scatter: float | None) -> float:
+    """How far the growth stands out of the envelope's own scatter: 0 when
+    the rise over what was watched is no larger than the scatter (noise
+    could draw that trend), 1 from SIGNAL times it.  A training sawtooth's
+    peaks wander; a drift of a few MB/s among them is not growth."""
+    if observed is None or not scatter:
+        return 1.0
+    ratio = rate * observed / scatter
+    return min(1.0, max(0.0, (ratio - 1.0) / (SIGNAL - 1.0)))
+
+
+def scatter_about(points: list[tuple[float, float]], slope: float) -> float:
+    """The median absolute distance of *points* from the line of *slope*
+    through their median (robust, as Theil-Sen is)."""
+    offsets = sorted(v - slope * t for t, v in points)
+    mid = offsets[len(offsets) // 2]
+    deviations = sorted(abs(o - mid) for o in offsets)
+    return deviations[len(deviations) // 2]
 
 
 def width(horizon: float) -> float:
@@ -249,7 +289,7 @@ def _horizon(env, lows, limit, now, horizon) -> Prediction | None:
         fits = [f for f in (_quadratic_tto(env, limit, now), _exponential_tto(env, limit, now)) if f is not None]
         if fits:
             tto, _ = min(fits, key=lambda f: f[1])
-            return Prediction(tto, recent, confidence, "accelerating", horizon, headroom)
+            return Prediction(tto, recent, confidence, "accelerating", horizon, headroom, observed=span, scatter=scatter_about(env, slope))
     if older > 0 and recent * ACCELERATION < older:
         # Levelling off: a start-up ramp reaching its working size, a
         # compiler past its peak.  The growth that remains is what a rate
@@ -259,9 +299,9 @@ def _horizon(env, lows, limit, now, horizon) -> Prediction | None:
         if recent <= 0:
             return Prediction(None, 0.0, confidence, "flat", horizon, headroom)
         tto = _levelling_tto(env, half, older, recent, headroom, now)
-        return Prediction(tto, recent, confidence, "levelling", horizon, headroom)
+        return Prediction(tto, recent, confidence, "levelling", horizon, headroom, observed=span, scatter=scatter_about(env, slope))
     tto = max(0.0, headroom / slope)
-    return Prediction(tto, slope, confidence, "linear", horizon, headroom)
+    return Prediction(tto, slope, confidence, "linear", horizon, headroom, observed=span, scatter=scatter_about(env, slope))
 
 
 def _burst(recent, limit, now, before: float | None) -> Prediction | None:
@@ -324,7 +364,7 @@ def predict(envs: dict[float, list[tuple[float, float]]], recent: list[tuple[flo
     if growing:
         # The most confident horizon, unless a confident one sees it coming
         # clearly sooner (the short horizon catching a new ramp first).
-        best = max(growing, key=lambda p: p.confidence)
+        best = max(growing, key=lambda p: p.confidence * reach(p.observed, p.tto))
         sooner = min(growing, key=lambda p: p.tto)
         if sooner.tto < SOONER * best.tto:
             best = sooner
@@ -337,8 +377,11 @@ def predict(envs: dict[float, list[tuple[float, float]]], recent: list[tuple[flo
         best = Prediction(None, best.rate, best.confidence, "flat", best.horizon, best.headroom)
     else:
         best = Prediction(None, 0.0, 0.0, "insufficient", headroom=limit - current)
-    return Prediction(best.tto, best.rate, round(best.confidence, 3), best.method, best.horizon,
-                      best.headroom, leak)
+    # Horizons are chosen on how well each fits; what the winner is worth
+    # then depends on how far ahead of what it watched it reaches.
+    confidence = best.confidence * reach(best.observed, best.tto) * signal(best.rate, best.observed, best.scatter)
+    return Prediction(best.tto, best.rate, round(confidence, 3), best.method, best.horizon,
+                      best.headroom, leak, best.observed, best.scatter)
 
 
 def predict_points(points: list[tuple[float, float]], limit: float | None, now: float) -> Prediction:
