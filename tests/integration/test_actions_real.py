@@ -135,8 +135,8 @@ def test_a_hook_named_by_an_unprivileged_users_job_runs_as_that_user(daemon, v1_
                       python, str(script), "5", "0.25", "--ignore"])
     job = Hog(Path(argv[0]), argv[1:], group)
     try:
-        seen = wait_until(lambda: (out / "uid").exists() and (out / "uid").read_text().split(), timeout=60,
-                          what="the hook to run")
+        seen = wait_until(lambda: (out / "uid").exists() and len((out / "uid").read_text().split()) == 2 and
+                          (out / "uid").read_text().split(), timeout=60, what="the hook to run (both lines)")
         assert seen == [str(NOBODY), str(NOBODY)], "the hook ran as the job's user and group"
         assert job.wait_exit(60) == -9, "it ignored the warning"
     finally:

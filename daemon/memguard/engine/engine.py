@@ -271,7 +271,7 @@ class Engine:
                        {n: s.sample.limit if s.sample else None for n, s in self.domains.items()},
                        self.process_table, domain_of, self.redact, self.transitions,
                        {n: s.prediction for n, s in self.domains.items()}, self.bindings, host,
-                       self.actions_done)
+                       self.actions_done, {n: s.first_seen for n, s in self.domains.items()})
 
     def _remember_all(self, processes: list[ProcessInfo], at_exec: bool = True, log: list | None = None) -> None:
         """Processes to name victims by: seen at exec (the proc connector),

@@ -529,7 +529,7 @@ class Context:
                  processes: dict[int, ProcessInfo], domain_of, redact,
                  transitions: dict | None = None, predictions: dict | None = None,
                  bindings: dict[str, Binding] | None = None, host_domain: str = "host",
-                 actions: dict[str, list[dict]] | None = None) -> None:
+                 actions: dict[str, list[dict]] | None = None, first_seen: dict[str, float] | None = None) -> None:
         self.transitions = transitions or {}
         self.predictions = predictions or {}
         self.recorders = recorders
@@ -539,12 +539,13 @@ class Context:
         self.redact = redact
         self.bindings = bindings if bindings is not None else {}
         self.actions = actions if actions is not None else {}
+        self.first_seen = first_seen if first_seen is not None else {}
         self.host_domain = host_domain
 
     def tracked(self, domain: str, t: float) -> bool:
         """Whether memguard sampled *domain* at or before *t* (the kill)."""
-        rec = self.recorders.get(domain)
-        return rec is not None and any(p.t <= t for p in rec.fine.rows(since=t - HISTORY))
+        first = self.first_seen.get(domain)
+        return first is not None and first <= t
 
     def memcg_domain(self, path: str) -> str:
         """The domain of a cgroup the kernel said ran out of memory: the
