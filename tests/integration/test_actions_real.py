@@ -4,9 +4,7 @@ cgroups, real rules, real signals through pidfds."""
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import pytest

@@ -111,7 +111,7 @@ def test_register_and_unregister_a_running_process_of_ones_own(daemon, started):
 
 
 def test_an_unprivileged_user_cannot_register_or_unregister_anothers_process(started, public_dir):
-    from tests.kernel import NOBODY, as_nobody, public_copy, unprivileged_python
+    from tests.kernel import unprivileged_python
     require("root")
     require("proc_connector")
     python = unprivileged_python()

@@ -1,7 +1,6 @@
 """The incident store: atomic writes, crash recovery, retention (issues 3 and 11)."""
 
 import errno
-import json
 import os
 import select
 import signal
