@@ -109,3 +109,18 @@ def test_jobs_registered_before_the_daemon_started_are_found_by_the_first_scan()
     assert (job["id"], job["pids"]) == ("train-10", [10, 11])
     e.step([], clock.now(), events=[ProcessesSeen((proc(40, 11, "train"),))])
     assert e.snapshot(clock.now()).jobs[0]["pids"] == [10, 11, 40]
+
+
+def test_a_jobs_memory_and_growth_come_from_the_scans_of_proc():
+    e, clock = engine()
+    execs(e, clock, proc(10, 1, "train"), proc(11, 10, "train"), proc(20, 1))
+    for i in range(7):   # every 5 s: the job grows 1 MiB/s, the stranger does not count
+        clock.advance(5)
+        e.step([SourceRun("processes", reading=Reading(
+            processes=[], pids={10, 11, 20}, pids_at=clock.now().mono,
+            rss={10: (100 + 5 * i) << 20, 11: 50 << 20, 20: 999 << 20}))], clock.now())
+    (job,) = e.snapshot(clock.now()).jobs
+    assert job["rss_bytes"] == (130 + 50) << 20
+    assert job["growth_bytes_per_second"] == pytest.approx(1 << 20, rel=0.01)
+    from memguard.cli.render import render_jobs
+    assert "+60.0MiB/min" in render_jobs({"jobs": [job]})

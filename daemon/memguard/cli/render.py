@@ -105,11 +105,13 @@ def render_jobs(result: dict) -> str:
         wants = ", ".join(f"{k}={reg[k]}" for k in ("warning", "critical") if reg.get(k)) or "-"
         last = j.get("last_action")
         told = "-" if not last else f"{last['kind']} {last['result']} {_duration(last['seconds_ago'])} ago"
+        growth = j.get("growth_bytes_per_second")
         rows.append([j["id"], str(j["leader"]), str(len(j["pids"])), str(j["uid"]), j["domain"] or "-",
-                     format_bytes(j["rss_bytes"]), _tto({"prediction": j.get("prediction")}),
+                     format_bytes(j["rss_bytes"]), _per_minute(None if growth is None else 60 * growth),
+                     _tto({"prediction": j.get("prediction")}),
                      wants + (" +hook" if reg.get("hook") else ""), told, _duration(j["registered_seconds"])])
-    out = table(["JOB", "LEADER", "PROCS", "UID", "DOMAIN", "RSS", "TIME TO OOM", "WANTS", "LAST ACTION", "FOR"],
-                rows, {1, 2, 3, 5, 6})
+    out = table(["JOB", "LEADER", "PROCS", "UID", "DOMAIN", "RSS", "GROWTH", "TIME TO OOM", "WANTS", "LAST ACTION",
+                 "FOR"], rows, {1, 2, 3, 5, 6, 7})
     if not rows:
         out = ["no registered jobs (start one with: memguardctl run -- COMMAND, or MEMGUARD_JOB=NAME COMMAND)"]
     for r in result.get("rejected") or ():

@@ -360,6 +360,8 @@ class Engine:
             self._remember_all(reading.known, at_exec=False, log=log)
         if reading.pids is not None:
             log += self.jobs.alive(reading.pids, reading.pids_at)
+        if reading.rss is not None:
+            self.jobs.scanned(reading.rss, reading.pids_at)
         if reading.processes is not None:
             self.processes = tuple(self._attribute(p) for p in reading.processes)
             self._remember_all(list(self.processes), at_exec=False)
@@ -463,6 +465,7 @@ class Engine:
         for domain, jobs in by_domain.items():
             largest = max(jobs, key=self._job_rss)
             out[domain] = {"name": largest.name, "id": largest.id, "rss": self._job_rss(largest),
+                           "growth": largest.growth(now.mono),
                            "registered_for": now.mono - largest.registered, "count": len(jobs),
                            "names": tuple(sorted({j.name for j in jobs}))}
         return out
@@ -566,6 +569,9 @@ class Engine:
         return [job.leader]
 
     def _job_rss(self, job) -> int:
+        """The job's RSS at the last full scan, else as its members were last seen."""
+        if job.rss is not None:
+            return job.rss
         return sum(p.rss for pid in job.members if (p := self.process_table.get(pid)) is not None)
 
     def _near_miss(self, tr, now: Instant) -> None:
@@ -685,6 +691,7 @@ class Engine:
                 "id": job.id, "name": job.name, "registration": job.spec.to_json(), "leader": job.leader,
                 "pids": sorted(job.members), "uid": job.uid,
                 "domain": leader.domain if leader else None, "cgroup": leader.cgroup if leader else None,
-                "rss_bytes": sum(p.rss for p in known) if known else None,
+                "rss_bytes": job.rss if job.rss is not None else (sum(p.rss for p in known) if known else None),
+                "growth_bytes_per_second": None if (g := job.growth(now.mono)) is None else round(g, 1),
                 "registered_seconds": round(now.mono - job.registered, 3)})
         return tuple(views)

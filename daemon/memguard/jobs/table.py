@@ -11,6 +11,7 @@ pid alone).  A job ends when its last member exits.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from ..model import ProcessInfo
@@ -18,6 +19,8 @@ from .spec import JobSpec, JobSpecError, parse_job
 
 MAX_JOBS = 1024
 MAX_MEMBERS = 65536          # over all jobs; beyond, new members are counted, not kept
+RSS_KEPT = 64                # a job's RSS at the last scans (every processes_interval, 5 s by default)
+GROWTH_SPAN = 60.0           # a job's growth is its RSS's slope over this long
 
 
 @dataclass
@@ -31,6 +34,23 @@ class Job:
     invalid: str | None = None
     how: str = "environment"         # or "socket": registered over the control socket
     channel: int | None = None       # the connection its notifications go to (memguard.client)
+    # (monotonic time, the members' RSS summed) at each full /proc scan
+    rss_history: deque = field(default_factory=lambda: deque(maxlen=RSS_KEPT))
+
+    @property
+    def rss(self) -> int | None:
+        return self.rss_history[-1][1] if self.rss_history else None
+
+    def growth(self, now: float, span: float = GROWTH_SPAN) -> float | None:
+        """Bytes per second the job's RSS grew over the last *span* seconds
+        (least squares over its scans); None with fewer than 3 of them."""
+        pts = [(t, v) for t, v in self.rss_history if t >= now - span]
+        if len(pts) < 3:
+            return None
+        mt = sum(t for t, _ in pts) / len(pts)
+        mv = sum(v for _, v in pts) / len(pts)
+        var = sum((t - mt) ** 2 for t, _ in pts)
+        return None if var == 0 else sum((t - mt) * (v - mv) for t, v in pts) / var
 
     @property
     def name(self) -> str:
@@ -160,6 +180,11 @@ class JobTable:
             del self.jobs[job.id]
         elif job.leader == pid:   # the eldest remaining member leads
             job.leader = min(job.members, key=lambda m: (job.members[m] is None, job.members[m] or 0, m))
+
+    def scanned(self, rss: dict[int, int], now: float) -> None:
+        """A full /proc scan's RSS of every process: each job's sum."""
+        for job in self.jobs.values():
+            job.rss_history.append((now, sum(rss.get(pid, 0) for pid in job.members)))
 
     def job_of(self, pid: int) -> str | None:
         return self.member_of.get(pid)

@@ -40,6 +40,7 @@ class Reading:
     # missing from it are gone, their exit event lost.
     pids: set[int] | None = None
     pids_at: float = 0.0            # monotonic time the scan began
+    rss: dict[int, int] | None = None   # every process's RSS (bytes) the scan read: jobs' memory
 
 
 class Source(Protocol):

@@ -90,7 +90,7 @@ class ProcessSource:
         self.caught_up = False
 
     def collect(self, now: Instant) -> Reading:
-        reading = Reading(pids=set(), pids_at=now.mono)
+        reading = Reading(pids=set(), pids_at=now.mono, rss={})
         heaviest: list[tuple[int, int, str, float]] = []
         everyone: list[tuple[int, int, str, float]] = []
         for name in os.listdir(self.roots.proc):
@@ -104,6 +104,7 @@ class ProcessSource:
                 continue
             if rss_pages == 0:  # kernel threads
                 continue
+            reading.rss[int(name)] = rss_pages * PAGE_SIZE
             item = (rss_pages, int(name), comm, start)
             if not self.caught_up:
                 everyone.append(item)
