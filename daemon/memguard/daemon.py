@@ -400,14 +400,15 @@ class Daemon:
         doc = self.snapshot.to_json()
         return {"schema_version": 1, "jobs": doc["jobs"], "rejected": doc["jobs_rejected"]}
 
-    def _register(self, params: dict, peer) -> dict:
+    async def _register(self, params: dict, peer) -> dict:
         """Register the caller (or, with ``pid``, a process of its own user's)
         as a job; with ``notify`` the connection stays open and hears the
         job's warnings as JSON lines (memguard.client)."""
         pid = params.get("pid", peer.pid)
         if not isinstance(pid, int) or pid <= 0:
             raise ProtocolError(BAD_REQUEST, "params.pid must be a positive integer")
-        info = describe(self.roots, pid)
+        # off the loop: reading another process's cmdline takes its mmap lock
+        info = await asyncio.to_thread(describe, self.roots, pid)
         if info is None:
             raise ProtocolError(NOT_FOUND, f"no process {pid}")
         if pid != peer.pid and not peer.privileged and info.uid != peer.uid:
