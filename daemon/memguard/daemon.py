@@ -157,13 +157,12 @@ class Daemon:
         the loop), the limits along its cgroup's path, read now."""
         events = []
         cgroup = wanted.cgroup
+        cgroups = self._cgroup_source()
         if wanted.describe and (info := describe(self.roots, wanted.pid)) is not None:
             events.append(info)
-            cgroups = self._cgroup_source()
             if cgroup is None and info.cgroup is not None and cgroups is not None \
                     and cgroups.hierarchy.domain_of(info.cgroup, "host") is None:
                 cgroup = info.cgroup
-        cgroups = self._cgroup_source()
         if cgroup is not None and cgroups is not None and (binding := cgroups.resolve(cgroup)) is not None:
             events.append(binding)
         return events
@@ -218,10 +217,7 @@ class Daemon:
         done = future.result() if future.exception() is None else \
             ActionDone(action.id, "failed", ({"error": repr(future.exception())},), self.clock.now().mono)
         self._audit(action, done)
-        try:
-            loop.call_soon_threadsafe(lambda: self._apply(self.engine.step([], self.clock.now(), events=[done])))
-        except RuntimeError:
-            pass  # the loop closed: the daemon is stopping
+        _to_loop(loop, lambda: self._apply(self.engine.step([], self.clock.now(), events=[done])))
 
     def _audit(self, action: ActionWanted, done: ActionDone) -> None:
         """One JSON line per action in <state_dir>/actions.log (0600)."""
@@ -246,10 +242,7 @@ class Daemon:
         if future.exception() is not None:
             self.log.error("lookup failed", error=repr(future.exception()))
         elif future.result():
-            try:
-                loop.call_soon_threadsafe(self._looked_up, future.result())
-            except RuntimeError:
-                pass  # the loop closed: the daemon is stopping
+            _to_loop(loop, self._looked_up, future.result())
 
     # -- rules ------------------------------------------------------------------
 
@@ -466,6 +459,15 @@ class Daemon:
             raise ProtocolError(NOT_FOUND, f"no incident {ident!r} (memguardctl incidents lists them)") from None
         except ValueError as e:  # a bad id, or a file that does not parse
             raise ProtocolError(BAD_REQUEST, str(e)) from None
+
+
+def _to_loop(loop: asyncio.AbstractEventLoop, callback, *args) -> None:
+    """From a worker thread, run *callback* on the daemon's loop (not at all
+    once the loop has closed: the daemon is stopping)."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        pass
 
 
 def load_rule_set(config: Config) -> RulesLoaded:

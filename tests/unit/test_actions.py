@@ -230,3 +230,15 @@ def test_jobs_show_their_domains_prediction_and_their_last_action():
     assert set(job["prediction"]) == {"tto_seconds", "confidence", "rate_bytes_per_second"}
     from memguard.cli.render import render_jobs
     assert "signal sent 0m03s ago" in render_jobs({"jobs": [job]})
+
+
+def test_a_job_asks_for_its_hook_and_its_connection_hears_each_level():
+    e, clock = engine()
+    tick(e, clock, 10 * MiB)
+    register(e, clock, 10, "train,warning=USR1,hook=/usr/bin/ckpt --now")
+    next(iter(e.jobs.jobs.values())).channel = 5      # as memguard.client's registration sets it
+    fx = tick(e, clock, 60 * MiB)
+    assert [(a.kind, a.signal, a.command, a.event, a.channel) for a in fx.actions] == [
+        ("signal", 10, None, None, None), ("hook", None, "/usr/bin/ckpt --now", None, None),
+        ("notify", None, None, "warning", 5)]
+    assert [(a.kind, a.event) for a in tick(e, clock, 90 * MiB).actions] == [("notify", "critical")]

@@ -24,6 +24,7 @@ from ..model import OomKill, ProcessInfo, Sample, SourceStatus
 from ..sources.base import Reading
 from ..predict.predictor import BURST_WINDOW, HORIZONS, Prediction, predict, width
 from ..rules.evaluate import RuleEngine, domain_env
+from ..rules.load import SEVERITIES
 from ..sources.cgroups import Binding
 from .messages import (ChannelClosed, Dropped, JobRegistered, JobUnregistered, LookupWanted, ProbeRun,
                        ProcessesSeen, RulesLoaded, RulesRejected)
@@ -495,29 +496,31 @@ class Engine:
                        "rate_bytes_per_second": p.rate if p else None,
                        "usage_ratio": state.sample.usage_ratio if state and state.sample else None}
             for job in self._jobs_in(tr.domain):
-                pids = self._targets(job, job.spec.target)
-                targets = tuple((pid, job.members.get(pid)) for pid in pids)
-                asked = [("signal", which, sig, None) for which, sig in wanted_signals(job.spec, tr.severity or "")]
+                base = dict(rule=tr.rule, severity=tr.severity, domain=tr.domain, job=job.id, uid=job.uid,
+                            dry_run=self.config.actions.dry_run, at=now.mono, context=context)
+                for which, sig in wanted_signals(job.spec, tr.severity or ""):
+                    self._emit(wanted, (job.id, tr.rule, tr.domain, which), kind="signal", signal=sig,
+                               targets=self._pids(job, job.spec.target), **base)
                 if (hook := wanted_hook(job.spec, tr.severity or "")) is not None:
-                    asked.append(("hook", "hook", None, hook))    # (kind, once-key, signal, command or event)
+                    self._emit(wanted, (job.id, tr.rule, tr.domain, "hook"), kind="hook", command=hook,
+                               targets=((job.leader, None),), **base)
                 if job.channel is not None:
-                    asked += [("notify", f"notify-{which}", None, which)
-                              for which in SEVERITY_SIGNAL.get(tr.severity or "", ())]
-                for kind, which, sig, arg in asked:
-                    key = (job.id, tr.rule, tr.domain, which)
-                    if key in self._acted:
-                        continue
-                    self._acted.add(key)
-                    self._action_seq += 1
-                    action = ActionWanted(self._action_seq, kind, tr.rule, tr.severity, tr.domain, job.id,
-                                          job.uid, targets if kind == "signal" else ((job.leader, None),), sig,
-                                          self.config.actions.dry_run, now.mono, context,
-                                          arg if kind == "hook" else None, self.config.actions.hook_timeout,
-                                          job.channel, arg if kind == "notify" else None)
-                    self._pending_actions[action.id] = action
-                    wanted.append(action)
+                    for which in SEVERITY_SIGNAL.get(tr.severity or "", ()):
+                        self._emit(wanted, (job.id, tr.rule, tr.domain, f"notify-{which}"), kind="notify",
+                                   event=which, channel=job.channel, targets=((job.leader, None),), **base)
             wanted += self._rule_actions(tr, now, context)
         return wanted
+
+    def _emit(self, wanted: list, key: tuple, **fields) -> None:
+        """An action, once per *key* (job, rule, domain, what) until the rule clears."""
+        if key in self._acted:
+            return
+        self._acted.add(key)
+        self._action_seq += 1
+        fields.setdefault("signal", None)
+        action = ActionWanted(self._action_seq, timeout=self.config.actions.hook_timeout, **fields)
+        self._pending_actions[action.id] = action
+        wanted.append(action)
 
     def _rule_actions(self, tr, now: Instant, context: dict) -> list[ActionWanted]:
         """The actions a rule's levels name, up to the level reached (a climb
@@ -531,6 +534,8 @@ class Engine:
         selected = [j for j in in_domain if rule.job_glob is None or fnmatch.fnmatchcase(j.name, rule.job_glob)]
         wanted = []
         for li in range(reached + 1):
+            event = "critical" if SEVERITIES.index(rule.levels[li].severity) >= SEVERITIES.index("critical") \
+                else "warning"
             for ai, spec in enumerate(rule.levels[li].actions):
                 if spec.target == "all_jobs":
                     jobs = in_domain
@@ -541,23 +546,18 @@ class Engine:
                 for job in jobs:
                     if spec.kind == "notify" and job.channel is None:
                         continue
-                    key = (job.id, tr.rule, tr.domain, f"rule-{li}-{ai}")
-                    if key in self._acted:
-                        continue
-                    self._acted.add(key)
-                    members = [job.leader] if spec.to == "leader" else sorted(job.members)
-                    self._action_seq += 1
-                    action = ActionWanted(
-                        self._action_seq, spec.kind, tr.rule, tr.severity, tr.domain, job.id,
-                        0 if spec.kind == "hook" and spec.as_root else job.uid,
-                        tuple((pid, job.members.get(pid)) for pid in members) if spec.kind == "signal"
-                        else ((job.leader, None),),
-                        spec.signal, self.config.actions.dry_run or rule.dry_run, now.mono, context,
-                        spec.command, self.config.actions.hook_timeout, job.channel,
-                        "warning" if li == 0 else "critical" if spec.kind == "notify" else None)
-                    self._pending_actions[action.id] = action
-                    wanted.append(action)
+                    self._emit(wanted, (job.id, tr.rule, tr.domain, f"rule-{li}-{ai}"), kind=spec.kind,
+                               rule=tr.rule, severity=tr.severity, domain=tr.domain, job=job.id,
+                               uid=0 if spec.kind == "hook" and spec.as_root else job.uid,
+                               targets=self._pids(job, spec.to) if spec.kind == "signal" else ((job.leader, None),),
+                               signal=spec.signal, dry_run=self.config.actions.dry_run or rule.dry_run,
+                               at=now.mono, context=context, command=spec.command, channel=job.channel,
+                               event=event if spec.kind == "notify" else None)
         return wanted
+
+    def _pids(self, job, target: str) -> tuple[tuple[int, float | None], ...]:
+        """(pid, start time) of the members a signal goes to."""
+        return tuple((pid, job.members.get(pid)) for pid in self._targets(job, target))
 
     def _targets(self, job, target: str) -> list[int]:
         """The members a job's signal goes to: its leader, all, or the largest by RSS."""
