@@ -1,7 +1,8 @@
 """Record a memory trace of one command run inside its own limited memory cgroup.
 
     .venv/bin/python bench/record.py --name NAME --limit 512MiB [--interval 50ms]
-        [--max-seconds 600] [--out bench/traces] [--description TEXT] -- CMD ARGS...
+        [--max-seconds 600] [--out bench/traces] [--description TEXT]
+        [--family FAMILY] [--round N] -- CMD ARGS...
 
 What it does, in order:
 
@@ -512,6 +513,10 @@ def write_outputs(rec: Recording, cg: TraceCgroup, kmsg: KmsgKills | None, cal_s
         },
         "output_tail": "".join(rec.output),
     }
+    if args.family:
+        sidecar["family"] = args.family
+    if args.round != 1:
+        sidecar["round"] = args.round
     with open(base + ".json", "w") as f:
         json.dump(sidecar, f, indent=2)
         f.write("\n")
@@ -529,6 +534,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "traces"),
                    help="output folder (bench/traces)")
     p.add_argument("--description", default="", help="free text for the sidecar")
+    p.add_argument("--family", default=None,
+                   help="workload family: all its traces land in one set (bench/traces/README.md)")
+    p.add_argument("--round", type=int, default=1,
+                   help="recording round; 2 and later are held out as the fresh set (README)")
     p.add_argument("--quiet", action="store_true", help="do not echo the command's output")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     args = p.parse_args(argv)

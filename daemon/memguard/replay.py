@@ -45,6 +45,7 @@ class Trace:
     description: str = ""
     ramp_start: float | None = None  # the final climb's start, read off the curve (README)
     family: str | None = None        # the workload family; None: the seed corpus
+    round: int = 1                   # the recording round (README): 2 and later are "fresh"
 
     @property
     def killed(self) -> bool:
@@ -52,12 +53,16 @@ class Trace:
 
     @property
     def set(self) -> str:
-        return trace_set(self.family)
+        return trace_set(self.family, self.round)
 
 
-def trace_set(family: str | None) -> str:
-    """"tuning" or "heldout", by the rule bench/traces/README.md fixed before
-    the traces were recorded: the seed corpus (no family) was tuned on."""
+def trace_set(family: str | None, round: int = 1) -> str:
+    """"tuning", "heldout" or "fresh", by the rules bench/traces/README.md
+    fixed before the traces were recorded: the seed corpus (no family) was
+    tuned on; round 1's families split by a hash of the name; every family
+    of a later round is held out and was never replayed while tuning."""
+    if round >= 2:
+        return "fresh"
     if family is None:
         return "tuning"
     return "heldout" if int(hashlib.sha256(family.encode()).hexdigest()[:8], 16) % 2 == 1 else "tuning"
@@ -85,7 +90,8 @@ def load_trace(path: str) -> Trace:
         psi_some=[float(r["psi_some_avg10"] or 0) for r in rows],
         psi_full=[float(r["psi_full_avg10"] or 0) for r in rows],
         kills=[k["t"] for k in meta.get("kills", [])],
-        description=meta.get("description", ""), ramp_start=meta.get("ramp_start"), family=meta.get("family"))
+        description=meta.get("description", ""), ramp_start=meta.get("ramp_start"), family=meta.get("family"),
+        round=int(meta.get("round", 1)))
 
 
 @dataclass
