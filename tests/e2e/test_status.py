@@ -184,7 +184,7 @@ def test_rules_fire_reload_and_a_bad_file_keeps_the_last_good(tmp_path, host):
         assert status["rules"]["count"] == 1 and status["rules"]["error"] is None
         assert [(f["rule"], f["domain"], f["severity"]) for f in status["rules"]["firing"]] == [
             ("jobs-filling", "cgroup:/jobs", "critical")]
-        assert 'memguard_rule_firing{domain="cgroup:/jobs",rule="jobs-filling",severity="critical"} 1.0' in d.metrics()
+        assert 'memguard_rule_firing{domain="cgroup:/jobs",job="",rule="jobs-filling",severity="critical"} 1.0' in d.metrics()
         table = ctl(d.socket, "status").stdout
         assert f"1 rule(s) in force from {rules}" in table
         assert re.search(r"^jobs-filling\s+cgroup:/jobs\s+critical\s+\d+m\d\ds$", table, re.M), table

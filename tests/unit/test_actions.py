@@ -43,8 +43,8 @@ def tick(e, clock, a_used, b_used=0):
         Sample("cgroup:/b", "cgroup", b_used, b_used, 100 * MiB, identity=2)], domain_of=owners.get))], clock.now())
 
 
-def register(e, clock, pid, value, cgroup="/a", ppid=1, start=100.0):
-    p = ProcessInfo(pid, "python3", MiB, cgroup, None, start_time=start, uid=1000, ppid=ppid, job_env=value)
+def register(e, clock, pid, value, cgroup="/a", ppid=1, start=100.0, rss=MiB):
+    p = ProcessInfo(pid, "python3", rss, cgroup, None, start_time=start, uid=1000, ppid=ppid, job_env=value)
     e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(processes=[p]))])
 
 
@@ -183,6 +183,35 @@ def test_a_rules_actions_reach_the_jobs_it_targets():
         ("build-big-20", "SIGTERM", ((20, 100.0), (21, 101.0))), ("build-small-10", "SIGTERM", ((10, 100.0),)),
         ("editor-30", "SIGTERM", ((30, 100.0),))], "all_jobs: every job in the domain, every process"
     assert signals(tick(e, clock, 90 * MiB)) == []
+
+
+PER_JOB = """\
+rules:
+  - name: job-too-big
+    when: job.rss > 30MiB && usage_ratio > 0.5
+    actions:
+      - signal: USR1
+"""
+
+
+def test_a_rule_about_jobs_fires_for_each_job_on_its_own_variables():
+    e, clock = engine()
+    e.step([], clock.now(), events=[RulesLoaded(tuple(parse_rules(PER_JOB)), (), 0.0)])
+    tick(e, clock, 10 * MiB)
+    register(e, clock, 10, "small", rss=5 * MiB)
+    register(e, clock, 20, "big", rss=40 * MiB)
+    register(e, clock, 30, "huge", rss=50 * MiB)
+    fx = tick(e, clock, 60 * MiB)
+    assert [(tr.rule, tr.domain, tr.job) for tr in fx.transitions] == [
+        ("job-too-big", "cgroup:/a", "big-20"), ("job-too-big", "cgroup:/a", "huge-30")], \
+        "one pair per job: the small job's variables do not make it fire"
+    assert sorted(s[0] for s in signals(fx)) == ["big-20", "huge-30"]
+    firing = e.snapshot(clock.now()).to_json()["rules"]["firing"]
+    assert sorted(f["job"] for f in firing) == ["big-20", "huge-30"]
+    register(e, clock, 20, "big", rss=5 * MiB)      # big freed its memory: its pair clears alone
+    fx = tick(e, clock, 60 * MiB)
+    assert [(tr.kind, tr.job) for tr in fx.transitions] == [("clear", "big-20")]
+    assert signals(tick(e, clock, 60 * MiB)) == [], "huge stays told once while its pair fires"
 
 
 def test_a_warning_acted_on_that_clears_without_a_kill_is_a_near_miss():

@@ -69,20 +69,26 @@ def test_match_by_kind_and_glob():
     assert engine.evaluate(env(200, "host", "host"), 0.0) == []
     assert engine.firing() == []
     engine.evaluate(env(200), 0.0)
-    assert engine.firing() == [("running-out", "cgroup:/build", "warning", 0.0)]
+    assert engine.firing() == [("running-out", "cgroup:/build", "warning", 0.0, None)]
 
 
 def test_match_by_job_and_gpu_name():
     engine = RuleEngine(parse_rules(
         "rules:\n  - name: r\n    match: {job: 'train-*', gpu: '*A100*'}\n    when: tto < 60s\n"))
 
-    def envs(job, gpu):   # a domain matches when any of its jobs' names does (job.names)
-        return {"gpu:0": {"domain": "gpu:0", "kind": "gpu", "tto": 30,
-                          "job": {"name": job, "names": ("other", job)} if job else {}, "gpu": {"name": gpu}}}
-    assert engine.evaluate(envs("build-1", "NVIDIA A100-SXM4-80GB"), 0.0) == []
-    assert engine.evaluate(envs(None, "NVIDIA A100-SXM4-80GB"), 1.0) == []       # no job registered
-    assert engine.evaluate(envs("train-7", "NVIDIA H100"), 2.0) == []
-    assert [tr.kind for tr in engine.evaluate(envs("train-7", "NVIDIA A100-SXM4-80GB"), 3.0)] == ["fire"]
+    assert engine.rules[0].per_job
+
+    def tick(jobs, gpu, t):  # the domain's variables, and each (domain, job) pair's
+        domain = {"domain": "gpu:0", "kind": "gpu", "tto": 30, "job": {}, "gpu": {"name": gpu}}
+        pairs = {f"gpu:0\0{j}-1": {**domain, "job": {"name": j, "id": f"{j}-1", "names": (j,)}} for j in jobs}
+        return [(tr.kind, tr.domain, tr.job) for tr in engine.evaluate({"gpu:0": domain}, t, pairs)]
+    assert tick(["build-1"], "NVIDIA A100-SXM4-80GB", 0.0) == []
+    assert tick([], "NVIDIA A100-SXM4-80GB", 1.0) == []       # no job registered
+    assert tick(["train-7"], "NVIDIA H100", 2.0) == []
+    assert tick(["train-7", "build-1", "train-8"], "NVIDIA A100-SXM4-80GB", 3.0) == [
+        ("fire", "gpu:0", "train-7-1"), ("fire", "gpu:0", "train-8-1")], "each job its own pair"
+    assert tick(["train-7", "build-1"], "NVIDIA A100-SXM4-80GB", 4.0) == []
+    assert [f[4] for f in engine.firing()] == ["train-7-1"], "a job that left drops its pair"
 
 
 def test_a_vanished_domain_drops_its_state():
@@ -108,7 +114,7 @@ def test_a_reload_of_the_same_rules_keeps_a_firing_pair_firing():
     # the same rule, parsed again from another file and line: state is kept
     engine.replace_rules(parse_rules("# moved\n" + LADDER.replace("for: 10s", "for: 0s"), "b.yaml"))
     assert run(engine, [200], start=1.0) == []
-    assert engine.firing() == [("running-out", "cgroup:/build", "warning", 0.0)]
+    assert engine.firing() == [("running-out", "cgroup:/build", "warning", 0.0, None)]
     engine.replace_rules(parse_rules(LADDER.replace("for: 10s", "for: 0s").replace("5m", "4m")))
     assert run(engine, [200], start=2.0) == [(2.0, "fire", "warning")]  # changed: starts afresh
 
@@ -189,7 +195,7 @@ def test_the_engine_steps_pairs_as_a_plain_reading_of_the_rules(levels, cooldown
         got = [(tr.domain, tr.kind, tr.severity) for tr in engine.evaluate(envs, now)]
         assert got == reference.tick(envs, now), now
         assert engine.suppressed == reference.suppressed
-        assert {(d, sev) for _, d, sev, _ in engine.firing()} == {
+        assert {(d, sev) for _, d, sev, _, _ in engine.firing()} == {
             (d, rule.levels[p["level"]].severity) for d, p in reference.pairs.items() if p["level"] >= 0}
 
 
@@ -325,7 +331,7 @@ def test_a_reload_that_shortens_a_firing_ladder_does_not_break():
     assert engine.firing()[0][2] == "last_resort"
     engine.replace_rules(parse_rules("rules:\n  - name: running-out\n    when: tto < 60s\n"))
     engine.evaluate(env(5, "cgroup:/x"), 1.0)
-    assert engine.firing() == [("running-out", "cgroup:/x", "warning", 1.0)]
+    assert engine.firing() == [("running-out", "cgroup:/x", "warning", 1.0, None)]
 
 
 def test_a_reached_level_is_kept_for_keep_firing_for_after_its_condition_fails():

@@ -81,7 +81,8 @@ def render_status(status: dict, socket: str | None = None) -> str:
                      _per_minute(p.get("leak_bytes_per_minute")), d.get("risk", "-")])
     out += table(["DOMAIN", "KIND", "USED", "WORKING SET", "LIMIT", "USE%", "SWAP", "PSI SOME/FULL",
                   "TIME TO OOM", "GROWTH", "LEAK", "RISK"], rows, {2, 3, 4, 5, 6, 7, 8, 9, 10})
-    firing = [[f["rule"], f["domain"], f["severity"], _duration(f["since_seconds"])]
+    firing = [[f["rule"], f["domain"] + (f" (job {f['job']})" if f.get("job") else ""), f["severity"],
+               _duration(f["since_seconds"])]
               for f in status["rules"]["firing"]]
     out += [""] + _rules(status["rules"], firing)
     if status["processes"]:

@@ -120,7 +120,7 @@ class Engine:
         self._acted: set[tuple[str, str, str, str]] = set()   # (job, rule, domain, warning|critical) signalled
         self._pending_actions: dict[int, ActionWanted] = {}
         self._action_seq = 0
-        self._episodes: dict[tuple[str, str], dict] = {}   # (rule, domain) firing: since when, peak usage
+        self._episodes: dict[tuple, dict] = {}   # (rule, domain, job) firing: since when, peak usage
         self._near_misses: list = []
         # Actions of the last minutes, per domain: what an incident tells of them.
         self.actions_done: dict[str, list[dict]] = {}
@@ -424,23 +424,31 @@ class Engine:
     def _evaluate_rules(self, now: Instant, fx: Effects) -> None:
         if not self.rules.rules:
             return
-        jobs = self._jobs_env(now) if self.jobs.jobs else {}
-        envs = {name: domain_env(name, s.kind, s.sample, s.prediction, jobs.get(name))
+        by_domain = self._jobs_by_domain() if self.jobs.jobs else {}
+        envs = {name: domain_env(name, s.kind, s.sample, s.prediction,
+                                 self._job_env(by_domain[name], now) if name in by_domain else None)
                 for name, s in sorted(self.domains.items()) if s.sample is not None}
-        transitions = self.rules.evaluate(envs, now.mono)
+        job_envs = {}
+        if by_domain and self._per_job_rules:
+            for domain, jobs in by_domain.items():
+                if domain in envs:
+                    for job in jobs:
+                        job_envs[f"{domain}\0{job.id}"] = {**envs[domain], "job": self._job_env(jobs, now, job)}
+        transitions = self.rules.evaluate(envs, now.mono, job_envs)
         for key in [k for k in self._episodes if k[1] not in self.domains]:
             del self._episodes[key]          # its domain is gone: no clear will come
-        for (rule, domain), episode in self._episodes.items():
+        for (rule, domain, _), episode in self._episodes.items():
             ratio = envs.get(domain, {}).get("usage_ratio")
             if ratio is not None and (episode["peak"] is None or ratio > episode["peak"]):
                 episode["peak"] = ratio
         for tr in transitions:
             if tr.kind == "fire":
-                self._episodes[(tr.rule, tr.domain)] = {"fired": now.mono,
-                                                        "peak": envs.get(tr.domain, {}).get("usage_ratio")}
+                self._episodes[(tr.rule, tr.domain, tr.job)] = {
+                    "fired": now.mono, "peak": envs.get(tr.domain, {}).get("usage_ratio")}
             fx.transitions.append(tr)
             fx.log.append((f"rule {tr.kind}", {"rule": tr.rule, "domain": tr.domain, "severity": tr.severity,
-                                            "previous": tr.previous}))
+                                            "previous": tr.previous,
+                                            **({"job": tr.job} if tr.job is not None else {})}))
             kept = self.transitions.setdefault(tr.domain, [])
             kept.append(tr)
             while kept and now.mono - kept[0].at > TRANSITIONS_KEPT:
@@ -452,29 +460,37 @@ class Engine:
             fx.incidents += self._near_misses
             self._near_misses = []
 
-    def _jobs_env(self, now: Instant) -> dict[str, dict]:
-        """Per domain, the ``job`` a condition sees: the largest registered
-        job with processes there (``name``, ``id``, ``rss``,
-        ``registered_for`` seconds), ``count`` of them and all their
-        ``names`` (what ``match.job`` tests)."""
+    def _jobs_by_domain(self) -> dict[str, list]:
+        """The registered jobs with processes in each domain."""
         by_domain: dict[str, list] = {}
         for job in self.jobs.jobs.values():
             domains = {p.domain for pid in job.members if (p := self.process_table.get(pid)) is not None}
             for d in domains:
                 by_domain.setdefault(d, []).append(job)
-        out = {}
-        for domain, jobs in by_domain.items():
-            largest = max(jobs, key=self._job_rss)
-            out[domain] = {"name": largest.name, "id": largest.id, "rss": self._job_rss(largest),
-                           "growth": largest.growth(now.mono),
-                           "registered_for": now.mono - largest.registered, "count": len(jobs),
-                           "names": tuple(sorted({j.name for j in jobs}))}
-        return out
+        return by_domain
 
-    def _jobs_in(self, domain: str) -> list:
-        """The jobs with a process in *domain*."""
+    def _job_env(self, jobs: list, now: Instant, job=None) -> dict:
+        """The ``job`` a condition sees in a domain holding *jobs*: *job*
+        (a per-job rule's pair), else the largest of them (``name``, ``id``,
+        ``rss``, ``growth``, ``registered_for`` seconds); ``count`` of the
+        domain's jobs and the ``names`` ``match.job`` tests (the pair's job
+        only, for a per-job rule)."""
+        one = job if job is not None else max(jobs, key=self._job_rss)
+        return {"name": one.name, "id": one.id, "rss": self._job_rss(one), "growth": one.growth(now.mono),
+                "registered_for": now.mono - one.registered, "count": len(jobs),
+                "names": (one.name,) if job is not None else tuple(sorted({j.name for j in jobs}))}
+
+    @property
+    def _per_job_rules(self) -> bool:
+        return any(r.per_job for r in self.rules.rules)
+
+    def _jobs_in(self, domain: str, only: str | None = None) -> list:
+        """The jobs with a process in *domain* (just the job *only*, when a
+        per-job rule's transition names it)."""
         out = []
         for job in self.jobs.jobs.values():
+            if only is not None and job.id != only:
+                continue
             if any((p := self.process_table.get(pid)) is not None and p.domain == domain for pid in job.members):
                 out.append(job)
         return out
@@ -485,7 +501,8 @@ class Engine:
         wanted = []
         for tr in transitions:
             if tr.kind == "clear":
-                self._acted = {a for a in self._acted if (a[1], a[2]) != (tr.rule, tr.domain)}
+                self._acted = {a for a in self._acted if (a[1], a[2]) != (tr.rule, tr.domain)
+                               or (tr.job is not None and a[0] != tr.job)}
                 self._near_miss(tr, now)
                 continue
             if tr.kind not in ("fire", "escalate"):
@@ -495,7 +512,7 @@ class Engine:
             context = {"tto_seconds": p.tto if p else None, "confidence": p.confidence if p else None,
                        "rate_bytes_per_second": p.rate if p else None,
                        "usage_ratio": state.sample.usage_ratio if state and state.sample else None}
-            for job in self._jobs_in(tr.domain):
+            for job in self._jobs_in(tr.domain, tr.job):
                 base = dict(rule=tr.rule, severity=tr.severity, domain=tr.domain, job=job.id, uid=job.uid,
                             dry_run=self.config.actions.dry_run, at=now.mono, context=context)
                 for which, sig in wanted_signals(job.spec, tr.severity or ""):
@@ -541,8 +558,8 @@ class Engine:
                     jobs = in_domain
                 elif spec.target == "largest_job":
                     jobs = [max(selected, key=self._job_rss)] if selected else []
-                else:
-                    jobs = selected
+                else:       # "job": the pair's own, for a per-job rule
+                    jobs = [j for j in selected if tr.job is None or j.id == tr.job]
                 for job in jobs:
                     if spec.kind == "notify" and job.channel is None:
                         continue
@@ -577,11 +594,12 @@ class Engine:
     def _near_miss(self, tr, now: Instant) -> None:
         """A rule that cleared after its actions reached a job, with no kill
         in the domain since it fired: a near miss, written as an incident."""
-        episode = self._episodes.pop((tr.rule, tr.domain), None)
+        episode = self._episodes.pop((tr.rule, tr.domain, tr.job), None)
         if episode is None:
             return
         told = [a for a in self.actions_done.get(tr.domain, ())
-                if a["rule"] == tr.rule and a["at"] >= episode["fired"] and a["result"] in ("sent", "ok", "partial")]
+                if a["rule"] == tr.rule and a["at"] >= episode["fired"] and a["result"] in ("sent", "ok", "partial")
+                and (tr.job is None or a["job"] == tr.job)]
         if not told:
             return
         killed = any(inc.kind == "oom_kill" and inc.domain == tr.domain

@@ -43,7 +43,7 @@ class Snapshot:
     counters: object
     reclaim: dict = field(default_factory=dict)      # cgroup2 path -> (stalls, seconds)
     unattributed_kills: int = 0
-    firing: tuple = ()            # (rule, domain, severity, since) of firing rules
+    firing: tuple = ()            # (rule, domain, severity, since, job) of firing rules
     rules_info: dict = field(default_factory=dict)
     jobs: tuple = ()              # the registered jobs, as their JSON (engine.Engine._job_views)
     jobs_rejected: tuple = ()     # (pid, why) of MEMGUARD_JOB values refused
@@ -74,8 +74,9 @@ class Snapshot:
             "unattributed_kills": self.unattributed_kills,
             "rules": {**self.rules_info,
                       "firing": [{"rule": r, "domain": d, "severity": sev,
-                                  "since_seconds": round(self.now.mono - since, 3)}
-                                 for r, d, sev, since in self.firing]},
+                                  "since_seconds": round(self.now.mono - since, 3),
+                                  **({"job": job} if job is not None else {})}
+                                 for r, d, sev, since, job in self.firing]},
             "reclaim": [{"cgroup": path, "stalls": n, "stall_seconds": round(sec, 6)}
                         for path, (n, sec) in sorted(self.reclaim.items())],
             "jobs": list(self.jobs),

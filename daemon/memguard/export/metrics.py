@@ -176,10 +176,11 @@ def _probe_metrics(snap: Snapshot):
         stalls.add_metric([path], n)
         stall_s.add_metric([path], seconds)
     yield from (up, available, events, errors, lost, malformed, incidents, unattributed, stall_s, stalls)
-    firing = GaugeMetricFamily("memguard_rule_firing", "1 for each rule firing on a domain, at its severity.",
-                               labels=["rule", "domain", "severity"])
-    for rule, domain, severity, _ in snap.firing:
-        firing.add_metric([rule, domain, severity], 1)
+    firing = GaugeMetricFamily("memguard_rule_firing", "1 for each rule firing on a domain (and job, for a rule "
+                               "about jobs; empty otherwise), at its severity.",
+                               labels=["rule", "domain", "job", "severity"])
+    for rule, domain, severity, _, job in snap.firing:
+        firing.add_metric([rule, domain, job or "", severity], 1)
     loaded = GaugeMetricFamily("memguard_rules_loaded", "Rules in force.")
     loaded.add_metric([], snap.rules_info.get("count", 0))
     reload_ok = GaugeMetricFamily("memguard_rules_last_reload_ok",

@@ -1,7 +1,8 @@
 """Evaluating rules against domains, with ``for`` durations, escalation and
 cooldowns, on time handed in: a pure state machine, tested on a fake clock.
 
-For each (rule, domain) pair the rule matches, every level's condition is
+For each (rule, domain) pair the rule matches (each (rule, domain, job)
+for a rule about jobs, Rule.per_job), every level's condition is
 checked each tick; a level is *reached* once its condition has held for its
 ``for``, and stays reached until the condition has failed for its
 ``keep_firing_for`` (Prometheus's word: one tick of a flickering prediction
@@ -32,6 +33,7 @@ class Transition:
     severity: str | None       # the level now (None after a clear)
     previous: str | None
     at: float
+    job: str | None = None     # the job of a per-job rule's pair (Rule.per_job)
 
 
 @dataclass(slots=True)
@@ -42,6 +44,8 @@ class PairState:
     kept: dict[int, float] = field(default_factory=dict)      # level -> last tick it held, reached
                                                               # (levels with a keep_firing_for)
     cleared_at: float | None = None
+    domain: str = ""                                  # the pair's domain...
+    job: str | None = None                            # ...and job, for a per-job rule
 
 
 def matches(rule: Rule, domain: str, kind: str) -> bool:
@@ -51,7 +55,7 @@ def matches(rule: Rule, domain: str, kind: str) -> bool:
 def domain_env(name: str, kind: str, s: Sample, p: Prediction | None, job: dict | None = None) -> dict:
     """The variables a condition sees for one domain, from its sample and
     prediction (and *job*, the registered jobs with processes in it: see
-    Engine._jobs_env); PSI's fields also under their dotted paths: every PSI
+    Engine._job_env); PSI's fields also under their dotted paths: every PSI
     rule reads them in one lookup instead of a walk (see rules/expr.py).
     Built for every domain every tick, so written for speed: one dict display."""
     some = full = None
@@ -117,34 +121,51 @@ class RuleEngine:
         for rule in self.rules:
             wanted = [d for d, k in domains if matches(rule, d, k)]
             self._targets[rule.name] = None if len(wanted) == len(domains) else wanted
+            if rule.per_job:
+                continue             # its pairs come and go with the jobs (evaluate)
             states, keep = self.state.get(rule.name, {}), set(wanted)
             for d in [d for d in states if d not in keep]:
                 del states[d]          # the domain is gone, or the rule no longer matches it
             for group in self._asleep.get(rule.name, {}).values():
                 group &= keep
 
-    def evaluate(self, envs: dict[str, dict], now: float) -> list[Transition]:
-        """One tick: *envs* maps each domain to its variables."""
+    def evaluate(self, envs: dict[str, dict], now: float,
+                 job_envs: dict[str, dict] | None = None) -> list[Transition]:
+        """One tick: *envs* maps each domain to its variables; *job_envs*
+        each (domain, job) pair, by a key of its own, to the variables with
+        that job as ``job`` (what per-job rules see)."""
         out: list[Transition] = []
         self._retarget(envs)
+        job_envs = job_envs or {}
         for rule in self.rules:
             states = self.state.setdefault(rule.name, {})
             asleep = self._asleep.setdefault(rule.name, {})
-            targets = self._targets[rule.name]
-            items = envs.items() if targets is None else [(d, envs[d]) for d in targets]
+            if rule.per_job:
+                items = [(k, e) for k, e in job_envs.items() if matches(rule, e["domain"], e["kind"])]
+                for gone in [k for k in states if k not in job_envs]:
+                    del states[gone]     # the job left the domain or ended: nothing more to say of it
+                    for group in asleep.values():
+                        group.discard(gone)
+                pairs = job_envs
+            else:
+                targets = self._targets[rule.name]
+                items = envs.items() if targets is None else [(d, envs[d]) for d in targets]
+                pairs = envs
             held = [set(level.when.scan(items)) for level in rule.levels]
-            self.evaluations += len(held) * (len(envs) if targets is None else len(targets))
+            self.evaluations += len(held) * len(items)
             sleeping = self._wake(rule, held, asleep, states)
-            for domain in sorted((states.keys() | set().union(*held)) - sleeping):
-                st = states.get(domain)
+            for key in sorted((states.keys() | set().union(*held)) - sleeping):
+                st = states.get(key)
                 if st is None:
-                    st = states[domain] = PairState()
-                pattern = self._step(rule, domain, held, st, now, out)
+                    env = pairs[key]
+                    st = states[key] = PairState(domain=env.get("domain", key),
+                                                 job=env["job"].get("id") if rule.per_job else None)
+                pattern = self._step(rule, key, held, st, now, out)
                 if pattern is not None:
-                    asleep.setdefault(pattern, set()).add(domain)
+                    asleep.setdefault(pattern, set()).add(key)
                 elif st.level < 0 and not st.pending and not st.kept and (
                         st.cleared_at is None or now - st.cleared_at >= rule.cooldown):
-                    del states[domain]                   # nothing left to remember
+                    del states[key]                      # nothing left to remember
         self._previous = now
         return out
 
@@ -220,11 +241,12 @@ class RuleEngine:
             st.cleared_at, st.since = now, None
         st.level = reached
         new = rule.levels[reached].severity if reached >= 0 else None
-        out.append(Transition(rule.name, domain, kind, new, old, now))
+        out.append(Transition(rule.name, st.domain, kind, new, old, now, st.job))
 
-    def firing(self) -> list[tuple[str, str, str, float]]:
-        """(rule, domain, severity, since) of every firing pair, most severe first."""
+    def firing(self) -> list[tuple[str, str, str, float, str | None]]:
+        """(rule, domain, severity, since, job) of every firing pair, most
+        severe first (job: None but for per-job rules)."""
         rules = {r.name: r for r in self.rules}
-        out = [(name, domain, rules[name].levels[st.level].severity, st.since)
-               for name, states in self.state.items() for domain, st in states.items() if st.level >= 0]
-        return sorted(out, key=lambda f: (-SEVERITIES.index(f[2]), f[0], f[1]))
+        out = [(name, st.domain, rules[name].levels[st.level].severity, st.since, st.job)
+               for name, states in self.state.items() for st in states.values() if st.level >= 0]
+        return sorted(out, key=lambda f: (-SEVERITIES.index(f[2]), f[0], f[1], f[4] or ""))

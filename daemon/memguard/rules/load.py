@@ -106,6 +106,14 @@ class Rule:
     job_glob: str | None = None      # match.job: the jobs its job-targeted actions act on
     dry_run: bool = False            # decide, log and count its actions, carry out none
 
+    @property
+    def per_job(self) -> bool:
+        """Whether the rule is about jobs (``match.job``, or a condition
+        reading ``job.*``): it is then evaluated, and fires, for each
+        (domain, job) pair, so one job's state does not stand for another's."""
+        return self.job_glob is not None or any(
+            n == "job" or n.startswith("job.") for level in self.levels for n in level.when.names)
+
 
 def _line(node) -> int:
     return node.start_mark.line + 1
