@@ -4,6 +4,9 @@ cgroups, real rules, real signals through pidfds."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -183,3 +186,78 @@ def test_a_job_registered_by_a_shell_warns_the_grandchild_that_grows(daemon, v1_
     audit = [json.loads(x) for x in (Path(daemon.state_dir) / "actions.log").read_text().splitlines()]
     (entry,) = audit
     assert entry["job"] == f"shelled-{job.pid}" and entry["targets"][0]["pid"] != job.pid, "the grandchild"
+
+
+def jobs(d: Daemon) -> list[dict]:
+    return json.loads(ctl(d.socket, "jobs", "--json").stdout)["jobs"]
+
+
+class _Newcomer:
+    """A process the kernel gave *pid* again, freed a moment ago
+    (ns_last_pid set to the pid before it, then a fork; another fork on the
+    host can take it first: then again).  A bare fork of this test, with no
+    exec, so no exec event tells the daemon it is another process: only the
+    start time does.  SIGUSR1 would end it."""
+
+    def __init__(self, pid: int, attempts: int = 50) -> None:
+        for _ in range(attempts):
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(pid - 1))
+            child = os.fork()
+            if child == 0:
+                signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+                signal.alarm(120)
+                while True:
+                    signal.pause()
+            if child == pid:
+                self.pid = pid
+                return
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+        pytest.fail(f"the kernel did not hand out pid {pid} again in {attempts} forks")
+
+    ended: int | None = None
+
+    def status(self) -> int | None:
+        """None while it runs, else the signal that ended it."""
+        if self.ended is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            self.ended = os.WTERMSIG(status) if done else None
+        return self.ended
+
+    def close(self) -> None:
+        if self.status() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+
+
+def test_a_registered_process_whose_pid_is_reused_is_not_signalled(daemon, v1_cgroup):
+    # One job of two members: the shell that registered it, which becomes
+    # the process that grows, and a `sleep` it forked first.  The sleep ends
+    # and the kernel gives its pid to a new, unregistered process; when the
+    # warning goes to every member (target=all), the new one must not get
+    # it, while the grower still does.
+    group = v1_cgroup(384 * MIB)
+    daemon.wait_for_tick(lambda s: any(d["name"] == f"cgroup:{group.path}" for d in s["domains"]))
+    script = f"sleep 300 & echo member $!; wait $!; exec {sys.executable} {COOPERATIVE} 5 0.25"
+    job = Hog(Path("/usr/bin/env"), ["MEMGUARD_JOB=reuse,warning=USR1,target=all", "sh", "-c", script], group)
+    newcomer = None
+    try:
+        member = int(job.wait_line("member", timeout=10).split()[1])
+        wait_until(lambda: any(member in j["pids"] for j in jobs(daemon)), timeout=10,
+                   what="the forked sleep to join the job")
+        os.kill(member, signal.SIGKILL)          # our grandchild; the shell reaps it and execs the grower
+        wait_until(lambda: not os.path.exists(f"/proc/{member}"), timeout=10, what="the sleep to be reaped")
+        newcomer = _Newcomer(member)
+        line = job.wait_line("warned", timeout=60)
+        assert job.wait_exit(10) == 0, "the grower was told and stopped"
+        assert newcomer.status() is None, f"the process that took pid {member} was signalled"
+    finally:
+        job.close()
+        if newcomer is not None:
+            newcomer.close()
+    assert int(line.split()[1]) > 0
+    audit = [json.loads(x) for x in (Path(daemon.state_dir) / "actions.log").read_text().splitlines()]
+    (entry,) = audit
+    sent = {t["pid"] for t in entry["targets"] if t["result"] == "sent"}
+    assert member not in sent and job.pid in sent, entry["targets"]
