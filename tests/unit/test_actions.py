@@ -227,7 +227,46 @@ def test_a_warning_acted_on_that_clears_without_a_kill_is_a_near_miss():
     assert doc["headline"].startswith("Near miss in cgroup:/a: train-10 told")
     assert e.snapshot(clock.now()).counters.near_misses == 1
     from memguard.cli.incident import render_incident
-    assert "cleared at" in render_incident(doc) and "signal for job train-10 (warning): sent" in render_incident(doc)
+    assert "cleared at" in render_incident(doc)
+    assert "signal SIGUSR1 to job train-10 (full, warning): sent" in render_incident(doc)
+
+
+DOMAIN_HOOK = """\
+rules:
+  - name: host-full
+    levels:
+      - severity: warning
+        when: usage_ratio > 0.5
+        actions:
+          - {hook: /usr/local/sbin/drop-caches, target: domain}
+"""
+
+
+def test_a_trusted_rule_runs_a_hook_for_a_domain_without_jobs_once_per_firing():
+    e, clock = engine()
+    e.step([], clock.now(), events=[RulesLoaded(tuple(parse_rules(DOMAIN_HOOK, trusted=True)), (), 0.0)])
+    tick(e, clock, 10 * MiB)
+    (action,) = tick(e, clock, 60 * MiB).actions
+    assert (action.kind, action.domain, action.job, action.uid, action.command, action.targets) == \
+        ("hook", "cgroup:/a", None, 0, "/usr/local/sbin/drop-caches", ())
+    assert tick(e, clock, 60 * MiB).actions == [], "once while it fires"
+    e.step([], clock.now(), events=[ActionDone(action.id, "ok", ({"uid": 0, "exit_status": 0},), clock.now().mono)])
+    fx = tick(e, clock, 10 * MiB)
+    (w,) = [x for x in fx.incidents if x.document["kind"] == "near_miss"]
+    assert w.document["jobs"] == [] and "its hook ran" in w.document["headline"]
+    from memguard.cli.incident import render_incident
+    assert "hook for the domain (host-full, warning): ok" in render_incident(w.document)
+
+
+def test_a_domain_hook_needs_a_trusted_file_and_a_rule_about_the_domain():
+    import pytest as _pytest
+    from memguard.rules.load import RuleError
+    with _pytest.raises(RuleError, match=r"<rules>:7: .*target: a hook for the domain itself runs as root"):
+        parse_rules(DOMAIN_HOOK)
+    with _pytest.raises(RuleError, match=r"target: expected one of job, largest_job, all_jobs, got 'domain'"):
+        parse_rules(DOMAIN_HOOK.replace("hook: /usr/local/sbin/drop-caches", "signal: USR1"), trusted=True)
+    with _pytest.raises(RuleError, match="a rule about jobs fires per job"):
+        parse_rules(DOMAIN_HOOK.replace("usage_ratio > 0.5", "job.rss > 1GiB"), trusted=True)
 
 
 def test_no_near_miss_when_the_kill_came_anyway_or_nobody_was_told():

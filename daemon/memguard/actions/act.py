@@ -61,8 +61,10 @@ HOOK_OUTPUT = 16 * 1024      # bytes of a hook's output kept (the rest is read a
 
 
 def hook_environment(action: ActionWanted) -> dict[str, str]:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "MEMGUARD_JOB_ID": action.job, "MEMGUARD_RULE": action.rule,
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "MEMGUARD_RULE": action.rule,
            "MEMGUARD_SEVERITY": action.severity, "MEMGUARD_DOMAIN": action.domain}
+    if action.job:
+        env["MEMGUARD_JOB_ID"] = action.job      # (none for a hook of the domain itself)
     for key, value in action.context.items():
         if value is not None:
             env[f"MEMGUARD_{key.upper()}"] = str(value)

@@ -24,7 +24,7 @@ class ActionWanted:
     rule: str
     severity: str
     domain: str
-    job: str
+    job: str | None                             # None: a rule's hook for the domain itself
     uid: int | None
     targets: tuple[tuple[int, float | None], ...]   # (pid, start time since boot)
     signal: int | None

@@ -57,6 +57,15 @@ def _growth(doc: dict) -> str:
     return out + f", {_rate(rates.get('last_300s'))} over the {long:.0f} s memguard had measured."
 
 
+def _action_line(a: dict) -> str:
+    """One action memguard took, seconds from the first warning or the kill."""
+    if a.get("kind") == "signal":
+        what = f"signal {_signal_name(a.get('signal'))} to job {a.get('job')}"
+    else:
+        what = f"{a.get('kind')} for job {a.get('job')}" if a.get("job") else f"{a.get('kind')} for the domain"
+    return f"  {a.get('t'):+.1f} s: {what} ({a.get('rule')}, {a.get('severity')}): {a.get('result')}"
+
+
 def render_incident(doc: dict) -> str:
     out = [f"Incident {doc['id']}  ({doc.get('kind')}, {doc.get('state')})", ""]
     out.append(doc.get("headline") or doc.get("explanation") or "")
@@ -66,9 +75,7 @@ def render_incident(doc: dict) -> str:
         out += ["", f"Rule {doc.get('rule')} fired on {doc.get('domain')} and cleared at {doc.get('cleared')}; "
                     f"peak usage {100 * (doc.get('peak_usage_ratio') or 0):.0f}% of the limit.", "",
                 "What memguard did:"]
-        for a in doc.get("actions", ()):
-            out.append(f"  {a.get('t'):+.1f} s: {a.get('kind')} for job {a.get('job')} ({a.get('severity')}): "
-                       f"{a.get('result')}")
+        out += [_action_line(a) for a in doc.get("actions", ())]
         return "\n".join(out) + "\n"
     if doc.get("kind") == "unclean_stop":
         out += ["", doc.get("explanation", ""), "", "Near their limit at the last heartbeat:"]
@@ -107,10 +114,7 @@ def render_incident(doc: dict) -> str:
     out += ["", "What memguard did before: "
             + (f"{len(warned)} warning(s), {doc.get('warning_seconds')} s before the kill; "
                f"{len(actions)} action(s)." if warned or actions else "nothing: no warning had fired.")]
-    for a in actions:
-        what = f"signal {_signal_name(a.get('signal'))} to job {a.get('job')}" if a.get("kind") == "signal" \
-            else f"{a.get('kind')} for job {a.get('job')}"
-        out.append(f"  {a.get('t'):+.1f} s: {what} ({a.get('rule')}, {a.get('severity')}): {a.get('result')}")
+    out += [_action_line(a) for a in actions]
     probes = doc.get("probes") or []
     if probes:
         out += ["", "Seen by: " + ", ".join(

@@ -554,6 +554,12 @@ class Engine:
             event = "critical" if SEVERITIES.index(rule.levels[li].severity) >= SEVERITIES.index("critical") \
                 else "warning"
             for ai, spec in enumerate(rule.levels[li].actions):
+                if spec.target == "domain":     # a hook for the domain itself, as root (a trusted file's)
+                    self._emit(wanted, (None, tr.rule, tr.domain, f"rule-{li}-{ai}"), kind="hook", rule=tr.rule,
+                               severity=tr.severity, domain=tr.domain, job=None, uid=0, targets=(),
+                               dry_run=self.config.actions.dry_run or rule.dry_run, at=now.mono,
+                               context=context, command=spec.command)
+                    continue
                 if spec.target == "all_jobs":
                     jobs = in_domain
                 elif spec.target == "largest_job":

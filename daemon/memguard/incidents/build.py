@@ -61,7 +61,8 @@ def near_miss_document(rule: str, domain: str, fired: float, cleared: float, wal
     it was first acted on, the lead it had; *peak*: the highest usage ratio
     seen while the rule fired."""
     slug = re.sub(r"[^A-Za-z0-9_-]+", "_", domain.removeprefix("cgroup:")).strip("_")[:60] or "root"
-    jobs = sorted({a["job"] for a in actions})
+    jobs = sorted({a["job"] for a in actions if a["job"]})
+    who = f"{', '.join(jobs)} told" if jobs else "its hook ran"
     lead = None if tto is None else round(tto, 3)
     return {
         "schema_version": INCIDENT_SCHEMA_VERSION, "id": incident_id(fired + wall_offset, None, f"near-miss-{slug}"),
@@ -70,7 +71,7 @@ def near_miss_document(rule: str, domain: str, fired: float, cleared: float, wal
         "lead_seconds": lead, "peak_usage_ratio": None if peak is None else round(peak, 4),
         "jobs": jobs, "actions": [{**{k: v for k, v in a.items() if k != "at"}, "t": round(a["at"] - fired, 3)}
                                   for a in actions],
-        "victim": None, "headline": (f"Near miss in {domain}: {', '.join(jobs)} told "
+        "victim": None, "headline": (f"Near miss in {domain}: {who} "
                                      + (f"{lead:.0f} s before the predicted OOM" if lead is not None else "in time")
                                      + f" ({rule}); no kill followed."),
     }

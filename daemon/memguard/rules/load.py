@@ -61,7 +61,7 @@ class RuleError(ValueError):
 
 
 ACTION_KINDS = ("signal", "hook", "notify")
-ACTION_TARGETS = ("job", "largest_job", "all_jobs")
+ACTION_TARGETS = ("job", "largest_job", "all_jobs", "domain")
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,9 @@ class ActionSpec:
     ``to: all`` their every process), ``hook`` (a command), or ``notify``
     (the jobs that listen through memguard.client).  ``target``: ``job``
     (each job in the domain that ``match.job`` selects), ``largest_job`` (the
-    largest of those by RSS) or ``all_jobs`` (every job in the domain).
+    largest of those by RSS), ``all_jobs`` (every job in the domain) or
+    ``domain`` (a hook for the domain itself, jobs or none: once per firing,
+    as root, so only from a trusted file).
     ``as_root``: a hook from a root-owned file no one else may write runs as
     root; any other runs as the target job's user."""
 
@@ -168,9 +170,10 @@ def _actions(node, source: str, field: str, trusted: bool) -> tuple[ActionSpec, 
         target = "job"
         if "target" in found:
             target = _scalar(found["target"][1], source, f"{af}.target", "a target")
-            if target not in ACTION_TARGETS:
+            allowed = ACTION_TARGETS if kind == "hook" else ACTION_TARGETS[:-1]    # only a hook needs no job
+            if target not in allowed:
                 raise RuleError(source, _line(found["target"][1]), f"{af}.target",
-                                f"expected one of {', '.join(ACTION_TARGETS)}, got {target!r}")
+                                f"expected one of {', '.join(allowed)}, got {target!r}")
         vnode = found[kind][1]
         if kind == "signal":
             try:
@@ -182,6 +185,10 @@ def _actions(node, source: str, field: str, trusted: bool) -> tuple[ActionSpec, 
                 raise RuleError(source, _line(found["to"][1]), f"{af}.to", f"expected leader or all, got {to!r}")
             out.append(ActionSpec("signal", target, signal=number, to=to))
         elif kind == "hook":
+            if target == "domain" and not trusted:
+                raise RuleError(source, _line(found["target"][1]), f"{af}.target",
+                                "a hook for the domain itself runs as root: its rule file must be owned by "
+                                "root and writable by no one else")
             out.append(ActionSpec("hook", target, command=_scalar(vnode, source, f"{af}.hook", "a command"),
                                   as_root=trusted))
         else:
@@ -301,8 +308,13 @@ def _rule(node, source: str, field: str, trusted: bool = False) -> Rule:
         if value not in ("true", "false"):
             raise RuleError(source, _line(found["dry_run"][1]), f"{field}.dry_run", f"expected true or false, got {value!r}")
         dry_run = value == "true"
-    return Rule(name, description, kinds, glob, tuple(levels), cooldown, source, _line(node),
+    rule = Rule(name, description, kinds, glob, tuple(levels), cooldown, source, _line(node),
                 guards.get("job.names"), dry_run)
+    if rule.per_job and any(a.target == "domain" for level in levels for a in level.actions):
+        raise RuleError(source, _line(node), f"{field}.levels",
+                        "a rule about jobs fires per job: a hook with target: domain belongs in a rule about "
+                        "the domain (without match.job or job.* conditions)")
+    return rule
 
 
 def load_rules(paths: list[str]) -> list[Rule]:
