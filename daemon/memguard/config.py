@@ -104,6 +104,9 @@ class RulesConfig:
 class ActionsConfig:
     dry_run: bool = False                 # decide, log and count every action, carry out none
     hook_timeout: float = _duration(default=30.0)   # a hook still running then is killed
+    freeze_every: float = _duration(default=5.0)    # while a freeze level holds, one more process this often
+    thaw_every: float = _duration(default=5.0)      # once it no longer holds, one process thawed this often
+    max_freeze: float = _duration(default=600.0)    # no process stays frozen longer, whatever the rules say
 
 
 @dataclass(frozen=True)

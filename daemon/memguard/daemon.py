@@ -29,6 +29,7 @@ from .engine.messages import (ChannelClosed, Dropped, JobRegistered, JobUnregist
                               RulesLoaded, RulesRejected)
 from .jobs.spec import JobSpecError, parse_job
 from .actions.act import carry_out
+from .actions.freeze import FROZEN_FILE, Frozen, FrozenList, Guard, boottime, freeze, thaw, thaw_all
 from .actions.plan import ActionDone, ActionWanted
 from .engine.snapshot import Snapshot
 from .export.http import MetricsServer
@@ -85,6 +86,10 @@ class Daemon:
         self.metrics_url: str | None = None   # where /metrics is served, once it is
         self._lookups = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-proc")
         self._actuator = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-act")
+        # Freezing and thawing never wait behind a hook: a thread of their own.
+        self._freezer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-freeze")
+        self.frozen = FrozenList(os.path.join(self.state_dir, FROZEN_FILE))
+        self.guard = Guard(self.frozen.path)
         self.audit_path = os.path.join(self.state_dir, "actions.log")
         self.channels: dict[int, asyncio.StreamWriter] = {}    # connections that want a job's notifications
         self._channel_seq = 0
@@ -191,8 +196,39 @@ class Daemon:
                 self._notify(action)
                 continue
             loop = asyncio.get_running_loop()
-            future = self._actuator.submit(carry_out, self.roots, action, self.clock.now().mono)
+            if action.kind in ("freeze", "thaw"):
+                future = self._freezer.submit(self._freeze_or_thaw, action)
+            else:
+                future = self._actuator.submit(carry_out, self.roots, action, self.clock.now().mono)
             future.add_done_callback(lambda f, a=action: self._action_finished(f, a, loop))
+
+    def _freeze_or_thaw(self, action: ActionWanted) -> ActionDone:
+        """In the freezer thread: a process written to the frozen list
+        before it is stopped, and taken off it once thawed (see
+        actions/freeze.py); the guard started at the first freeze."""
+        (pid, start), = action.targets
+        if action.dry_run:
+            return ActionDone(action.id, "dry_run", ({"pid": pid, "result": "dry_run"},), self.clock.now().mono)
+        if action.kind == "freeze":
+            since = boottime()
+            self.frozen.add(Frozen(pid, start, action.job, action.domain, action.rule, since,
+                                   since + self.config.actions.max_freeze))
+            self.guard.ensure()
+            result = freeze(self.roots, pid, start)
+            if result != "sent":
+                self.frozen.remove(pid)
+        else:
+            result = thaw(self.roots, pid, start)
+            self.frozen.remove(pid)
+        return ActionDone(action.id, result, ({"pid": pid, "result": result},), self.clock.now().mono)
+
+    def _thaw_all(self, why: str) -> None:
+        """Thaw every process in the frozen list (a predecessor's, at start;
+        ours, at stop) and empty it."""
+        items = list(self.frozen.items.values())
+        for item, result in thaw_all(self.roots, items):
+            self.log.info("thawed", pid=item.pid, job=item.job, domain=item.domain, why=why, result=result)
+            self.frozen.remove(item.pid)
 
     def _notify(self, action: ActionWanted) -> None:
         """Push a notification to the job's connection (memguard.client), on the loop."""
@@ -315,6 +351,7 @@ class Daemon:
         if removed:
             self.log.info("removed partial incident files", count=removed)
         self._check_unclean_stop(self.clock.now())
+        self._thaw_all("left frozen by a previous run")
         control = ControlServer(self.socket_path, self.log)
         control.route("version", lambda params, peer: {"version": __version__, "protocol": 1})
         control.route("status", self._status)
@@ -362,6 +399,9 @@ class Daemon:
             self.slow.shutdown()
             self._lookups.shutdown(wait=False, cancel_futures=True)
             self._actuator.shutdown(wait=False, cancel_futures=True)
+            self._freezer.shutdown(wait=True, cancel_futures=True)
+            self._thaw_all("memguardd stopping")
+            self.guard.close()
             self.writer.shutdown()
             self._persist(self.clock.now())
             self._heartbeat(self.clock.now(), clean=True)

@@ -310,3 +310,71 @@ def test_a_job_asks_for_its_hook_and_its_connection_hears_each_level():
         ("signal", 10, None, None, None), ("hook", None, "/usr/bin/ckpt --now", None, None),
         ("notify", None, None, "warning", 5)]
     assert [(a.kind, a.event) for a in tick(e, clock, 90 * MiB).actions] == [("notify", "critical")]
+
+
+FREEZING = """\
+rules:
+  - name: build-full
+    match: {job: 'build*'}
+    levels:
+      - severity: warning
+        when: usage_ratio > 0.8
+        actions:
+          - freeze: newest
+"""
+
+
+def build(max_freeze=600.0):
+    """make (pid 10) and three compilers of 50 MiB (11, 12, 13, newest last) in cgroup:/a."""
+    clock = FakeClock()
+    e = Engine(Config(actions=ActionsConfig(freeze_every=5.0, thaw_every=5.0, max_freeze=max_freeze)),
+               clock.now(), "t")
+    e.step([], clock.now(), events=[RulesLoaded(tuple(parse_rules(FREEZING)), (), 0.0)])
+    tick(e, clock, 10 * MiB)
+    register(e, clock, 10, "build")
+    for pid in (11, 12, 13):
+        register(e, clock, pid, "build", ppid=10, start=100.0 + pid, rss=50 * MiB)
+    return e, clock
+
+
+def done(e, clock, fx, result="sent"):
+    for a in fx.actions:
+        e.step([], clock.now(), events=[ActionDone(a.id, result, ({"pid": a.targets[0][0], "result": result},),
+                                                    clock.now().mono)])
+    return [(a.kind, a.targets[0][0]) for a in fx.actions]
+
+
+def test_a_freeze_level_stops_the_newest_compilers_one_at_a_time_never_the_last():
+    e, clock = build()
+    assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 13)]
+    assert sorted(e.frozen) == [13] and e.frozen[13]["state"] == "frozen"
+    assert [done(e, clock, tick(e, clock, 90 * MiB)) for _ in range(4)] == [[]] * 4, "one every freeze_every"
+    assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 12)]
+    assert [done(e, clock, tick(e, clock, 90 * MiB)) for _ in range(10)] == [[]] * 10, \
+        "11 is the last compiler running (10 is make): it goes on"
+    # room again: thawed one at a time, first frozen first
+    assert done(e, clock, tick(e, clock, 20 * MiB)) == [("thaw", 13)]
+    assert [done(e, clock, tick(e, clock, 20 * MiB)) for _ in range(4)] == [[]] * 4
+    assert done(e, clock, tick(e, clock, 20 * MiB)) == [("thaw", 12)]
+    assert e.frozen == {}
+
+
+def test_a_process_that_could_not_be_frozen_or_exited_is_not_thawed():
+    e, clock = build()
+    assert done(e, clock, tick(e, clock, 90 * MiB), result="gone") == [("freeze", 13)]
+    assert e.frozen == {}
+    for _ in range(4):
+        tick(e, clock, 90 * MiB)
+    assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 13)], "tried again: it was not frozen"
+    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(exits=[13]))])
+    assert e.frozen == {} and done(e, clock, tick(e, clock, 20 * MiB)) == []
+
+
+def test_no_process_stays_frozen_past_max_freeze_whatever_the_rules_say():
+    e, clock = build(max_freeze=3.0)
+    assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 13)]
+    assert [done(e, clock, tick(e, clock, 90 * MiB)) for _ in range(3)] == [[], [], [("thaw", 13)]]
+    (thaw,) = [a for a in e.actions_done["cgroup:/a"] if a["kind"] == "thaw"]
+    assert (thaw["why"], thaw["result"]) == ("max_freeze", "sent")
+    later = [done(e, clock, tick(e, clock, 90 * MiB)) for _ in range(2)]
+    assert later == [[], [("freeze", 12)]], "13 is not frozen again; at freeze_every, the next newest is"

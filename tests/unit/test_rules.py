@@ -394,7 +394,7 @@ def test_actions_are_typed_at_load():
 
 
 @pytest.mark.parametrize("action, line, field, message", [
-    ("- kill: now", 5, "rules[0].actions[0]", "an action is one of signal, hook, notify: give exactly one (got none)"),
+    ("- kill: now", 5, "rules[0].actions[0]", "an action is one of signal, hook, notify, freeze: give exactly one (got none)"),
     ("- {signal: USR1, hook: x}", 5, "rules[0].actions[0]", "give exactly one (got signal, hook)"),
     ("- signal: USR9", 5, "rules[0].actions[0].signal", "'USR9' is not a signal"),
     ("- {signal: USR1, target: everyone}", 5, "rules[0].actions[0].target", "expected one of job, largest_job"),

@@ -20,9 +20,9 @@ SEVERITY_SIGNAL = {"warning": ("warning",), "critical": ("warning", "critical"),
 @dataclass(frozen=True)
 class ActionWanted:
     id: int
-    kind: str                                   # "signal", "hook", "notify"
+    kind: str                                   # "signal", "hook", "notify", "freeze", "thaw"
     rule: str
-    severity: str
+    severity: str | None                        # None: a thaw (the rule no longer stands at a freezing level)
     domain: str
     job: str | None                             # None: a rule's hook for the domain itself
     uid: int | None

@@ -43,6 +43,9 @@ PROCESS_TABLE_SIZE = 4096
 BINDINGS_KEPT = 1024
 # Rule transitions remembered per domain, for the incident of a kill.
 TRANSITIONS_KEPT = 600.0
+# A process holding less is not worth freezing (a make, a shell, a linker
+# wrapper): freezing it frees no room for the others.
+FREEZE_MIN_RSS = 16 << 20
 # Tick intervals vary by up to this fraction either way (Engine._spread).
 JITTER = 0.1
 GOLDEN = (math.sqrt(5) - 1) / 2
@@ -122,6 +125,13 @@ class Engine:
         self._action_seq = 0
         self._episodes: dict[tuple, dict] = {}   # (rule, domain, job) firing: since when, peak usage
         self._near_misses: list = []
+        # Processes memguard froze (pid -> rule, domain, job, start, at,
+        # state "freezing" | "frozen" | "thawing"), and when each (rule,
+        # domain) last froze or thawed one: see _freeze_and_thaw.
+        self.frozen: dict[int, dict] = {}
+        self._froze_at: dict[tuple[str, str], float] = {}
+        self._thawed_at: dict[tuple[str, str], float] = {}
+        self._froze_too_long: set[int] = set()     # thawed at max_freeze: not frozen again
         # Actions of the last minutes, per domain: what an incident tells of them.
         self.actions_done: dict[str, list[dict]] = {}
         self.rules = RuleEngine([])
@@ -227,6 +237,8 @@ class Engine:
             self.jobs.forked(parent, child, start, now.mono)
         for pid in reading.exits:
             fx.log += self.jobs.exited(pid)
+            self.frozen.pop(pid, None)
+            self._froze_too_long.discard(pid)
         for kill in reading.kills:
             fx.log.append(("oom kill seen", {"probe": run.name, "pid": kill.pid, "comm": kill.comm,
                                              "kernel_time": kill.kernel_time, "seen": round(now.mono, 4)}))
@@ -459,6 +471,109 @@ class Engine:
             fx.actions += self._plan_actions(transitions, now)
             fx.incidents += self._near_misses
             self._near_misses = []
+        if self.frozen or self._freezing_rules:
+            fx.actions += self._freeze_and_thaw(now)
+
+    @property
+    def _freezing_rules(self) -> bool:
+        return any(a.kind == "freeze" for r in self.rules.rules for lv in r.levels for a in lv.actions)
+
+    def _freeze_and_thaw(self, now: Instant) -> list[ActionWanted]:
+        """While a rule stands at a level with a ``freeze`` action in a
+        domain, freeze one more process of its target jobs every
+        ``freeze_every`` (never the last one still running, never a job's
+        leader); once it no longer does, thaw them one at a time, every
+        ``thaw_every``, first frozen first; thaw any frozen for
+        ``max_freeze``, whatever the rules say, and never freeze it again
+        (the ladder's next level must act instead)."""
+        cfg = self.config.actions
+        wanted: list[ActionWanted] = []
+        rules = {r.name: r for r in self.rules.rules}
+        freezing: dict[tuple[str, str], tuple] = {}
+        for name, domain, severity, _, job_id in self.rules.firing():
+            rule = rules[name]
+            reached = next(i for i, lv in enumerate(rule.levels) if lv.severity == severity)
+            specs = [a for lv in rule.levels[:reached + 1] for a in lv.actions if a.kind == "freeze"]
+            if specs:
+                freezing[(name, domain)] = (rule, specs[-1], severity, job_id)
+        for key in [k for k in self._froze_at if k not in freezing]:
+            del self._froze_at[key]
+        for (name, domain), (rule, spec, severity, job_id) in freezing.items():
+            last = self._froze_at.get((name, domain))
+            if last is not None and now.mono - last < cfg.freeze_every:
+                continue
+            picked = self._pick_to_freeze(rule, spec, domain, job_id)
+            if picked is None:
+                continue
+            job, pid = picked
+            self._froze_at[(name, domain)] = now.mono
+            start = job.members.get(pid)
+            self.frozen[pid] = {"rule": name, "domain": domain, "job": job.id, "start": start, "at": now.mono,
+                                "state": "freezing"}
+            wanted.append(self._action("freeze", name, severity, domain, job, ((pid, start),), now,
+                                       rule.dry_run))
+        thawing = {(f["rule"], f["domain"]) for f in self.frozen.values() if f["state"] == "frozen"}
+        for key in thawing - freezing.keys():
+            last = self._thawed_at.get(key)
+            if last is not None and now.mono - last < cfg.thaw_every:
+                continue
+            pid = min((p for p, f in self.frozen.items() if (f["rule"], f["domain"]) == key
+                       and f["state"] == "frozen"), key=lambda p: self.frozen[p]["at"])
+            self._thawed_at[key] = now.mono
+            wanted.append(self._thaw(pid, now, "room again"))
+        for pid, f in list(self.frozen.items()):
+            if f["state"] == "frozen" and now.mono - f["at"] >= cfg.max_freeze:
+                wanted.append(self._thaw(pid, now, "max_freeze"))
+                if len(self._froze_too_long) < PROCESS_TABLE_SIZE:
+                    self._froze_too_long.add(pid)
+        return wanted
+
+    def _pick_to_freeze(self, rule, spec, domain: str, job_id: str | None):
+        """(job, pid): the newest or largest process of the target jobs in
+        *domain* that holds memory (FREEZE_MIN_RSS) and is not a job's
+        leader, provided another such process stays running; else None."""
+        in_domain = self._jobs_in(domain)
+        selected = [j for j in in_domain if rule.job_glob is None or fnmatch.fnmatchcase(j.name, rule.job_glob)]
+        if spec.target == "all_jobs":
+            jobs = in_domain
+        elif spec.target == "largest_job":
+            jobs = [max(selected, key=self._job_rss)] if selected else []
+        else:
+            jobs = [j for j in selected if job_id is None or j.id == job_id]
+        running = [(job, pid, p) for job in jobs for pid in job.members
+                   if pid != job.leader and pid not in self.frozen and pid not in self._froze_too_long
+                   and (p := self.process_table.get(pid)) is not None and p.domain == domain
+                   and p.rss >= FREEZE_MIN_RSS]
+        if len(running) < 2:
+            return None
+        if spec.pick == "largest":
+            job, pid, _ = max(running, key=lambda r: r[2].rss)
+        else:
+            job, pid, _ = max(running, key=lambda r: (r[2].start_time or 0.0, r[1]))
+        return job, pid
+
+    def _thaw(self, pid: int, now: Instant, why: str) -> ActionWanted:
+        f = self.frozen[pid]
+        f["state"] = "thawing"
+        job = self.jobs.jobs.get(f["job"])
+        self._action_seq += 1
+        action = ActionWanted(self._action_seq, "thaw", f["rule"], None, f["domain"], f["job"],
+                              job.uid if job else None, ((pid, f["start"]),), None, False, now.mono,
+                              context={"why": why, "frozen_seconds": round(now.mono - f["at"], 3)})
+        self._pending_actions[action.id] = action
+        return action
+
+    def _action(self, kind: str, rule: str, severity: str, domain: str, job, targets, now: Instant,
+                dry_run: bool) -> ActionWanted:
+        state = self.domains.get(domain)
+        p = state.prediction if state else None
+        self._action_seq += 1
+        action = ActionWanted(self._action_seq, kind, rule, severity, domain, job.id, job.uid, targets, None,
+                              self.config.actions.dry_run or dry_run, now.mono,
+                              context={"tto_seconds": p.tto if p else None,
+                                       "usage_ratio": state.sample.usage_ratio if state and state.sample else None})
+        self._pending_actions[action.id] = action
+        return action
 
     def _jobs_by_domain(self) -> dict[str, list]:
         """The registered jobs with processes in each domain."""
@@ -554,6 +669,8 @@ class Engine:
             event = "critical" if SEVERITIES.index(rule.levels[li].severity) >= SEVERITIES.index("critical") \
                 else "warning"
             for ai, spec in enumerate(rule.levels[li].actions):
+                if spec.kind == "freeze":
+                    continue                    # not once per firing: _freeze_and_thaw, every tick
                 if spec.target == "domain":     # a hook for the domain itself, as root (a trusted file's)
                     self._emit(wanted, (None, tr.rule, tr.domain, f"rule-{li}-{ai}"), kind="hook", rule=tr.rule,
                                severity=tr.severity, domain=tr.domain, job=None, uid=0, targets=(),
@@ -622,6 +739,12 @@ class Engine:
         action = self._pending_actions.pop(done.id, None)
         if action is None:
             return []
+        if action.kind in ("freeze", "thaw"):
+            pid = action.targets[0][0]
+            if action.kind == "freeze" and done.result == "sent" and pid in self.frozen:
+                self.frozen[pid]["state"] = "frozen"
+            else:
+                self.frozen.pop(pid, None)     # thawed, or never frozen (gone, reused, failed, dry run)
         key = (action.rule, action.kind, done.result)
         self.counters.actions[key] = self.counters.actions.get(key, 0) + 1
         record = {"at": action.at, "kind": action.kind, "rule": action.rule, "severity": action.severity,

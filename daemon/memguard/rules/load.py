@@ -60,15 +60,18 @@ class RuleError(ValueError):
         super().__init__(f"{where}: {field}: {message}")
 
 
-ACTION_KINDS = ("signal", "hook", "notify")
+ACTION_KINDS = ("signal", "hook", "notify", "freeze")
+FREEZE_PICKS = ("newest", "largest")
 ACTION_TARGETS = ("job", "largest_job", "all_jobs", "domain")
 
 
 @dataclass(frozen=True)
 class ActionSpec:
     """One action of a level: ``signal`` (to the target jobs' leaders, or
-    ``to: all`` their every process), ``hook`` (a command), or ``notify``
-    (the jobs that listen through memguard.client).  ``target``: ``job``
+    ``to: all`` their every process), ``hook`` (a command), ``notify``
+    (the jobs that listen through memguard.client), or ``freeze`` (the
+    newest or largest of their processes, one at a time: see
+    Engine._freeze_and_thaw).  ``target``: ``job``
     (each job in the domain that ``match.job`` selects), ``largest_job`` (the
     largest of those by RSS), ``all_jobs`` (every job in the domain) or
     ``domain`` (a hook for the domain itself, jobs or none: once per firing,
@@ -82,6 +85,7 @@ class ActionSpec:
     to: str = "leader"
     command: str | None = None
     as_root: bool = False
+    pick: str | None = None      # freeze: which process of the job, "newest" or "largest"
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,7 @@ def _actions(node, source: str, field: str, trusted: bool) -> tuple[ActionSpec, 
     """A level's ``actions:`` list, each item checked where it stands."""
     if not isinstance(node, yaml.SequenceNode):
         raise RuleError(source, _line(node), field, "expected a list of actions (- signal: USR1, - hook: CMD, "
-                                                    "- notify: true)")
+                                                    "- notify: true, - freeze: newest)")
     out = []
     for k, item in enumerate(node.value):
         af = f"{field}[{k}]"
@@ -191,6 +195,11 @@ def _actions(node, source: str, field: str, trusted: bool) -> tuple[ActionSpec, 
                                 "root and writable by no one else")
             out.append(ActionSpec("hook", target, command=_scalar(vnode, source, f"{af}.hook", "a command"),
                                   as_root=trusted))
+        elif kind == "freeze":
+            pick = _scalar(vnode, source, f"{af}.freeze", "newest or largest")
+            if pick not in FREEZE_PICKS:
+                raise RuleError(source, _line(vnode), f"{af}.freeze", f"expected newest or largest, got {pick!r}")
+            out.append(ActionSpec("freeze", target, pick=pick))
         else:
             if _scalar(vnode, source, f"{af}.notify", "true") not in ("true", "yes", "on"):
                 raise RuleError(source, _line(vnode), f"{af}.notify", "expected true")

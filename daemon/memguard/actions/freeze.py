@@ -1,0 +1,183 @@
+"""Freezing a job's processes so the others finish, and never leaving one
+frozen (issue 19).
+
+A frozen process frees nothing: it stops growing, so the processes beside
+it can finish and release what they hold, and it goes on where it stopped
+once there is room.  It can still be OOM-killed while frozen (the kernel
+picks by memory, frozen or not).  memguard freezes with SIGSTOP through a
+pidfd after checking the process's start time (a reused pid is never
+stopped) and thaws with SIGCONT the same way.  (The cgroup freezer would
+stop a whole cgroup at once: a build's compilers share one, and the point
+is to stop some of them, so it is not used.)
+
+Every frozen process is written to ``<state_dir>/frozen.json`` *before* it
+is stopped (atomically: a crash leaves the old list or the new one), so a
+daemon that restarts thaws what its predecessor froze.  A daemon that never
+comes back is covered by the guard: a small process in a session of its
+own, started at the first freeze, that thaws everything in the list when
+the daemon's end of a pipe closes (the daemon stopped or died, however), on
+SIGTERM (systemd stopping the unit's processes) and, for each process, once
+its deadline has passed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from ..roots import Roots
+from .act import signal_process
+
+FROZEN_FILE = "frozen.json"
+GUARD_SLACK = 2.0      # seconds past a deadline before the guard thaws a process the daemon has not
+
+
+def boottime() -> float:
+    """Seconds since boot, counting suspend: one clock for the daemon, its
+    successor and the guard."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+@dataclass(frozen=True)
+class Frozen:
+    pid: int
+    start: float | None      # the process's start time (seconds since boot), as /proc/PID/stat says
+    job: str | None
+    domain: str
+    rule: str
+    since: float             # boottime()
+    deadline: float          # boottime() by which it is thawed, whatever happens
+
+
+class FrozenList:
+    """The processes memguard has frozen, as persisted in *path*."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.items: dict[int, Frozen] = {p.pid: p for p in read_frozen(path)}
+
+    def add(self, p: Frozen) -> None:
+        self.items[p.pid] = p
+        self._save()
+
+    def remove(self, pid: int) -> None:
+        if self.items.pop(pid, None) is not None:
+            self._save()
+
+    def _save(self) -> None:
+        tmp = f"{self.path}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump([asdict(p) for p in self.items.values()], f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+def read_frozen(path: str) -> list[Frozen]:
+    """The list in *path*; empty when there is none (or it is unreadable:
+    resuming is always safe, so nothing is lost by starting empty)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [Frozen(**item) for item in json.load(f)]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def freeze(roots: Roots, pid: int, start: float | None) -> str:
+    """SIGSTOP: ``sent``, ``gone``, ``reused`` or ``failed: REASON``."""
+    return signal_process(roots, pid, start, signal.SIGSTOP)
+
+
+def thaw(roots: Roots, pid: int, start: float | None) -> str:
+    """SIGCONT: ``sent``, ``gone``, ``reused`` or ``failed: REASON``."""
+    return signal_process(roots, pid, start, signal.SIGCONT)
+
+
+def thaw_all(roots: Roots, frozen: list[Frozen]) -> list[tuple[Frozen, str]]:
+    """Thaw each of *frozen*: (it, the result)."""
+    return [(p, thaw(roots, p.pid, p.start)) for p in frozen]
+
+
+class Guard:
+    """The guard process, started at the first freeze (see the module's
+    docstring); the daemon holds the write end of its pipe."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.proc: subprocess.Popen | None = None
+        self._write_end: int | None = None
+
+    def ensure(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "memguard.actions.freeze", self.path,
+                                          str(read_end)], pass_fds=(read_end,), start_new_session=True,
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        if self._write_end is not None:
+            os.close(self._write_end)
+        self._write_end = write_end
+
+    def close(self) -> None:
+        """The daemon is stopping and has thawed everything: the guard
+        finds the list empty and exits."""
+        if self._write_end is not None:
+            os.close(self._write_end)
+            self._write_end = None
+        if self.proc is not None:
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def guard(path: str, fd: int, roots: Roots | None = None) -> None:
+    """The guard's loop: thaw everything in *path* when *fd* reaches its
+    end (the daemon is gone) or on SIGTERM; thaw a process whose deadline
+    passed GUARD_SLACK ago.  The daemon alone rewrites the list."""
+    roots = roots or Roots()
+
+    def stop(*_):
+        raise _Stop
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _watch(path, fd, roots)
+    except _Stop:
+        pass
+    thaw_all(roots, read_frozen(path))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _watch(path: str, fd: int, roots: Roots) -> None:
+    while True:
+        frozen = read_frozen(path)
+        now = boottime()
+        late = [p for p in frozen if now >= p.deadline + GUARD_SLACK]
+        thaw_all(roots, late)
+        wake = min((p.deadline + GUARD_SLACK - now for p in frozen if p not in late), default=60.0)
+        ready, _, _ = select.select([fd], [], [], max(0.1, min(wake, 60.0)))
+        if ready and not os.read(fd, 4096):
+            return                    # the daemon's end closed: it stopped or died
+
+
+if __name__ == "__main__":
+    guard(sys.argv[1], int(sys.argv[2]))

@@ -1,0 +1,138 @@
+"""Freezing compilers so the others finish, and never leaving one frozen
+(issue 19): a real memory cgroup, a real job, real SIGSTOP/SIGCONT, a
+daemon SIGKILLed while a process is frozen."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.daemon import Daemon
+from tests.kernel import MIB, Hog, require, wait_until
+
+pytestmark = pytest.mark.root
+
+# Each holder takes 80 MiB and sleeps: two of them fill a 256 MiB cgroup past
+# half, where the rule below freezes the newest (the shell is the job's leader).
+HOLD = "b = bytearray(80 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\nimport time; time.sleep(120)"
+RULES = """\
+rules:
+  - name: build-full
+    match: {job: 'build*'}
+    levels:
+      - severity: warning
+        when: usage_ratio > 0.5
+        actions:
+          - freeze: newest
+"""
+
+
+def config(tmp_path, when: str = "usage_ratio > 0.5") -> str:
+    rules = tmp_path / "freeze.yaml"
+    rules.write_text(RULES.replace("usage_ratio > 0.5", when))
+    return (f"sampling:\n  interval: 250ms\n  processes_interval: 500ms\n  discovery_interval: 250ms\n"
+            f"rules:\n  files: ['{rules}']\nactions:\n  freeze_every: 1s\n  thaw_every: 1s\n")
+
+
+def state(pid: int) -> str:
+    """The process's state letter (T: stopped), or "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+def holders(job: Hog) -> list[int]:
+    with open(f"/proc/{job.pid}/task/{job.pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def frozen_one(job: Hog) -> int:
+    def find():
+        stopped = [p for p in holders(job) if state(p) == "T"]
+        return stopped[0] if stopped else None
+    return wait_until(find, timeout=30, what="a holder to be frozen")
+
+
+def guard_pid(state_dir: str) -> int | None:
+    wanted = os.path.join(state_dir, "frozen.json").encode()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    cmdline = f.read()
+                if wanted in cmdline and b"memguard.actions.freeze" in cmdline:
+                    return int(name)
+            except OSError:
+                pass
+    return None
+
+
+@pytest.fixture
+def build(v1_cgroup):
+    require("root")
+    require("v1_memory")
+    require("proc_connector")
+    group = v1_cgroup(256 * MIB)
+    script = f"{sys.executable} -c '{HOLD}' & {sys.executable} -c '{HOLD}' & wait"
+    started = []
+
+    def start():
+        job = Hog(Path("/usr/bin/env"), ["MEMGUARD_JOB=build", "sh", "-c", script], group)
+        started.append(job)
+        return job
+    yield start
+    for job in started:
+        for pid in holders(job) if job._proc.poll() is None else []:
+            os.kill(pid, signal.SIGCONT)
+        job.close()
+
+
+def test_a_process_frozen_when_the_daemon_is_sigkilled_is_thawed_by_the_guard(tmp_path, build):
+    d = Daemon(str(tmp_path), config=config(tmp_path), probes="  bpf: false\n")
+    try:
+        d.wait_for_probes({"procevents"})
+        job = build()
+        pid = frozen_one(job)
+        assert max(holders(job)) == pid, "the newest holder"
+        assert [p for p in holders(job) if state(p) == "T"] == [pid], "the other one runs on"
+    finally:
+        d.stop(signal.SIGKILL)
+    wait_until(lambda: state(pid) not in ("T", ""), timeout=10, what="the guard to thaw it")
+
+
+def test_a_restarted_daemon_thaws_what_its_predecessor_froze(tmp_path, build):
+    d = Daemon(str(tmp_path), config=config(tmp_path), probes="  bpf: false\n")
+    try:
+        d.wait_for_probes({"procevents"})
+        job = build()
+        pid = frozen_one(job)
+        guard = wait_until(lambda: guard_pid(d.state_dir), timeout=5, what="the guard")
+        os.kill(guard, signal.SIGKILL)           # no guard, then no daemon: nothing thaws it...
+    finally:
+        d.stop(signal.SIGKILL)
+    assert state(pid) == "T"
+    again = Daemon(str(tmp_path), config=config(tmp_path, when="usage_ratio > 2"),
+                   probes="  bpf: false\n")
+    try:
+        wait_until(lambda: state(pid) not in ("T", ""), timeout=10, what="the new daemon to thaw it")
+        assert "left frozen by a previous run" in again.log()
+    finally:
+        assert again.stop() == 0, again.log()
+
+
+def test_a_clean_stop_thaws_everything(tmp_path, build):
+    d = Daemon(str(tmp_path), config=config(tmp_path), probes="  bpf: false\n")
+    try:
+        d.wait_for_probes({"procevents"})
+        job = build()
+        pid = frozen_one(job)
+    finally:
+        assert d.stop() == 0, d.log()
+    assert state(pid) not in ("T", "")
+    assert guard_pid(d.state_dir) is None, "the guard ended with the daemon"
