@@ -225,10 +225,9 @@ class Daemon:
     def _thaw_all(self, why: str) -> None:
         """Thaw every process in the frozen list (a predecessor's, at start;
         ours, at stop) and empty it."""
-        items = list(self.frozen.items.values())
-        for item, result in thaw_all(self.roots, items):
+        for item, result in thaw_all(self.roots, list(self.frozen.items.values())):
             self.log.info("thawed", pid=item.pid, job=item.job, domain=item.domain, why=why, result=result)
-            self.frozen.remove(item.pid)
+        self.frozen.clear()
 
     def _notify(self, action: ActionWanted) -> None:
         """Push a notification to the job's connection (memguard.client), on the loop."""

@@ -73,6 +73,17 @@ def guard_pid(state_dir: str) -> int | None:
     return None
 
 
+def started(tmp_path, when: str = "usage_ratio > 0.5") -> Daemon:
+    """A daemon with the freezing rule (on *when*), its proc connector up."""
+    d = Daemon(str(tmp_path), config=config(tmp_path, when), probes="  bpf: false\n")
+    try:
+        d.wait_for_probes({"procevents"})
+    except BaseException:
+        d.stop()
+        raise
+    return d
+
+
 @pytest.fixture
 def build(v1_cgroup):
     require("root")
@@ -88,15 +99,14 @@ def build(v1_cgroup):
         return job
     yield start
     for job in started:
-        for pid in holders(job) if job._proc.poll() is None else []:
+        for pid in holders(job) if job.returncode is None else []:
             os.kill(pid, signal.SIGCONT)
         job.close()
 
 
 def test_a_process_frozen_when_the_daemon_is_sigkilled_is_thawed_by_the_guard(tmp_path, build):
-    d = Daemon(str(tmp_path), config=config(tmp_path), probes="  bpf: false\n")
+    d = started(tmp_path)
     try:
-        d.wait_for_probes({"procevents"})
         job = build()
         pid = frozen_one(job)
         assert max(holders(job)) == pid, "the newest holder"
@@ -107,9 +117,8 @@ def test_a_process_frozen_when_the_daemon_is_sigkilled_is_thawed_by_the_guard(tm
 
 
 def test_a_restarted_daemon_thaws_what_its_predecessor_froze(tmp_path, build):
-    d = Daemon(str(tmp_path), config=config(tmp_path), probes="  bpf: false\n")
+    d = started(tmp_path)
     try:
-        d.wait_for_probes({"procevents"})
         job = build()
         pid = frozen_one(job)
         guard = wait_until(lambda: guard_pid(d.state_dir), timeout=5, what="the guard")
@@ -117,8 +126,7 @@ def test_a_restarted_daemon_thaws_what_its_predecessor_froze(tmp_path, build):
     finally:
         d.stop(signal.SIGKILL)
     assert state(pid) == "T"
-    again = Daemon(str(tmp_path), config=config(tmp_path, when="usage_ratio > 2"),
-                   probes="  bpf: false\n")
+    again = started(tmp_path, when="usage_ratio > 2")
     try:
         wait_until(lambda: state(pid) not in ("T", ""), timeout=10, what="the new daemon to thaw it")
         assert "left frozen by a previous run" in again.log()
@@ -127,9 +135,8 @@ def test_a_restarted_daemon_thaws_what_its_predecessor_froze(tmp_path, build):
 
 
 def test_a_clean_stop_thaws_everything(tmp_path, build):
-    d = Daemon(str(tmp_path), config=config(tmp_path), probes="  bpf: false\n")
+    d = started(tmp_path)
     try:
-        d.wait_for_probes({"procevents"})
         job = build()
         pid = frozen_one(job)
     finally:

@@ -70,6 +70,11 @@ class FrozenList:
         if self.items.pop(pid, None) is not None:
             self._save()
 
+    def clear(self) -> None:
+        if self.items:
+            self.items.clear()
+            self._save()
+
     def _save(self) -> None:
         tmp = f"{self.path}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

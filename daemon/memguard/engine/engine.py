@@ -441,7 +441,7 @@ class Engine:
                                  self._job_env(by_domain[name], now) if name in by_domain else None)
                 for name, s in sorted(self.domains.items()) if s.sample is not None}
         job_envs = {}
-        if by_domain and self._per_job_rules:
+        if by_domain and self.rules.per_job:
             for domain, jobs in by_domain.items():
                 if domain in envs:
                     for job in jobs:
@@ -471,12 +471,8 @@ class Engine:
             fx.actions += self._plan_actions(transitions, now)
             fx.incidents += self._near_misses
             self._near_misses = []
-        if self.frozen or self._freezing_rules:
+        if self.frozen or self.rules.freezing:
             fx.actions += self._freeze_and_thaw(now)
-
-    @property
-    def _freezing_rules(self) -> bool:
-        return any(a.kind == "freeze" for r in self.rules.rules for lv in r.levels for a in lv.actions)
 
     def _freeze_and_thaw(self, now: Instant) -> list[ActionWanted]:
         """While a rule stands at a level with a ``freeze`` action in a
@@ -510,8 +506,13 @@ class Engine:
             start = job.members.get(pid)
             self.frozen[pid] = {"rule": name, "domain": domain, "job": job.id, "start": start, "at": now.mono,
                                 "state": "freezing"}
-            wanted.append(self._action("freeze", name, severity, domain, job, ((pid, start),), now,
-                                       rule.dry_run))
+            state = self.domains.get(domain)
+            p = state.prediction if state else None
+            wanted.append(self._new_action(
+                kind="freeze", rule=name, severity=severity, domain=domain, job=job.id, uid=job.uid,
+                targets=((pid, start),), dry_run=self.config.actions.dry_run or rule.dry_run, at=now.mono,
+                context={"tto_seconds": p.tto if p else None,
+                         "usage_ratio": state.sample.usage_ratio if state and state.sample else None}))
         thawing = {(f["rule"], f["domain"]) for f in self.frozen.values() if f["state"] == "frozen"}
         for key in thawing - freezing.keys():
             last = self._thawed_at.get(key)
@@ -532,15 +533,7 @@ class Engine:
         """(job, pid): the newest or largest process of the target jobs in
         *domain* that holds memory (FREEZE_MIN_RSS) and is not a job's
         leader, provided another such process stays running; else None."""
-        in_domain = self._jobs_in(domain)
-        selected = [j for j in in_domain if rule.job_glob is None or fnmatch.fnmatchcase(j.name, rule.job_glob)]
-        if spec.target == "all_jobs":
-            jobs = in_domain
-        elif spec.target == "largest_job":
-            jobs = [max(selected, key=self._job_rss)] if selected else []
-        else:
-            jobs = [j for j in selected if job_id is None or j.id == job_id]
-        running = [(job, pid, p) for job in jobs for pid in job.members
+        running = [(job, pid, p) for job in self._target_jobs(rule, spec, domain, job_id) for pid in job.members
                    if pid != job.leader and pid not in self.frozen and pid not in self._froze_too_long
                    and (p := self.process_table.get(pid)) is not None and p.domain == domain
                    and p.rss >= FREEZE_MIN_RSS]
@@ -556,24 +549,9 @@ class Engine:
         f = self.frozen[pid]
         f["state"] = "thawing"
         job = self.jobs.jobs.get(f["job"])
-        self._action_seq += 1
-        action = ActionWanted(self._action_seq, "thaw", f["rule"], None, f["domain"], f["job"],
-                              job.uid if job else None, ((pid, f["start"]),), None, False, now.mono,
-                              context={"why": why, "frozen_seconds": round(now.mono - f["at"], 3)})
-        self._pending_actions[action.id] = action
-        return action
-
-    def _action(self, kind: str, rule: str, severity: str, domain: str, job, targets, now: Instant,
-                dry_run: bool) -> ActionWanted:
-        state = self.domains.get(domain)
-        p = state.prediction if state else None
-        self._action_seq += 1
-        action = ActionWanted(self._action_seq, kind, rule, severity, domain, job.id, job.uid, targets, None,
-                              self.config.actions.dry_run or dry_run, now.mono,
-                              context={"tto_seconds": p.tto if p else None,
-                                       "usage_ratio": state.sample.usage_ratio if state and state.sample else None})
-        self._pending_actions[action.id] = action
-        return action
+        return self._new_action(kind="thaw", rule=f["rule"], severity=None, domain=f["domain"], job=f["job"],
+                                uid=job.uid if job else None, targets=((pid, f["start"]),), dry_run=False,
+                                at=now.mono, context={"why": why, "frozen_seconds": round(now.mono - f["at"], 3)})
 
     def _jobs_by_domain(self) -> dict[str, list]:
         """The registered jobs with processes in each domain."""
@@ -594,10 +572,6 @@ class Engine:
         return {"name": one.name, "id": one.id, "rss": self._job_rss(one), "growth": one.growth(now.mono),
                 "registered_for": now.mono - one.registered, "count": len(jobs),
                 "names": (one.name,) if job is not None else tuple(sorted({j.name for j in jobs}))}
-
-    @property
-    def _per_job_rules(self) -> bool:
-        return any(r.per_job for r in self.rules.rules)
 
     def _jobs_in(self, domain: str, only: str | None = None) -> list:
         """The jobs with a process in *domain* (just the job *only*, when a
@@ -648,11 +622,15 @@ class Engine:
         if key in self._acted:
             return
         self._acted.add(key)
+        wanted.append(self._new_action(**fields))
+
+    def _new_action(self, **fields) -> ActionWanted:
+        """An ActionWanted with the next id, awaited until its ActionDone."""
         self._action_seq += 1
         fields.setdefault("signal", None)
         action = ActionWanted(self._action_seq, timeout=self.config.actions.hook_timeout, **fields)
         self._pending_actions[action.id] = action
-        wanted.append(action)
+        return action
 
     def _rule_actions(self, tr, now: Instant, context: dict) -> list[ActionWanted]:
         """The actions a rule's levels name, up to the level reached (a climb
@@ -662,8 +640,6 @@ class Engine:
         if rule is None:
             return []
         reached = next((i for i, lv in enumerate(rule.levels) if lv.severity == tr.severity), -1)
-        in_domain = self._jobs_in(tr.domain)
-        selected = [j for j in in_domain if rule.job_glob is None or fnmatch.fnmatchcase(j.name, rule.job_glob)]
         wanted = []
         for li in range(reached + 1):
             event = "critical" if SEVERITIES.index(rule.levels[li].severity) >= SEVERITIES.index("critical") \
@@ -677,13 +653,7 @@ class Engine:
                                dry_run=self.config.actions.dry_run or rule.dry_run, at=now.mono,
                                context=context, command=spec.command)
                     continue
-                if spec.target == "all_jobs":
-                    jobs = in_domain
-                elif spec.target == "largest_job":
-                    jobs = [max(selected, key=self._job_rss)] if selected else []
-                else:       # "job": the pair's own, for a per-job rule
-                    jobs = [j for j in selected if tr.job is None or j.id == tr.job]
-                for job in jobs:
+                for job in self._target_jobs(rule, spec, tr.domain, tr.job):
                     if spec.kind == "notify" and job.channel is None:
                         continue
                     self._emit(wanted, (job.id, tr.rule, tr.domain, f"rule-{li}-{ai}"), kind=spec.kind,
@@ -694,6 +664,18 @@ class Engine:
                                at=now.mono, context=context, command=spec.command, channel=job.channel,
                                event=event if spec.kind == "notify" else None)
         return wanted
+
+    def _target_jobs(self, rule, spec, domain: str, job_id: str | None) -> list:
+        """The jobs in *domain* an action of *rule* names: ``all_jobs``, the
+        ``largest_job`` of those ``match.job`` selects, or (``job``) each of
+        those, just the pair's *job_id* for a rule about jobs."""
+        in_domain = self._jobs_in(domain)
+        if spec.target == "all_jobs":
+            return in_domain
+        selected = [j for j in in_domain if rule.job_glob is None or fnmatch.fnmatchcase(j.name, rule.job_glob)]
+        if spec.target == "largest_job":
+            return [max(selected, key=self._job_rss)] if selected else []
+        return [j for j in selected if job_id is None or j.id == job_id]
 
     def _pids(self, job, target: str) -> tuple[tuple[int, float | None], ...]:
         """(pid, start time) of the members a signal goes to."""

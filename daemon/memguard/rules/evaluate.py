@@ -95,6 +95,7 @@ class RuleEngine:
 
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = list(rules)
+        self._note_kinds()
         self.state: dict[str, dict[str, PairState]] = {}     # rule -> domain -> state
         self.suppressed = 0
         self.evaluations = 0
@@ -110,7 +111,13 @@ class RuleEngine:
         self.state = {k: v for k, v in self.state.items() if k in same}
         self._asleep = {k: v for k, v in self._asleep.items() if k in same}
         self.rules = list(rules)
+        self._note_kinds()
         self._domains = None
+
+    def _note_kinds(self) -> None:
+        """What the rules in force need of the engine each tick, known once per load."""
+        self.per_job = any(r.per_job for r in self.rules)          # (domain, job) variables
+        self.freezing = any(a.kind == "freeze" for r in self.rules for lv in r.levels for a in lv.actions)
 
     def _retarget(self, envs: dict[str, dict]) -> None:
         domains = tuple((d, e.get("kind", "")) for d, e in envs.items())

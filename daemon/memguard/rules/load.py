@@ -29,6 +29,7 @@ check``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass
 
@@ -112,7 +113,7 @@ class Rule:
     job_glob: str | None = None      # match.job: the jobs its job-targeted actions act on
     dry_run: bool = False            # decide, log and count its actions, carry out none
 
-    @property
+    @functools.cached_property
     def per_job(self) -> bool:
         """Whether the rule is about jobs (``match.job``, or a condition
         reading ``job.*``): it is then evaluated, and fires, for each
