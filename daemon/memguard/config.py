@@ -107,6 +107,7 @@ class ActionsConfig:
     freeze_every: float = _duration(default=5.0)    # while a freeze level holds, one more process this often
     thaw_every: float = _duration(default=5.0)      # once it no longer holds, one process thawed this often
     max_freeze: float = _duration(default=600.0)    # no process stays frozen longer, whatever the rules say
+    kill_every: float = _duration(default=10.0)     # while a kill level stands, another kill this long after one
 
 
 @dataclass(frozen=True)

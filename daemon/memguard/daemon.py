@@ -88,6 +88,8 @@ class Daemon:
         self._actuator = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-act")
         # Freezing and thawing never wait behind a hook: a thread of their own.
         self._freezer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-freeze")
+        # Nor does a last-resort kill, whose grace period would hold back thaws.
+        self._killer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-kill")
         self.frozen = FrozenList(os.path.join(self.state_dir, FROZEN_FILE))
         self.guard = Guard(self.frozen.path)
         self.audit_path = os.path.join(self.state_dir, "actions.log")
@@ -198,6 +200,8 @@ class Daemon:
             loop = asyncio.get_running_loop()
             if action.kind in ("freeze", "thaw"):
                 future = self._freezer.submit(self._freeze_or_thaw, action)
+            elif action.kind == "kill":
+                future = self._killer.submit(carry_out, self.roots, action, self.clock.now().mono)
             else:
                 future = self._actuator.submit(carry_out, self.roots, action, self.clock.now().mono)
             future.add_done_callback(lambda f, a=action: self._action_finished(f, a, loop))
@@ -398,6 +402,7 @@ class Daemon:
             self.slow.shutdown()
             self._lookups.shutdown(wait=False, cancel_futures=True)
             self._actuator.shutdown(wait=False, cancel_futures=True)
+            self._killer.shutdown(wait=False, cancel_futures=True)
             self._freezer.shutdown(wait=True, cancel_futures=True)
             self._thaw_all("memguardd stopping")
             self.guard.close()

@@ -394,7 +394,13 @@ def test_actions_are_typed_at_load():
 
 
 @pytest.mark.parametrize("action, line, field, message", [
-    ("- kill: now", 5, "rules[0].actions[0]", "an action is one of signal, hook, notify, freeze: give exactly one (got none)"),
+    ("- destroy: now", 5, "rules[0].actions[0]",
+     "an action is one of signal, hook, notify, freeze, kill, oom_score_adj: give exactly one (got none)"),
+    ("- kill: now", 5, "rules[0].actions[0].kill", "expected newest or largest, got 'now'"),
+    ("- {kill: largest, target: job}", 5, "rules[0].actions[0].target", "unknown key"),
+    ("- {kill: largest, prefer: {comm: cc1}}", 5, "rules[0].actions[0].prefer.comm", "unknown key"),
+    ("- {kill: largest, grace: 5m}", 5, "rules[0].actions[0].grace", "at most 60s"),
+    ("- oom_score_adj: 2000", 5, "rules[0].actions[0].oom_score_adj", "expected a number from -1000 to 1000"),
     ("- {signal: USR1, hook: x}", 5, "rules[0].actions[0]", "give exactly one (got signal, hook)"),
     ("- signal: USR9", 5, "rules[0].actions[0].signal", "'USR9' is not a signal"),
     ("- {signal: USR1, target: everyone}", 5, "rules[0].actions[0].target", "expected one of job, largest_job"),

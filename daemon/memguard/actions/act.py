@@ -27,6 +27,7 @@ import time
 
 from ..roots import Roots, read_text
 from ..sources.processes import parse_stat
+from .kill import kill_one
 from .plan import ActionDone, ActionWanted
 
 
@@ -53,6 +54,38 @@ def signal_process(roots: Roots, pid: int, start: float | None, sig: int) -> str
         except OSError as e:
             return f"failed: {e.strerror}"
         return "sent"
+    finally:
+        os.close(fd)
+
+
+def set_oom_score_adj(roots: Roots, pid: int, start: float | None, value: int) -> str:
+    """``set``, ``gone``, ``reused``, ``refused`` (lowering a process's value
+    below what it was given needs CAP_SYS_RESOURCE, which root lacks in many
+    containers) or ``failed: REASON``.  The pidfd is held while the start
+    time is checked and the value written, so the pid cannot change hands."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return "gone"
+    except OSError as e:
+        return f"failed: {e.strerror}"
+    try:
+        try:
+            now_start = parse_stat(read_text(roots.proc_path(str(pid), "stat")))[2]
+        except (OSError, ValueError, IndexError):
+            return "gone"
+        if start is not None and abs(now_start - start) > 0.02:
+            return "reused"
+        try:
+            with open(roots.proc_path(str(pid), "oom_score_adj"), "w") as f:
+                f.write(str(value))
+        except FileNotFoundError:
+            return "gone"
+        except PermissionError:
+            return "refused"
+        except OSError as e:
+            return f"failed: {e.strerror}"
+        return "set"
     finally:
         os.close(fd)
 
@@ -136,15 +169,27 @@ def _communicate(proc: subprocess.Popen, payload: bytes, timeout: float) -> tupl
 
 
 def carry_out(roots: Roots, action: ActionWanted, now: float) -> ActionDone:
-    """Do *action* (or, dry, only say what would be done)."""
+    """Do *action* (or, dry, only say what would be done: a dry kill still
+    chooses its victim)."""
+    if action.kind == "kill":
+        result, details = kill_one(roots, action.choice, os.getpid(), dry_run=action.dry_run)
+        return ActionDone(action.id, result, details, now)
     if action.dry_run:
         return ActionDone(action.id, "dry_run", tuple({"pid": p, "result": "dry_run"} for p, _ in action.targets),
                           now)
     if action.kind == "hook":
         result, detail = run_hook(action)
         return ActionDone(action.id, result, (detail,), now)
-    details = tuple({"pid": pid, "result": signal_process(roots, pid, start, action.signal)}
-                    for pid, start in action.targets)
+    if action.kind == "oom_score_adj":
+        details = tuple({"pid": pid, "result": set_oom_score_adj(roots, pid, start, action.choice["value"])}
+                        for pid, start in action.targets)
+        done = [d for d in details if d["result"] == "set"]
+        if "refused" in {d["result"] for d in details} and not done:
+            return ActionDone(action.id, "refused", details, now)
+        details = tuple({**d, "result": "sent" if d["result"] == "set" else d["result"]} for d in details)
+    else:
+        details = tuple({"pid": pid, "result": signal_process(roots, pid, start, action.signal)}
+                        for pid, start in action.targets)
     results = {d["result"] for d in details}
     if results == {"sent"}:
         result = "sent"

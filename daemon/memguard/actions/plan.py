@@ -20,7 +20,8 @@ SEVERITY_SIGNAL = {"warning": ("warning",), "critical": ("warning", "critical"),
 @dataclass(frozen=True)
 class ActionWanted:
     id: int
-    kind: str                                   # "signal", "hook", "notify", "freeze", "thaw"
+    kind: str                                   # "signal", "hook", "notify", "freeze", "thaw", "kill",
+                                                # "oom_score_adj"
     rule: str
     severity: str | None                        # None: a thaw (the rule no longer stands at a freezing level)
     domain: str
@@ -35,12 +36,18 @@ class ActionWanted:
     timeout: float = 30.0                       # a hook's time to finish
     channel: int | None = None                  # where a notification goes
     event: str | None = None                    # a notification's: "warning" or "critical"
+    choice: dict | None = None                  # a kill's: cgroup, pick, prefer, avoid, grace (actions/kill.py);
+                                                # an oom_score_adj's: value
 
 
 @dataclass(frozen=True)
 class ActionDone:
     """The result of an ActionWanted: ``sent`` (every target), ``partial``,
-    ``gone`` (no target was still there), ``failed``, ``dry_run``."""
+    ``gone`` (no target was still there), ``failed``, ``dry_run``; a hook's
+    ``ok`` or ``timed_out``; a kill's ``terminated`` (on SIGTERM),
+    ``killed`` (SIGKILL after the grace period) or ``no_victim``; an
+    oom_score_adj's ``refused`` (by every target: lowering needs
+    CAP_SYS_RESOURCE)."""
 
     id: int
     result: str

@@ -61,6 +61,11 @@ def _action_line(a: dict) -> str:
     """One action memguard took, seconds from the first warning or the kill."""
     if a.get("kind") == "signal":
         what = f"signal {_signal_name(a.get('signal'))} to job {a.get('job')}"
+    elif a.get("kind") == "kill":
+        victim = (a.get("targets") or [{}])[0]
+        what = f"kill of {victim.get('comm') or '?'} (pid {victim.get('pid')}), memguard choosing"
+    elif a.get("kind") == "oom_score_adj":
+        what = f"oom_score_adj raised for job {a.get('job')}"
     else:
         what = f"{a.get('kind')} for job {a.get('job')}" if a.get("job") else f"{a.get('kind')} for the domain"
     return f"  {a.get('t'):+.1f} s: {what} ({a.get('rule')}, {a.get('severity')}): {a.get('result')}"
@@ -76,6 +81,25 @@ def render_incident(doc: dict) -> str:
                     f"peak usage {100 * (doc.get('peak_usage_ratio') or 0):.0f}% of the limit.", "",
                 "What memguard did:"]
         out += [_action_line(a) for a in doc.get("actions", ())]
+        return "\n".join(out) + "\n"
+    if doc.get("kind") == "memguard_kill":
+        v = (doc.get("victims") or [{}])[0]
+        out += ["", f"Rule {doc.get('rule')} stood at {doc.get('severity')} on {doc.get('domain')}; memguard "
+                    f"chose pid {v.get('pid')} {one_line(v.get('comm') or '?')} (uid {v.get('uid')}, "
+                    f"RSS {format_bytes(v.get('rss_bytes'))}): {doc.get('why')}."]
+        if v.get("cmdline"):
+            out.append(f"    {one_line(v['cmdline'])}")
+        choice = doc.get("choice") or {}
+        for key in ("prefer", "avoid"):
+            globs = choice.get(key) or {}
+            out.append(f"{key.capitalize()}: " + ("; ".join(f"{k} {', '.join(v)}" for k, v in globs.items())
+                                                   or "nothing"))
+        out += ["", "What it weighed (largest first):"]
+        out += ["  " + line for line in table(
+            ["PID", "COMM", "RSS", "VERDICT"],
+            [[str(c["pid"]), one_line(c["comm"]), format_bytes(c["rss_bytes"]),
+              c["verdict"] + (f" ({c['matched']})" if c.get("matched") else "")]
+             for c in doc.get("candidates", ())], {0, 2})]
         return "\n".join(out) + "\n"
     if doc.get("kind") == "unclean_stop":
         out += ["", doc.get("explanation", ""), "", "Near their limit at the last heartbeat:"]

@@ -24,12 +24,12 @@ from ..model import OomKill, ProcessInfo, Sample, SourceStatus
 from ..sources.base import Reading
 from ..predict.predictor import BURST_WINDOW, HORIZONS, Prediction, predict, width
 from ..rules.evaluate import RuleEngine, domain_env
-from ..rules.load import SEVERITIES
+from ..rules.load import SEVERITIES, STANDING_ACTIONS
 from ..sources.cgroups import Binding
 from .messages import (ChannelClosed, Dropped, JobRegistered, JobUnregistered, LookupWanted, ProbeRun,
                        ProcessesSeen, RulesLoaded, RulesRejected)
 from ..actions.plan import SEVERITY_SIGNAL, ActionDone, ActionWanted, wanted_hook, wanted_signals
-from ..incidents.build import Context, IncidentBuilder, Write, near_miss_document
+from ..incidents.build import Context, IncidentBuilder, Write, kill_document, near_miss_document
 from ..jobs.table import JobTable
 from .recorder import FlightRecorder
 from .snapshot import DomainView, Snapshot
@@ -132,6 +132,9 @@ class Engine:
         self._froze_at: dict[tuple[str, str], float] = {}
         self._thawed_at: dict[tuple[str, str], float] = {}
         self._froze_too_long: set[int] = set()     # thawed at max_freeze: not frozen again
+        # Kills under way and when each (rule, domain) last killed: see _kill_if_due.
+        self._killing: dict[tuple[str, str], int] = {}
+        self._killed_at: dict[tuple[str, str], float] = {}
         # Actions of the last minutes, per domain: what an incident tells of them.
         self.actions_done: dict[str, list[dict]] = {}
         self.rules = RuleEngine([])
@@ -193,7 +196,7 @@ class Engine:
             elif isinstance(event, ChannelClosed):
                 self.jobs.channel_closed(event.channel)
             elif isinstance(event, ActionDone):
-                fx.log += self._action_done(event)
+                fx.log += self._action_done(event, now, fx)
             elif isinstance(event, Dropped):
                 for cause, n in event.counts.items():
                     self.counters.dropped[cause] = self.counters.dropped.get(cause, 0) + n
@@ -375,6 +378,9 @@ class Engine:
             log += self.jobs.alive(reading.pids, reading.pids_at)
         if reading.rss is not None:
             self.jobs.scanned(reading.rss, reading.pids_at)
+            for pid in self.jobs.member_of:      # what freezing picks by: their RSS now, not at exec
+                if (p := self.process_table.get(pid)) is not None and pid in reading.rss:
+                    self.process_table[pid] = replace(p, rss=reading.rss[pid])
         if reading.processes is not None:
             self.processes = tuple(self._attribute(p) for p in reading.processes)
             self._remember_all(list(self.processes), at_exec=False)
@@ -471,10 +477,59 @@ class Engine:
             fx.actions += self._plan_actions(transitions, now)
             fx.incidents += self._near_misses
             self._near_misses = []
-        if self.frozen or self.rules.freezing:
-            fx.actions += self._freeze_and_thaw(now)
+        if self.frozen or self._killing or self.rules.standing:
+            fx.actions += self._standing_actions(now)
 
-    def _freeze_and_thaw(self, now: Instant) -> list[ActionWanted]:
+    def _standing_actions(self, now: Instant) -> list[ActionWanted]:
+        """The actions done while a rule stands at a level that names them
+        (up to the level reached), not once per firing: ``freeze``
+        (_freeze_and_thaw) and ``kill`` (_kill_if_due)."""
+        rules = {r.name: r for r in self.rules.rules}
+        freezing: dict[tuple[str, str], tuple] = {}
+        killing: dict[tuple[str, str], tuple] = {}
+        for name, domain, severity, _, job_id in self.rules.firing():
+            rule = rules[name]
+            reached = next(i for i, lv in enumerate(rule.levels) if lv.severity == severity)
+            for kind, standing in (("freeze", freezing), ("kill", killing)):
+                specs = [a for lv in rule.levels[:reached + 1] for a in lv.actions if a.kind == kind]
+                if specs:
+                    standing[(name, domain)] = (rule, specs[-1], severity, job_id)
+        return self._freeze_and_thaw(freezing, now) + self._kill_if_due(killing, now)
+
+    def _context_of(self, domain: str) -> dict:
+        """The prediction an action was taken on, as its record keeps it."""
+        state = self.domains.get(domain)
+        p = state.prediction if state else None
+        return {"tto_seconds": p.tto if p else None, "confidence": p.confidence if p else None,
+                "rate_bytes_per_second": p.rate if p else None,
+                "usage_ratio": state.sample.usage_ratio if state and state.sample else None}
+
+    def _kill_if_due(self, killing: dict, now: Instant) -> list[ActionWanted]:
+        """A kill, memguard choosing the victim (actions/kill.py), when a
+        rule reaches a level with one; again every ``kill_every`` after the
+        last one ended while the level still stands, never two at once."""
+        for key in [k for k in self._killed_at if k not in killing]:
+            del self._killed_at[key]
+        wanted = []
+        for (name, domain), (rule, spec, severity, _) in killing.items():
+            last = self._killed_at.get((name, domain))
+            if (name, domain) in self._killing or (
+                    last is not None and now.mono - last < self.config.actions.kill_every):
+                continue
+            state = self.domains.get(domain)
+            cgroup = domain.removeprefix("cgroup:") if state is not None and state.kind == "cgroup" else None
+            action = self._new_action(
+                kind="kill", rule=name, severity=severity, domain=domain, job=None, uid=0, targets=(),
+                signal=spec.signal, dry_run=self.config.actions.dry_run or rule.dry_run, at=now.mono,
+                context=self._context_of(domain),
+                choice={"cgroup": cgroup, "pick": spec.pick, "prefer": spec.prefer.to_json(),
+                        "avoid": spec.avoid.to_json(), "grace": spec.grace})
+            self._killing[(name, domain)] = action.id
+            self._killed_at[(name, domain)] = now.mono
+            wanted.append(action)
+        return wanted
+
+    def _freeze_and_thaw(self, freezing: dict, now: Instant) -> list[ActionWanted]:
         """While a rule stands at a level with a ``freeze`` action in a
         domain, freeze one more process of its target jobs every
         ``freeze_every`` (never the last one still running, never a job's
@@ -484,14 +539,6 @@ class Engine:
         (the ladder's next level must act instead)."""
         cfg = self.config.actions
         wanted: list[ActionWanted] = []
-        rules = {r.name: r for r in self.rules.rules}
-        freezing: dict[tuple[str, str], tuple] = {}
-        for name, domain, severity, _, job_id in self.rules.firing():
-            rule = rules[name]
-            reached = next(i for i, lv in enumerate(rule.levels) if lv.severity == severity)
-            specs = [a for lv in rule.levels[:reached + 1] for a in lv.actions if a.kind == "freeze"]
-            if specs:
-                freezing[(name, domain)] = (rule, specs[-1], severity, job_id)
         for key in [k for k in self._froze_at if k not in freezing]:
             del self._froze_at[key]
         for (name, domain), (rule, spec, severity, job_id) in freezing.items():
@@ -506,13 +553,10 @@ class Engine:
             start = job.members.get(pid)
             self.frozen[pid] = {"rule": name, "domain": domain, "job": job.id, "start": start, "at": now.mono,
                                 "state": "freezing"}
-            state = self.domains.get(domain)
-            p = state.prediction if state else None
             wanted.append(self._new_action(
                 kind="freeze", rule=name, severity=severity, domain=domain, job=job.id, uid=job.uid,
                 targets=((pid, start),), dry_run=self.config.actions.dry_run or rule.dry_run, at=now.mono,
-                context={"tto_seconds": p.tto if p else None,
-                         "usage_ratio": state.sample.usage_ratio if state and state.sample else None}))
+                context=self._context_of(domain)))
         thawing = {(f["rule"], f["domain"]) for f in self.frozen.values() if f["state"] == "frozen"}
         for key in thawing - freezing.keys():
             last = self._thawed_at.get(key)
@@ -596,11 +640,7 @@ class Engine:
                 continue
             if tr.kind not in ("fire", "escalate"):
                 continue
-            state = self.domains.get(tr.domain)
-            p = state.prediction if state else None
-            context = {"tto_seconds": p.tto if p else None, "confidence": p.confidence if p else None,
-                       "rate_bytes_per_second": p.rate if p else None,
-                       "usage_ratio": state.sample.usage_ratio if state and state.sample else None}
+            context = self._context_of(tr.domain)
             for job in self._jobs_in(tr.domain, tr.job):
                 base = dict(rule=tr.rule, severity=tr.severity, domain=tr.domain, job=job.id, uid=job.uid,
                             dry_run=self.config.actions.dry_run, at=now.mono, context=context)
@@ -645,8 +685,8 @@ class Engine:
             event = "critical" if SEVERITIES.index(rule.levels[li].severity) >= SEVERITIES.index("critical") \
                 else "warning"
             for ai, spec in enumerate(rule.levels[li].actions):
-                if spec.kind == "freeze":
-                    continue                    # not once per firing: _freeze_and_thaw, every tick
+                if spec.kind in STANDING_ACTIONS:
+                    continue                    # not once per firing: _standing_actions, every tick
                 if spec.target == "domain":     # a hook for the domain itself, as root (a trusted file's)
                     self._emit(wanted, (None, tr.rule, tr.domain, f"rule-{li}-{ai}"), kind="hook", rule=tr.rule,
                                severity=tr.severity, domain=tr.domain, job=None, uid=0, targets=(),
@@ -656,10 +696,13 @@ class Engine:
                 for job in self._target_jobs(rule, spec, tr.domain, tr.job):
                     if spec.kind == "notify" and job.channel is None:
                         continue
+                    to = "all" if spec.kind == "oom_score_adj" else spec.to
                     self._emit(wanted, (job.id, tr.rule, tr.domain, f"rule-{li}-{ai}"), kind=spec.kind,
                                rule=tr.rule, severity=tr.severity, domain=tr.domain, job=job.id,
                                uid=0 if spec.kind == "hook" and spec.as_root else job.uid,
-                               targets=self._pids(job, spec.to) if spec.kind == "signal" else ((job.leader, None),),
+                               targets=self._pids(job, to) if spec.kind in ("signal", "oom_score_adj")
+                               else ((job.leader, None),),
+                               choice={"value": spec.score} if spec.kind == "oom_score_adj" else None,
                                signal=spec.signal, dry_run=self.config.actions.dry_run or rule.dry_run,
                                at=now.mono, context=context, command=spec.command, channel=job.channel,
                                event=event if spec.kind == "notify" else None)
@@ -717,10 +760,17 @@ class Engine:
         self._near_misses.append(Write(doc["id"], doc))
         self.counters.near_misses += 1
 
-    def _action_done(self, done: ActionDone) -> list:
+    def _action_done(self, done: ActionDone, now: Instant, fx: Effects) -> list:
         action = self._pending_actions.pop(done.id, None)
         if action is None:
             return []
+        if action.kind == "kill":
+            self._killing.pop((action.rule, action.domain), None)
+            if (action.rule, action.domain) in self._killed_at:
+                self._killed_at[(action.rule, action.domain)] = done.at    # kill_every counts from its end
+            if done.result in ("terminated", "killed") or action.dry_run:
+                doc = kill_document(action, done, now.wall - now.mono, self.redact)
+                fx.incidents.append(Write(doc["id"], doc))
         if action.kind in ("freeze", "thaw"):
             pid = action.targets[0][0]
             if action.kind == "freeze" and done.result == "sent" and pid in self.frozen:

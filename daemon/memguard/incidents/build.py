@@ -77,6 +77,38 @@ def near_miss_document(rule: str, domain: str, fired: float, cleared: float, wal
     }
 
 
+def kill_document(action, done, wall_offset: float, redact) -> dict:
+    """memguard's own last-resort kill (actions/kill.py), or the one a dry
+    run would have made: whom it chose, why, whom else it weighed, and the
+    prediction it acted on."""
+    victim = dict(done.details[0])
+    if victim.get("cmdline"):
+        victim["cmdline"] = redact(victim["cmdline"])
+    verb = "would have killed" if action.dry_run else (
+        "killed" if done.result == "killed" else "terminated")
+    ended = {"terminated": f"it exited {victim.get('exit_seconds')} s after SIGTERM",
+             "killed": f"SIGKILL after the {action.choice.get('grace')} s grace period",
+             "dry_run": "dry run: no signal sent"}.get(done.result, done.result)
+    tto = action.context.get("tto_seconds")
+    ratio = action.context.get("usage_ratio")
+    return {
+        "schema_version": INCIDENT_SCHEMA_VERSION,
+        "id": incident_id(action.at + wall_offset, victim.get("pid"), "memguard-kill"),
+        "kind": "memguard_kill", "state": "sealed", "time": rfc3339(action.at + wall_offset),
+        "domain": action.domain, "rule": action.rule, "severity": action.severity, "dry_run": action.dry_run,
+        "result": done.result, "prediction": dict(action.context), "choice": dict(action.choice),
+        "victim": f"{victim.get('comm')} ({victim.get('pid')})",
+        "victims": [{k: victim.get(k) for k in ("pid", "comm", "cmdline", "uid", "rss_bytes", "cgroup",
+                                                "exit_seconds")}],
+        "why": victim.get("why"), "candidates": victim.get("candidates", []),
+        "headline": (f"memguard {verb} {victim.get('comm')} (pid {victim.get('pid')}) in {action.domain} "
+                     f"({action.rule}, {action.severity}"
+                     + (f", {100 * ratio:.0f}% of the limit" if ratio is not None else "")
+                     + (f", {tto:.0f} s to OOM" if tto is not None else "")
+                     + f"): {victim.get('why')}; {ended}."),
+    }
+
+
 def incident_id(wall: float, pid: int | None, kind: str) -> str:
     stamp = datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3]
     return f"{stamp}Z-{pid if pid is not None else 'x'}-{kind}"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from ..engine.snapshot import risk
 from ..model import Sample
 from ..predict.predictor import Prediction
-from .load import SEVERITIES, Rule
+from .load import SEVERITIES, STANDING_ACTIONS, Rule
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ class RuleEngine:
     def _note_kinds(self) -> None:
         """What the rules in force need of the engine each tick, known once per load."""
         self.per_job = any(r.per_job for r in self.rules)          # (domain, job) variables
-        self.freezing = any(a.kind == "freeze" for r in self.rules for lv in r.levels for a in lv.actions)
+        # actions done every tick while a level stands, not once per firing
+        self.standing = any(a.kind in STANDING_ACTIONS for r in self.rules for lv in r.levels for a in lv.actions)
 
     def _retarget(self, envs: dict[str, dict]) -> None:
         domains = tuple((d, e.get("kind", "")) for d, e in envs.items())

@@ -61,9 +61,28 @@ class RuleError(ValueError):
         super().__init__(f"{where}: {field}: {message}")
 
 
-ACTION_KINDS = ("signal", "hook", "notify", "freeze")
+ACTION_KINDS = ("signal", "hook", "notify", "freeze", "kill", "oom_score_adj")
+# Done every tick while their level stands (Engine._standing_actions), not once per firing.
+STANDING_ACTIONS = ("freeze", "kill")
 FREEZE_PICKS = ("newest", "largest")
 ACTION_TARGETS = ("job", "largest_job", "all_jobs", "domain")
+# What a kill's prefer/avoid may test of a process: each a list of globs.
+VICTIM_FIELDS = ("name", "cmdline", "cgroup", "env")
+
+
+@dataclass(frozen=True)
+class VictimFilter:
+    """Globs on a process: its ``name`` (comm), ``cmdline``, memory
+    ``cgroup`` path, or ``env`` (``NAME=glob`` on its environment, or
+    ``NAME`` for set at all).  A process matches when any glob does."""
+
+    name: tuple[str, ...] = ()
+    cmdline: tuple[str, ...] = ()
+    cgroup: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {f: list(getattr(self, f)) for f in VICTIM_FIELDS if getattr(self, f)}
 
 
 @dataclass(frozen=True)
@@ -78,7 +97,11 @@ class ActionSpec:
     ``domain`` (a hook for the domain itself, jobs or none: once per firing,
     as root, so only from a trusted file).
     ``as_root``: a hook from a root-owned file no one else may write runs as
-    root; any other runs as the target job's user."""
+    root; any other runs as the target job's user.  ``kill`` ends one
+    process of the domain, memguard choosing (``pick``, ``prefer``,
+    ``avoid``: see actions/kill.py) with SIGTERM, then SIGKILL after
+    ``grace``; ``oom_score_adj`` sets that value on every process of the
+    target jobs, so the kernel takes them first."""
 
     kind: str
     target: str = "job"
@@ -86,7 +109,11 @@ class ActionSpec:
     to: str = "leader"
     command: str | None = None
     as_root: bool = False
-    pick: str | None = None      # freeze: which process of the job, "newest" or "largest"
+    pick: str | None = None      # freeze, kill: which process, "newest" or "largest"
+    prefer: VictimFilter = VictimFilter()   # kill: taken before any other
+    avoid: VictimFilter = VictimFilter()    # kill: never taken
+    grace: float = 5.0                      # kill: seconds from SIGTERM to SIGKILL
+    score: int | None = None                # oom_score_adj: the value
 
 
 @dataclass(frozen=True)
@@ -161,7 +188,8 @@ def _actions(node, source: str, field: str, trusted: bool) -> tuple[ActionSpec, 
     """A level's ``actions:`` list, each item checked where it stands."""
     if not isinstance(node, yaml.SequenceNode):
         raise RuleError(source, _line(node), field, "expected a list of actions (- signal: USR1, - hook: CMD, "
-                                                    "- notify: true, - freeze: newest)")
+                                                    "- notify: true, - freeze: newest, - kill: largest, "
+                                                    "- oom_score_adj: 500)")
     out = []
     for k, item in enumerate(node.value):
         af = f"{field}[{k}]"
@@ -171,8 +199,9 @@ def _actions(node, source: str, field: str, trusted: bool) -> tuple[ActionSpec, 
             raise RuleError(source, _line(item), af, f"an action is one of {', '.join(ACTION_KINDS)}: "
                             f"give exactly one (got {', '.join(kinds) or 'none'})")
         kind = kinds[0]
-        _check_keys(found, {kind, "target"} | ({"to"} if kind == "signal" else set()), source, af)
-        target = "job"
+        extra = {"signal": {"to"}, "kill": {"prefer", "avoid", "grace"}}.get(kind, set())
+        _check_keys(found, {kind} | extra | (set() if kind == "kill" else {"target"}), source, af)
+        target = "domain" if kind == "kill" else "job"     # memguard chooses among the domain's processes
         if "target" in found:
             target = _scalar(found["target"][1], source, f"{af}.target", "a target")
             allowed = ACTION_TARGETS if kind == "hook" else ACTION_TARGETS[:-1]    # only a hook needs no job
@@ -196,16 +225,46 @@ def _actions(node, source: str, field: str, trusted: bool) -> tuple[ActionSpec, 
                                 "root and writable by no one else")
             out.append(ActionSpec("hook", target, command=_scalar(vnode, source, f"{af}.hook", "a command"),
                                   as_root=trusted))
-        elif kind == "freeze":
-            pick = _scalar(vnode, source, f"{af}.freeze", "newest or largest")
+        elif kind in ("freeze", "kill"):
+            pick = _scalar(vnode, source, f"{af}.{kind}", "newest or largest")
             if pick not in FREEZE_PICKS:
-                raise RuleError(source, _line(vnode), f"{af}.freeze", f"expected newest or largest, got {pick!r}")
-            out.append(ActionSpec("freeze", target, pick=pick))
+                raise RuleError(source, _line(vnode), f"{af}.{kind}", f"expected newest or largest, got {pick!r}")
+            if kind == "freeze":
+                out.append(ActionSpec("freeze", target, pick=pick))
+                continue
+            prefer, avoid = (_victim_filter(found[key][1], source, f"{af}.{key}") if key in found
+                             else VictimFilter() for key in ("prefer", "avoid"))
+            grace = _duration(found["grace"][1], source, f"{af}.grace") if "grace" in found else 5.0
+            if grace > 60:
+                raise RuleError(source, _line(found["grace"][1]), f"{af}.grace",
+                                "at most 60s: a last resort that waits longer is not one")
+            out.append(ActionSpec("kill", target, signal=15, pick=pick, prefer=prefer, avoid=avoid, grace=grace))
+        elif kind == "oom_score_adj":
+            text = _scalar(vnode, source, f"{af}.oom_score_adj", "a number from -1000 to 1000")
+            try:
+                score = int(text)
+            except ValueError:
+                score = None
+            if score is None or not -1000 <= score <= 1000:
+                raise RuleError(source, _line(vnode), f"{af}.oom_score_adj",
+                                f"expected a number from -1000 to 1000, got {text!r}")
+            out.append(ActionSpec("oom_score_adj", target, score=score))
         else:
             if _scalar(vnode, source, f"{af}.notify", "true") not in ("true", "yes", "on"):
                 raise RuleError(source, _line(vnode), f"{af}.notify", "expected true")
             out.append(ActionSpec("notify", target))
     return tuple(out)
+
+
+def _victim_filter(node, source: str, field: str) -> VictimFilter:
+    """``prefer:`` or ``avoid:``: a mapping of VICTIM_FIELDS to a glob or a list of globs."""
+    found = _mapping(node, source, field)
+    _check_keys(found, set(VICTIM_FIELDS), source, field)
+    globs = {}
+    for key, (_, vnode) in found.items():
+        items = vnode.value if isinstance(vnode, yaml.SequenceNode) else [vnode]
+        globs[key] = tuple(_scalar(item, source, f"{field}.{key}", "a glob such as 'cc1*'") for item in items)
+    return VictimFilter(**globs)
 
 
 def _level(found: dict, source: str, field: str, default_severity: str | None, guards: dict[str, str],
@@ -322,8 +381,8 @@ def _rule(node, source: str, field: str, trusted: bool = False) -> Rule:
                 guards.get("job.names"), dry_run)
     if rule.per_job and any(a.target == "domain" for level in levels for a in level.actions):
         raise RuleError(source, _line(node), f"{field}.levels",
-                        "a rule about jobs fires per job: a hook with target: domain belongs in a rule about "
-                        "the domain (without match.job or job.* conditions)")
+                        "a rule about jobs fires per job: a kill, or a hook with target: domain, belongs in a "
+                        "rule about the domain (without match.job or job.* conditions)")
     return rule
 
 
