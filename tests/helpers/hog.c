@@ -13,6 +13,11 @@
  *                                        after each step; at MAX MiB (if
  *                                        given) "ready <bytes>" and pause,
  *                                        otherwise grow until killed
+ *   hog compile STEP_MIB INTERVAL_MS MAX_MIB HOLD_MS
+ *                                        grow as `grow` does to MAX MiB, hold
+ *                                        it HOLD_MS, "done <bytes>", exit 0:
+ *                                        a compiler's curve (a frozen one
+ *                                        grows no further until thawed)
  *
  * Every line on stdout is flushed at once. SIGTERM and SIGINT end the hog
  * with status 0 at any point; an OOM kill shows as death by SIGKILL.
@@ -78,7 +83,8 @@ static int usage(void)
 	fprintf(stderr,
 		"usage: hog anon MIB\n"
 		"       hog file PATH MIB\n"
-		"       hog grow STEP_MIB INTERVAL_MS [MAX_MIB]\n");
+		"       hog grow STEP_MIB INTERVAL_MS [MAX_MIB]\n"
+		"       hog compile STEP_MIB INTERVAL_MS MAX_MIB HOLD_MS\n");
 	return 2;
 }
 
@@ -159,8 +165,9 @@ static void sleep_ms(unsigned long long ms)
 		;
 }
 
+/* hold_ms 0: pause at MAX until killed; otherwise hold that long and exit. */
 static int run_grow(unsigned long long step_mib, unsigned long long interval_ms,
-		    unsigned long long max_mib)
+		    unsigned long long max_mib, unsigned long long hold_ms)
 {
 	unsigned long long total = 0, step = step_mib * MIB;
 
@@ -170,7 +177,11 @@ static int run_grow(unsigned long long step_mib, unsigned long long interval_ms,
 		say("grew", total);
 		if (max_mib != 0 && total >= max_mib * MIB) {
 			say("ready", total);
-			pause_forever();
+			if (hold_ms == 0)
+				pause_forever();
+			sleep_ms(hold_ms);
+			say("done", total);
+			return 0;
 		}
 		sleep_ms(interval_ms);
 	}
@@ -197,7 +208,15 @@ int main(int argc, char **argv)
 			return usage();
 		if (argc == 5 && parse_count(argv[4], &c) != 0)
 			return usage();
-		return run_grow(a, b, c);
+		return run_grow(a, b, c, 0);
+	}
+	if (argc == 6 && strcmp(argv[1], "compile") == 0) {
+		unsigned long long d;
+
+		if (parse_count(argv[2], &a) != 0 || parse_count(argv[3], &b) != 0 ||
+		    parse_count(argv[4], &c) != 0 || parse_count(argv[5], &d) != 0)
+			return usage();
+		return run_grow(a, b, c, d);
 	}
 	return usage();
 }

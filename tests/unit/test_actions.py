@@ -378,3 +378,57 @@ def test_no_process_stays_frozen_past_max_freeze_whatever_the_rules_say():
     assert (thaw["why"], thaw["result"]) == ("max_freeze", "sent")
     later = [done(e, clock, tick(e, clock, 90 * MiB)) for _ in range(2)]
     assert later == [[], [("freeze", 12)]], "13 is not frozen again; at freeze_every, the next newest is"
+
+
+def test_a_freezing_episode_outlives_the_rules_cooldown_and_thaws_only_with_room():
+    """The rule cleared and waits out its cooldown; a thawed compiler grows
+    again: the episode goes on freezing while the level's condition holds,
+    and thaws only when it does not."""
+    clock = FakeClock()
+    e = Engine(Config(actions=ActionsConfig(freeze_every=5.0, thaw_every=5.0)), clock.now(), "t")
+    e.step([], clock.now(), events=[RulesLoaded(tuple(parse_rules(
+        FREEZING.replace("          - freeze: newest\n", "          - freeze: newest\n    cooldown: 10m\n"))), (), 0.0)])
+    tick(e, clock, 10 * MiB)
+    register(e, clock, 10, "build")
+    for pid in (11, 12, 13):
+        register(e, clock, pid, "build", ppid=10, start=100.0 + pid, rss=50 * MiB)
+    assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 13)]
+    for _ in range(4):
+        tick(e, clock, 90 * MiB)
+    assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 12)]
+    assert done(e, clock, tick(e, clock, 20 * MiB)) == [("thaw", 13)], "room: the first frozen goes on"
+    assert e.rules.firing() == [], "the rule cleared; its cooldown keeps it from firing again"
+    assert [done(e, clock, tick(e, clock, 85 * MiB)) for _ in range(4)] == [[]] * 4, \
+        "tight again: 12 stays frozen"
+    assert done(e, clock, tick(e, clock, 85 * MiB)) == [("freeze", 13)], \
+        "and the episode freezes again, cooldown or not"
+    assert done(e, clock, tick(e, clock, 20 * MiB)) == [("thaw", 12)]
+    assert [done(e, clock, tick(e, clock, 20 * MiB)) for _ in range(5)] == [[]] * 4 + [[("thaw", 13)]]
+    assert e.frozen == {}
+
+
+def test_a_frozen_compiler_is_thawed_only_when_it_would_fit_at_the_jobs_peak():
+    """make and three compilers; one reached 80 MiB (the job's peak) and
+    ended.  Of the two frozen at 30 MiB, the first is thawed only when it and
+    the running one, grown to 80 MiB, fit under 90 % of the limit."""
+    e, clock = build()
+    assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 13)]
+    for _ in range(4):
+        tick(e, clock, 90 * MiB)
+    assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 12)]
+
+    def scan(rss, used):
+        clock.advance(1)
+        owners = {"/": "host", "/a": "cgroup:/a"}
+        return e.step([SourceRun("cgroups", reading=Reading(samples=[
+            Sample("cgroup:/a", "cgroup", used * MiB, used * MiB, 100 * MiB, identity=1)], domain_of=owners.get)),
+            SourceRun("processes", reading=Reading(pids={10, *rss}, pids_at=clock.now().mono,
+                                                   rss={pid: r * MiB for pid, r in rss.items()}))], clock.now())
+    # 11 peaks at 80 MiB and goes on; the two frozen hold 30 MiB each
+    assert done(e, clock, scan({11: 80, 12: 30, 13: 30}, 75)) == []
+    # the rule clears; 11 is still running at 50 MiB: 40 + 30 + 50 + 50 = 170 % of the limit: no room
+    assert [done(e, clock, scan({11: 50, 12: 30, 13: 30}, 40)) for _ in range(8)] == [[]] * 8
+    # 11 ended: 13 would take 30 + 50 more: 45 + 50 = 95 % > 90 %: not yet
+    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(exits=[11]))])
+    assert done(e, clock, scan({12: 30, 13: 30}, 45)) == []
+    assert done(e, clock, scan({12: 30, 13: 30}, 38)) == [("thaw", 13)], "38 + 50 = 88 %: room"

@@ -46,6 +46,10 @@ TRANSITIONS_KEPT = 600.0
 # A process holding less is not worth freezing (a make, a shell, a linker
 # wrapper): freezing it frees no room for the others.
 FREEZE_MIN_RSS = 16 << 20
+# A frozen process is thawed only when it and its job's running processes,
+# grown to the largest a process of the job has reached, fit under this
+# share of the limit (Engine._room_to_thaw).
+THAW_ROOM = 0.9
 # Tick intervals vary by up to this fraction either way (Engine._spread).
 JITTER = 0.1
 GOLDEN = (math.sqrt(5) - 1) / 2
@@ -132,6 +136,7 @@ class Engine:
         self._froze_at: dict[tuple[str, str], float] = {}
         self._thawed_at: dict[tuple[str, str], float] = {}
         self._froze_too_long: set[int] = set()     # thawed at max_freeze: not frozen again
+        self._member_peak: dict[str, int] = {}    # job id -> the largest RSS one of its processes reached
         # Kills under way and when each (rule, domain) last killed: see _kill_if_due.
         self._killing: dict[tuple[str, str], int] = {}
         self._killed_at: dict[tuple[str, str], float] = {}
@@ -378,9 +383,14 @@ class Engine:
             log += self.jobs.alive(reading.pids, reading.pids_at)
         if reading.rss is not None:
             self.jobs.scanned(reading.rss, reading.pids_at)
-            for pid in self.jobs.member_of:      # what freezing picks by: their RSS now, not at exec
-                if (p := self.process_table.get(pid)) is not None and pid in reading.rss:
-                    self.process_table[pid] = replace(p, rss=reading.rss[pid])
+            peaks = self._member_peak
+            for pid, job_id in self.jobs.member_of.items():   # what freezing picks by: their RSS now
+                if (p := self.process_table.get(pid)) is not None and (rss := reading.rss.get(pid)) is not None:
+                    self.process_table[pid] = replace(p, rss=rss)
+                    if rss > peaks.get(job_id, 0):
+                        peaks[job_id] = rss
+            for job_id in [j for j in peaks if j not in self.jobs.jobs]:
+                del peaks[job_id]
         if reading.processes is not None:
             self.processes = tuple(self._attribute(p) for p in reading.processes)
             self._remember_all(list(self.processes), at_exec=False)
@@ -440,7 +450,7 @@ class Engine:
         return "host"
 
     def _evaluate_rules(self, now: Instant, fx: Effects) -> None:
-        if not self.rules.rules:
+        if not self.rules.rules and not self.frozen:
             return
         by_domain = self._jobs_by_domain() if self.jobs.jobs else {}
         envs = {name: domain_env(name, s.kind, s.sample, s.prediction,
@@ -478,12 +488,16 @@ class Engine:
             fx.incidents += self._near_misses
             self._near_misses = []
         if self.frozen or self._killing or self.rules.standing:
-            fx.actions += self._standing_actions(now)
+            fx.actions += self._standing_actions(now, envs, job_envs)
 
-    def _standing_actions(self, now: Instant) -> list[ActionWanted]:
+    def _standing_actions(self, now: Instant, envs: dict, job_envs: dict) -> list[ActionWanted]:
         """The actions done while a rule stands at a level that names them
         (up to the level reached), not once per firing: ``freeze``
-        (_freeze_and_thaw) and ``kill`` (_kill_if_due)."""
+        (_freeze_and_thaw) and ``kill`` (_kill_if_due).  A freezing episode
+        whose processes are still frozen goes on while a freezing level's
+        condition holds now, even when the rule has cleared and waits out
+        its cooldown: a thawed compiler growing again must not find the
+        rule asleep."""
         rules = {r.name: r for r in self.rules.rules}
         freezing: dict[tuple[str, str], tuple] = {}
         killing: dict[tuple[str, str], tuple] = {}
@@ -494,6 +508,19 @@ class Engine:
                 specs = [a for lv in rule.levels[:reached + 1] for a in lv.actions if a.kind == kind]
                 if specs:
                     standing[(name, domain)] = (rule, specs[-1], severity, job_id)
+        for f in self.frozen.values():
+            key = (f["rule"], f["domain"])
+            if key in freezing or (rule := rules.get(f["rule"])) is None:
+                continue
+            env = job_envs.get(f"{f['domain']}\0{f['job']}") if rule.per_job else envs.get(f["domain"])
+            first = next((i for i, lv in enumerate(rule.levels) if any(a.kind == "freeze" for a in lv.actions)),
+                         None)
+            if env is None or first is None:
+                continue
+            held = [lv for lv in rule.levels[first:] if lv.when(env)]
+            if held:
+                spec = [a for lv in rule.levels[:first + 1] for a in lv.actions if a.kind == "freeze"][-1]
+                freezing[key] = (rule, spec, held[-1].severity, f["job"] if rule.per_job else None)
         return self._freeze_and_thaw(freezing, now) + self._kill_if_due(killing, now)
 
     def _context_of(self, domain: str) -> dict:
@@ -542,8 +569,9 @@ class Engine:
         for key in [k for k in self._froze_at if k not in freezing]:
             del self._froze_at[key]
         for (name, domain), (rule, spec, severity, job_id) in freezing.items():
-            last = self._froze_at.get((name, domain))
-            if last is not None and now.mono - last < cfg.freeze_every:
+            # one freeze every freeze_every, and none that soon after a thaw (no stop-start churn)
+            last = max(self._froze_at.get((name, domain), -math.inf), self._thawed_at.get((name, domain), -math.inf))
+            if now.mono - last < cfg.freeze_every:
                 continue
             picked = self._pick_to_freeze(rule, spec, domain, job_id)
             if picked is None:
@@ -564,6 +592,8 @@ class Engine:
                 continue
             pid = min((p for p, f in self.frozen.items() if (f["rule"], f["domain"]) == key
                        and f["state"] == "frozen"), key=lambda p: self.frozen[p]["at"])
+            if not self._room_to_thaw(pid):
+                continue
             self._thawed_at[key] = now.mono
             wanted.append(self._thaw(pid, now, "room again"))
         for pid, f in list(self.frozen.items()):
@@ -572,6 +602,29 @@ class Engine:
                 if len(self._froze_too_long) < PROCESS_TABLE_SIZE:
                     self._froze_too_long.add(pid)
         return wanted
+
+    def _room_to_thaw(self, pid: int) -> bool:
+        """Whether the domain has room for frozen *pid* to grow again: if
+        it and every running process of its job grew to the largest RSS a
+        process of the job has reached (what a compiler of this build
+        takes), the working set would stay under THAW_ROOM of the limit.
+        Before any process of the job has been seen that large, the rule's
+        condition alone decides (it no longer holds)."""
+        f = self.frozen[pid]
+        job = self.jobs.jobs.get(f["job"])
+        state = self.domains.get(f["domain"])
+        peak = self._member_peak.get(f["job"], 0)
+        if job is None or state is None or state.sample is None or peak < FREEZE_MIN_RSS:
+            return True
+        sample = state.sample
+        need = 0
+        for member in job.members:
+            p = self.process_table.get(member)
+            if p is None or p.domain != f["domain"] or p.rss < FREEZE_MIN_RSS and member != pid:
+                continue
+            if member == pid or member not in self.frozen:
+                need += max(0, peak - p.rss)
+        return sample.working_set + need <= THAW_ROOM * sample.limit
 
     def _pick_to_freeze(self, rule, spec, domain: str, job_id: str | None):
         """(job, pid): the newest or largest process of the target jobs in
