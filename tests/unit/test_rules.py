@@ -272,7 +272,8 @@ SHIPPED_RULES = {
     "compile.yaml": [
         ("build-oom-soon", ("cgroup", "host", "wsl"), "*", 60.0, [
             ("warning", "tto < 90s && confidence >= 0.5 || usage_ratio > 0.9", 3.0, 15.0),
-            ("critical", "tto < 20s && confidence >= 0.5 || usage_ratio > 0.97", 0.0, 5.0)]),
+            ("critical", "tto < 20s && confidence >= 0.5 || usage_ratio > 0.97", 0.0, 5.0),
+            ("last_resort", "usage_ratio > 0.98", 1.0, 0.0)]),
     ],
     "default.yaml": [
         ("memory-running-out", ALL_KINDS, "*", 120.0, [
