@@ -2,14 +2,13 @@
 kill, on a fake clock; whom actions/kill.py chooses; and its signals and
 oom_score_adj writes on real processes."""
 
-import os
 import signal
 import subprocess
 import sys
 
 import pytest
 
-from memguard.actions.act import carry_out, set_oom_score_adj
+from memguard.actions.act import set_oom_score_adj
 from memguard.actions.kill import Candidate, choose, terminate
 from memguard.actions.plan import ActionDone
 from memguard.cli.incident import render_incident
@@ -68,7 +67,7 @@ def test_a_kill_level_kills_once_then_again_after_kill_every_while_it_stands():
     assert kill.choice == {"cgroup": "/a", "pick": "largest", "prefer": {"name": ["cc1plus", "ld*"]},
                            "avoid": {"name": ["make", "bash"], "cmdline": ["*vim *"]}, "grace": 2.0}
     assert [tick(e, clock, 97 * MiB).actions for _ in range(12)] == [[]] * 12, "never two kills at once"
-    fx = e.step([], clock.now(), events=[ActionDone(kill.id, "killed", (victim_detail(),), clock.now().mono)])
+    e.step([], clock.now(), events=[ActionDone(kill.id, "killed", (victim_detail(),), clock.now().mono)])
     assert [tick(e, clock, 97 * MiB).actions for _ in range(9)] == [[]] * 9, "kill_every counts from its end"
     (again,) = tick(e, clock, 97 * MiB).actions
     assert again.kind == "kill"
@@ -200,7 +199,7 @@ def _has_cap_sys_resource() -> bool:
     return bool(eff & (1 << 24))
 
 
-def test_oom_score_adj_is_raised_and_a_refused_lowering_is_reported(tmp_path):
+def test_oom_score_adj_is_raised_and_a_refused_lowering_is_reported():
     proc = spawn("import time; print('ready', flush=True); time.sleep(60)")
     path = f"/proc/{proc.pid}/oom_score_adj"
     try:
