@@ -25,69 +25,49 @@ import signal
 import subprocess
 import time
 
-from ..roots import Roots, read_text
-from ..sources.processes import parse_stat
+from ..roots import Roots
 from .kill import kill_one
+from .pidfd import pin
 from .plan import ActionDone, ActionWanted
 
 
 def signal_process(roots: Roots, pid: int, start: float | None, sig: int) -> str:
     """``sent``, ``gone`` (it exited), ``reused`` (another process has the
     pid now) or ``failed: REASON``."""
+    fd = pin(roots, pid, start)
+    if isinstance(fd, str):
+        return fd
     try:
-        fd = os.pidfd_open(pid)
+        signal.pidfd_send_signal(fd, sig)
     except ProcessLookupError:
         return "gone"
     except OSError as e:
         return f"failed: {e.strerror}"
-    try:
-        try:
-            now_start = parse_stat(read_text(roots.proc_path(str(pid), "stat")))[2]
-        except (OSError, ValueError, IndexError):
-            return "gone"
-        if start is not None and abs(now_start - start) > 0.02:   # stat's start time is in clock ticks
-            return "reused"
-        try:
-            signal.pidfd_send_signal(fd, sig)
-        except ProcessLookupError:
-            return "gone"
-        except OSError as e:
-            return f"failed: {e.strerror}"
-        return "sent"
     finally:
         os.close(fd)
+    return "sent"
 
 
 def set_oom_score_adj(roots: Roots, pid: int, start: float | None, value: int) -> str:
     """``set``, ``gone``, ``reused``, ``refused`` (lowering a process's value
     below what it was given needs CAP_SYS_RESOURCE, which root lacks in many
-    containers) or ``failed: REASON``.  The pidfd is held while the start
-    time is checked and the value written, so the pid cannot change hands."""
+    containers) or ``failed: REASON``.  The pidfd is held while the value is
+    written, so the pid cannot change hands."""
+    fd = pin(roots, pid, start)
+    if isinstance(fd, str):
+        return fd
     try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
+        with open(roots.proc_path(str(pid), "oom_score_adj"), "w") as f:
+            f.write(str(value))
+    except FileNotFoundError:
         return "gone"
+    except PermissionError:
+        return "refused"
     except OSError as e:
         return f"failed: {e.strerror}"
-    try:
-        try:
-            now_start = parse_stat(read_text(roots.proc_path(str(pid), "stat")))[2]
-        except (OSError, ValueError, IndexError):
-            return "gone"
-        if start is not None and abs(now_start - start) > 0.02:
-            return "reused"
-        try:
-            with open(roots.proc_path(str(pid), "oom_score_adj"), "w") as f:
-                f.write(str(value))
-        except FileNotFoundError:
-            return "gone"
-        except PermissionError:
-            return "refused"
-        except OSError as e:
-            return f"failed: {e.strerror}"
-        return "set"
     finally:
         os.close(fd)
+    return "set"
 
 
 HOOK_OUTPUT = 16 * 1024      # bytes of a hook's output kept (the rest is read and dropped)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from ..roots import Roots, read_bytes, read_text
 from ..sources.processes import (ENVIRON_READ, PAGE_SIZE, parse_cmdline, parse_ppid, parse_proc_cgroup,
                                  parse_stat, parse_status_uid)
+from .pidfd import pin
 
 # Candidates listed in the result (the rest are counted): the largest.
 LISTED = 8
@@ -167,28 +168,20 @@ def terminate(roots: Roots, pid: int, start: float, grace: float) -> tuple[str, 
     """SIGTERM, then SIGKILL after *grace*: (``terminated`` (it exited on
     SIGTERM), ``killed``, ``gone``, ``reused`` or ``failed: REASON``, the
     seconds it took to exit)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return "gone", 0.0
-    except OSError as e:
-        return f"failed: {e.strerror}", 0.0
+    fd = pin(roots, pid, start)
+    if isinstance(fd, str):
+        return fd, 0.0
     began = time.monotonic()
     try:
-        try:
-            if abs(parse_stat(read_text(roots.proc_path(str(pid), "stat")))[2] - start) > 0.02:
-                return "reused", 0.0
-        except (OSError, ValueError, IndexError):
-            return "gone", 0.0
-        try:
-            signal.pidfd_send_signal(fd, signal.SIGTERM)
-            if _wait_exit(fd, grace):
-                return "terminated", time.monotonic() - began
-            signal.pidfd_send_signal(fd, signal.SIGKILL)
-        except ProcessLookupError:
+        signal.pidfd_send_signal(fd, signal.SIGTERM)
+        if _wait_exit(fd, grace):
             return "terminated", time.monotonic() - began
-        except OSError as e:
-            return f"failed: {e.strerror}", 0.0
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except ProcessLookupError:
+        return "terminated", time.monotonic() - began
+    except OSError as e:
+        return f"failed: {e.strerror}", 0.0
+    else:
         _wait_exit(fd, 5.0)    # SIGKILL is not refused, but its memory takes a moment to go
         return "killed", time.monotonic() - began
     finally:
