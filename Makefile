@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # compiles against for the eBPF probe; gcc to build the test hog; prometheus
 # for promtool and a real server scraping the daemon in a test.
 APT_RUN := python3 python3-venv python3-bpfcc bpfcc-tools linux-headers-amd64
-APT_TEST := $(APT_RUN) gcc libc6-dev prometheus
+APT_TEST := $(APT_RUN) gcc g++ make libc6-dev prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Tests on pytest; -ra lists every skip with its reason. CI (CI=true) turns

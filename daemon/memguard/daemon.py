@@ -29,7 +29,8 @@ from .engine.messages import (ChannelClosed, Dropped, JobRegistered, JobUnregist
                               RulesLoaded, RulesRejected)
 from .jobs.spec import JobSpecError, parse_job
 from .actions.act import carry_out
-from .actions.freeze import FROZEN_FILE, Frozen, FrozenList, Guard, boottime, freeze, thaw, thaw_all
+from .actions.freeze import (FROZEN_FILE, Frozen, FrozenList, Guard, boottime, choose_to_freeze, freeze, thaw,
+                             thaw_all)
 from .actions.plan import ActionDone, ActionWanted
 from .engine.snapshot import Snapshot
 from .export.http import MetricsServer
@@ -207,24 +208,32 @@ class Daemon:
             future.add_done_callback(lambda f, a=action: self._action_finished(f, a, loop))
 
     def _freeze_or_thaw(self, action: ActionWanted) -> ActionDone:
-        """In the freezer thread: a process written to the frozen list
-        before it is stopped, and taken off it once thawed (see
-        actions/freeze.py); the guard started at the first freeze."""
-        (pid, start), = action.targets
-        if action.dry_run:
-            return ActionDone(action.id, "dry_run", ({"pid": pid, "result": "dry_run"},), self.clock.now().mono)
-        if action.kind == "freeze":
-            since = boottime()
-            self.frozen.add(Frozen(pid, start, action.job, action.domain, action.rule, since,
-                                   since + self.config.actions.max_freeze))
-            self.guard.ensure()
-            result = freeze(self.roots, pid, start)
-            if result != "sent":
-                self.frozen.remove(pid)
-        else:
+        """In the freezer thread: the process to freeze chosen by what it
+        holds now, written to the frozen list before it is stopped, and
+        taken off it once thawed (see actions/freeze.py); the guard started
+        at the first freeze."""
+        now = self.clock.now().mono
+        if action.kind == "thaw":
+            (pid, start), = action.targets
             result = thaw(self.roots, pid, start)
             self.frozen.remove(pid)
-        return ActionDone(action.id, result, ({"pid": pid, "result": result},), self.clock.now().mono)
+            return ActionDone(action.id, result, ({"pid": pid, "result": result},), now)
+        chosen, why = choose_to_freeze(self.roots, action.targets, action.choice)
+        if chosen is None:
+            return ActionDone(action.id, "no_victim", ({"why": why},), now)
+        pid, start = chosen
+        if action.dry_run:
+            return ActionDone(action.id, "dry_run", ({"pid": pid, "start": start, "result": "dry_run", "why": why},),
+                              now)
+        since = boottime()
+        self.frozen.add(Frozen(pid, start, action.choice["jobs"].get(pid, action.job), action.domain, action.rule,
+                               since, since + self.config.actions.max_freeze))
+        self.guard.ensure()
+        result = freeze(self.roots, pid, start)
+        if result != "sent":
+            self.frozen.remove(pid)
+        return ActionDone(action.id, result, ({"pid": pid, "start": start, "result": result, "why": why},),
+                          self.clock.now().mono)
 
     def _thaw_all(self, why: str) -> None:
         """Thaw every process in the frozen list (a predecessor's, at start;

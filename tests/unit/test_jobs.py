@@ -52,6 +52,20 @@ def execs(e, clock, *processes):
                                                     ProbeReading(processes=list(processes)))])
 
 
+def test_a_compiler_exec_d_by_a_worker_forked_in_the_same_batch_joins_the_job():
+    """A build tool (10) forks a worker (11) that never execs, and the worker
+    runs cc1plus (12), all between two reads of the proc connector: the
+    batch lists execs and forks apart, and the compiler must join the job,
+    not lead one of its own (a leader is never frozen)."""
+    e, clock = engine()
+    execs(e, clock, proc(10, 1, "build", comm="bazel"))
+    batch = ProbeReading(processes=[proc(12, 11, "build", comm="cc1plus")],
+                         forks=[(10, 11, 100.0), (11, 12, 100.0)])
+    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, batch)])
+    (job,) = e.snapshot(clock.now()).jobs
+    assert (job["id"], job["leader"], job["pids"]) == ("build-10", 10, [10, 11, 12])
+
+
 def test_a_job_and_its_descendants_register_through_exec_and_fork():
     e, clock = engine()
     fx = execs(e, clock, proc(10, 1, "train,warning=USR1"), proc(11, 10, "train,warning=USR1"),

@@ -31,7 +31,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from ..roots import Roots
+from ..roots import Roots, read_text
+from ..sources.processes import PAGE_SIZE, parse_stat
 from .act import signal_process
 
 FROZEN_FILE = "frozen.json"
@@ -93,6 +94,33 @@ def read_frozen(path: str) -> list[Frozen]:
             return [Frozen(**item) for item in json.load(f)]
     except (OSError, ValueError, TypeError):
         return []
+
+
+def choose_to_freeze(roots: Roots, targets, choice: dict) -> tuple[tuple[int, float] | None, str]:
+    """Which of *targets* ((pid, start time), the engine's likeliest first)
+    to stop, by what they hold now: of those still there holding
+    ``min_rss`` or more (a make, a shell or a compiler driver holds less:
+    stopping it frees no room for the others), the newest or the largest
+    (``pick``), provided another one stays running.  ((pid, start) or
+    None, why, for a person)."""
+    holding = []
+    for pid, start in targets:
+        try:
+            _, rss_pages, now_start = parse_stat(read_text(roots.proc_path(str(pid), "stat")))
+        except (OSError, ValueError, IndexError):
+            continue                  # gone
+        if start is not None and abs(now_start - start) > 0.02:
+            continue                  # another process has the pid now
+        if rss_pages * PAGE_SIZE >= choice["min_rss"]:
+            holding.append((pid, now_start, rss_pages * PAGE_SIZE))
+    mib = choice["min_rss"] >> 20
+    if len(holding) < 2:
+        return None, f"{len(holding)} process(es) of the job hold {mib} MiB or more: the last one runs on"
+    if choice["pick"] == "largest":
+        pid, start, _ = max(holding, key=lambda h: h[2])
+    else:
+        pid, start, _ = max(holding, key=lambda h: (h[1], h[0]))
+    return (pid, start), f"the {choice['pick']} of {len(holding)} holding {mib} MiB or more"
 
 
 def freeze(roots: Roots, pid: int, start: float | None) -> str:

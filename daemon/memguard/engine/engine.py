@@ -130,7 +130,7 @@ class Engine:
         self._episodes: dict[tuple, dict] = {}   # (rule, domain, job) firing: since when, peak usage
         self._near_misses: list = []
         # Processes memguard froze (pid -> rule, domain, job, start, at,
-        # state "freezing" | "frozen" | "thawing"), and when each (rule,
+        # state "frozen" | "thawing"), and when each (rule,
         # domain) last froze or thawed one: see _freeze_and_thaw.
         self.frozen: dict[int, dict] = {}
         self._froze_at: dict[tuple[str, str], float] = {}
@@ -239,10 +239,16 @@ class Engine:
             self.facts.setdefault(f"probe:{run.name}", {}).update(reading.facts)
         if reading.reclaim is not None:
             self.reclaim = reading.reclaim
-        if reading.processes:
-            self._remember_all(reading.processes, log=fx.log)
+        # A batch holds forks and execs apart: forks first, so that a
+        # compiler exec'd in the batch finds its parent (forked in it too)
+        # in the job already, and does not lead a job of its own; and again
+        # after, for the children of a job registered by an exec in it.
         for parent, child, start in reading.forks:
             self.jobs.forked(parent, child, start, now.mono)
+        if reading.processes:
+            self._remember_all(reading.processes, log=fx.log)
+            for parent, child, start in reading.forks:
+                self.jobs.forked(parent, child, start, now.mono)
         for pid in reading.exits:
             fx.log += self.jobs.exited(pid)
             self.frozen.pop(pid, None)
@@ -573,18 +579,16 @@ class Engine:
             last = max(self._froze_at.get((name, domain), -math.inf), self._thawed_at.get((name, domain), -math.inf))
             if now.mono - last < cfg.freeze_every:
                 continue
-            picked = self._pick_to_freeze(rule, spec, domain, job_id)
-            if picked is None:
+            candidates = self._freeze_candidates(rule, spec, domain, job_id)
+            if candidates is None:
                 continue
-            job, pid = picked
             self._froze_at[(name, domain)] = now.mono
-            start = job.members.get(pid)
-            self.frozen[pid] = {"rule": name, "domain": domain, "job": job.id, "start": start, "at": now.mono,
-                                "state": "freezing"}
             wanted.append(self._new_action(
-                kind="freeze", rule=name, severity=severity, domain=domain, job=job.id, uid=job.uid,
-                targets=((pid, start),), dry_run=self.config.actions.dry_run or rule.dry_run, at=now.mono,
-                context=self._context_of(domain)))
+                kind="freeze", rule=name, severity=severity, domain=domain, job=candidates[0][0].id,
+                uid=candidates[0][0].uid, targets=tuple((pid, job.members.get(pid)) for job, pid in candidates),
+                dry_run=self.config.actions.dry_run or rule.dry_run, at=now.mono, context=self._context_of(domain),
+                choice={"pick": spec.pick, "min_rss": FREEZE_MIN_RSS,
+                        "jobs": {pid: job.id for job, pid in candidates}}))
         thawing = {(f["rule"], f["domain"]) for f in self.frozen.values() if f["state"] == "frozen"}
         for key in thawing - freezing.keys():
             last = self._thawed_at.get(key)
@@ -626,21 +630,24 @@ class Engine:
                 need += max(0, peak - p.rss)
         return sample.working_set + need <= THAW_ROOM * sample.limit
 
-    def _pick_to_freeze(self, rule, spec, domain: str, job_id: str | None):
-        """(job, pid): the newest or largest process of the target jobs in
-        *domain* that holds memory (FREEZE_MIN_RSS) and is not a job's
-        leader, provided another such process stays running; else None."""
-        running = [(job, pid, p) for job in self._target_jobs(rule, spec, domain, job_id) for pid in job.members
+    def _freeze_candidates(self, rule, spec, domain: str, job_id: str | None) -> list | None:
+        """(job, pid) of the processes of the target jobs in *domain* one of
+        which a freeze may stop, the likeliest first (newest, or largest as
+        last seen); None when fewer than two (the last one running is never
+        frozen).  A job's leader is never one.  The freezer thread chooses
+        among them by their RSS then (actions/freeze.py choose_to_freeze):
+        a compiler can take hundreds of MiB between two scans."""
+        running = [(job, pid, self.process_table.get(pid))
+                   for job in self._target_jobs(rule, spec, domain, job_id) for pid in job.members
                    if pid != job.leader and pid not in self.frozen and pid not in self._froze_too_long
-                   and (p := self.process_table.get(pid)) is not None and p.domain == domain
-                   and p.rss >= FREEZE_MIN_RSS]
+                   and (p := self.process_table.get(pid)) is not None and p.domain == domain]
         if len(running) < 2:
             return None
         if spec.pick == "largest":
-            job, pid, _ = max(running, key=lambda r: r[2].rss)
+            running.sort(key=lambda r: r[2].rss, reverse=True)
         else:
-            job, pid, _ = max(running, key=lambda r: (r[2].start_time or 0.0, r[1]))
-        return job, pid
+            running.sort(key=lambda r: (r[2].start_time or 0.0, r[1]), reverse=True)
+        return [(job, pid) for job, pid, _ in running]
 
     def _thaw(self, pid: int, now: Instant, why: str) -> ActionWanted:
         f = self.frozen[pid]
@@ -824,12 +831,14 @@ class Engine:
             if done.result in ("terminated", "killed") or action.dry_run:
                 doc = kill_document(action, done, now.wall - now.mono, self.redact)
                 fx.incidents.append(Write(doc["id"], doc))
-        if action.kind in ("freeze", "thaw"):
-            pid = action.targets[0][0]
-            if action.kind == "freeze" and done.result == "sent" and pid in self.frozen:
-                self.frozen[pid]["state"] = "frozen"
-            else:
-                self.frozen.pop(pid, None)     # thawed, or never frozen (gone, reused, failed, dry run)
+        if action.kind == "freeze" and done.result == "sent":
+            pid, start = done.details[0]["pid"], done.details[0].get("start")
+            job = self.jobs.member_of.get(pid) or action.choice["jobs"].get(pid, action.job)
+            action = replace(action, job=job, targets=((pid, start),))
+            self.frozen[pid] = {"rule": action.rule, "domain": action.domain, "job": job, "start": start,
+                                "at": action.at, "state": "frozen"}
+        elif action.kind == "thaw":
+            self.frozen.pop(action.targets[0][0], None)
         key = (action.rule, action.kind, done.result)
         self.counters.actions[key] = self.counters.actions.get(key, 0) + 1
         record = {"at": action.at, "kind": action.kind, "rule": action.rule, "severity": action.severity,
