@@ -29,8 +29,8 @@ from .engine.messages import (ChannelClosed, Dropped, JobRegistered, JobUnregist
                               RulesLoaded, RulesRejected)
 from .jobs.spec import JobSpecError, parse_job
 from .actions.act import carry_out
-from .actions.freeze import (FROZEN_FILE, Frozen, FrozenList, Guard, boottime, choose_to_freeze, freeze, thaw,
-                             thaw_all)
+from .actions.freeze import (FROZEN_FILE, Frozen, FrozenList, Guard, boottime, choose_to_freeze, freeze,
+                             own_freezer, thaw, thaw_all)
 from .actions.plan import ActionDone, ActionWanted
 from .engine.snapshot import Snapshot
 from .export.http import MetricsServer
@@ -215,7 +215,8 @@ class Daemon:
         now = self.clock.now().mono
         if action.kind == "thaw":
             (pid, start), = action.targets
-            result = thaw(self.roots, pid, start)
+            item = self.frozen.items.get(pid)
+            result = thaw(self.roots, pid, start, item.how if item else "signal")
             self.frozen.remove(pid)
             return ActionDone(action.id, result, ({"pid": pid, "result": result},), now)
         chosen, why = choose_to_freeze(self.roots, action.targets, action.choice)
@@ -226,14 +227,15 @@ class Daemon:
             return ActionDone(action.id, "dry_run", ({"pid": pid, "start": start, "result": "dry_run", "why": why},),
                               now)
         since = boottime()
+        how = own_freezer(self.roots, pid) or "signal"
         self.frozen.add(Frozen(pid, start, action.choice["jobs"].get(pid, action.job), action.domain, action.rule,
-                               since, since + self.config.actions.max_freeze))
+                               since, since + self.config.actions.max_freeze, how))
         self.guard.ensure()
-        result = freeze(self.roots, pid, start)
+        result = freeze(self.roots, pid, start, how)
         if result != "sent":
             self.frozen.remove(pid)
-        return ActionDone(action.id, result, ({"pid": pid, "start": start, "result": result, "why": why},),
-                          self.clock.now().mono)
+        return ActionDone(action.id, result, ({"pid": pid, "start": start, "result": result, "why": why,
+                                               "how": how},), self.clock.now().mono)
 
     def _thaw_all(self, why: str) -> None:
         """Thaw every process in the frozen list (a predecessor's, at start;

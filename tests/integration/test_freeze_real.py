@@ -4,9 +4,11 @@ daemon SIGKILLed while a process is frozen."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -143,3 +145,53 @@ def test_a_clean_stop_thaws_everything(tmp_path, build):
         assert d.stop() == 0, d.log()
     assert state(pid) not in ("T", "")
     assert guard_pid(d.state_dir) is None, "the guard ended with the daemon"
+
+
+@pytest.fixture
+def own_freezer_cgroup():
+    """A v1 freezer cgroup of the test's own (mgtest-*), removed afterwards,
+    its processes thawed first."""
+    top = Path("/sys/fs/cgroup/freezer")
+    if not (top / "freezer.state").exists() and not top.is_dir():
+        pytest.skip("no v1 freezer hierarchy mounted at /sys/fs/cgroup/freezer on this host")
+    where = top / f"mgtest-{uuid.uuid4().hex}"
+    where.mkdir()
+    yield where
+    (where / "freezer.state").write_text("THAWED")
+    wait_until(lambda: not (where / "cgroup.procs").read_text().split(), timeout=10,
+               what="the test's processes to leave the freezer cgroup")
+    where.rmdir()
+
+
+def test_a_process_with_a_cgroup_of_its_own_is_frozen_by_its_freezer(tmp_path, v1_cgroup, own_freezer_cgroup):
+    """The newest holder moves into a freezer cgroup of its own before it
+    execs: memguard freezes that cgroup (FROZEN), not by SIGSTOP; the guard
+    thaws it the same way when the daemon is SIGKILLed."""
+    require("proc_connector")
+    group = v1_cgroup(256 * MIB)
+    own = tmp_path / "own.sh"
+    own.write_text(f"echo $$ > {own_freezer_cgroup}/cgroup.procs\nexec {sys.executable} -c '{HOLD}'\n")
+    script = f"{sys.executable} -c '{HOLD}' & sleep 1; sh {own} & wait"
+    d = started(tmp_path)
+    job = None
+    try:
+        job = Hog(Path("/usr/bin/env"), ["MEMGUARD_JOB=build", "sh", "-c", script], group)
+        state_file = own_freezer_cgroup / "freezer.state"
+        try:
+            wait_until(lambda: state_file.read_text().strip() == "FROZEN", timeout=30,
+                       what="the holder's own cgroup to be frozen")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{d.log()}") from None
+        (pid,) = [int(p) for p in (own_freezer_cgroup / "cgroup.procs").read_text().split()]
+        assert state(pid) != "T", "frozen by its cgroup, not stopped by a signal"
+        frozen = json.loads((Path(d.state_dir) / "frozen.json").read_text())
+        assert [(f["pid"], f["how"]) for f in frozen] == [(pid, str(state_file))]
+    finally:
+        d.stop(signal.SIGKILL)
+    try:
+        wait_until(lambda: state_file.read_text().strip() == "THAWED", timeout=10, what="the guard to thaw the cgroup")
+    finally:
+        if job is not None:
+            for child in holders(job) if job.returncode is None else []:
+                os.kill(child, signal.SIGKILL)
+            job.close()

@@ -6,9 +6,13 @@ it can finish and release what they hold, and it goes on where it stopped
 once there is room.  It can still be OOM-killed while frozen (the kernel
 picks by memory, frozen or not).  memguard freezes with SIGSTOP through a
 pidfd after checking the process's start time (a reused pid is never
-stopped) and thaws with SIGCONT the same way.  (The cgroup freezer would
-stop a whole cgroup at once: a build's compilers share one, and the point
-is to stop some of them, so it is not used.)
+stopped) and thaws with SIGCONT the same way; but a process with a cgroup
+of its own (alone in it, no child cgroups: ``systemd-run --scope``, a
+container, a build tool that sandboxes each action) is frozen with that
+cgroup's freezer (v2 ``cgroup.freeze``, else v1 ``freezer.state``), which
+also holds what it forks meanwhile and cannot be undone by a stray
+SIGCONT.  (A cgroup that several processes share is never frozen: a
+build's compilers share one, and the point is to stop some of them.)
 
 Every frozen process is written to ``<state_dir>/frozen.json`` *before* it
 is stopped (atomically: a crash leaves the old list or the new one), so a
@@ -32,7 +36,9 @@ import time
 from dataclasses import asdict, dataclass
 
 from ..roots import Roots, read_text
+from ..sources.cgroups import parse_mounts
 from ..sources.processes import PAGE_SIZE, parse_stat
+from .pidfd import pin
 from .act import signal_process
 
 FROZEN_FILE = "frozen.json"
@@ -54,6 +60,7 @@ class Frozen:
     rule: str
     since: float             # boottime()
     deadline: float          # boottime() by which it is thawed, whatever happens
+    how: str = "signal"      # "signal" (SIGSTOP), or the cgroup freezer file written
 
 
 class FrozenList:
@@ -123,19 +130,74 @@ def choose_to_freeze(roots: Roots, targets, choice: dict) -> tuple[tuple[int, fl
     return (pid, start), f"the {choice['pick']} of {len(holding)} holding {mib} MiB or more"
 
 
-def freeze(roots: Roots, pid: int, start: float | None) -> str:
-    """SIGSTOP: ``sent``, ``gone``, ``reused`` or ``failed: REASON``."""
-    return signal_process(roots, pid, start, signal.SIGSTOP)
+def own_freezer(roots: Roots, pid: int) -> str | None:
+    """The freezer file of the cgroup *pid* has to itself (it alone in
+    it, and no cgroup below it), v2 ``cgroup.freeze`` before v1
+    ``freezer.state``; None when it shares its cgroups."""
+    try:
+        mounts = parse_mounts(read_text(roots.proc_path("self", "mounts")), roots)
+        lines = read_text(roots.proc_path(str(pid), "cgroup")).splitlines()
+    except OSError:
+        return None
+    paths = {}
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            paths["v2"] = path
+        elif "freezer" in controllers.split(","):
+            paths["v1"] = path
+    for version, top, name in (("v2", mounts.unified, "cgroup.freeze"), ("v1", mounts.v1_freezer, "freezer.state")):
+        path = paths.get(version)
+        if top is None or path in (None, "/", ""):
+            continue
+        where = os.path.join(top, path.lstrip("/"))
+        try:
+            alone = read_text(os.path.join(where, "cgroup.procs")).split() == [str(pid)]
+            leaf = not any(e.is_dir(follow_symlinks=False) for e in os.scandir(where))
+        except OSError:
+            continue
+        if alone and leaf and os.path.exists(os.path.join(where, name)):
+            return os.path.join(where, name)
+    return None
 
 
-def thaw(roots: Roots, pid: int, start: float | None) -> str:
-    """SIGCONT: ``sent``, ``gone``, ``reused`` or ``failed: REASON``."""
-    return signal_process(roots, pid, start, signal.SIGCONT)
+def _write_freezer(path: str, frozen: bool) -> str:
+    value = ("1" if frozen else "0") if path.endswith("cgroup.freeze") else ("FROZEN" if frozen else "THAWED")
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except FileNotFoundError:
+        return "gone"            # the cgroup went with its process
+    except OSError as e:
+        return f"failed: {e.strerror}"
+    return "sent"
+
+
+def freeze(roots: Roots, pid: int, start: float | None, how: str = "signal") -> str:
+    """SIGSTOP, or its cgroup's freezer (*how*: the file, see own_freezer):
+    ``sent``, ``gone``, ``reused`` or ``failed: REASON``."""
+    if how == "signal":
+        return signal_process(roots, pid, start, signal.SIGSTOP)
+    fd = pin(roots, pid, start)        # still the process that has that cgroup
+    if isinstance(fd, str):
+        return fd
+    try:
+        return _write_freezer(how, True)
+    finally:
+        os.close(fd)
+
+
+def thaw(roots: Roots, pid: int, start: float | None, how: str = "signal") -> str:
+    """SIGCONT, or its cgroup's freezer: ``sent``, ``gone``, ``reused`` or
+    ``failed: REASON``."""
+    if how == "signal":
+        return signal_process(roots, pid, start, signal.SIGCONT)
+    return _write_freezer(how, False)
 
 
 def thaw_all(roots: Roots, frozen: list[Frozen]) -> list[tuple[Frozen, str]]:
     """Thaw each of *frozen*: (it, the result)."""
-    return [(p, thaw(roots, p.pid, p.start)) for p in frozen]
+    return [(p, thaw(roots, p.pid, p.start, p.how)) for p in frozen]
 
 
 class Guard:

@@ -45,6 +45,7 @@ class Mounts:
     v1_memory: str | None = None     # filesystem path of the v1 memory hierarchy
     unified: str | None = None       # filesystem path of the cgroup2 mount
     v2_memory: bool = False          # the cgroup2 root offers the memory controller
+    v1_freezer: str | None = None    # filesystem path of the v1 freezer hierarchy
 
 
 def _unescape(path: str) -> str:
@@ -54,7 +55,7 @@ def _unescape(path: str) -> str:
 
 def parse_mounts(text: str, roots: Roots) -> Mounts:
     """The cgroup mounts in a /proc/self/mounts text, mapped under roots.sys."""
-    v1 = unified = None
+    v1 = unified = freezer = None
     for line in text.splitlines():
         parts = line.split()
         if len(parts) < 4:
@@ -64,13 +65,15 @@ def parse_mounts(text: str, roots: Roots) -> Mounts:
             mountpoint = os.path.join(roots.sys, mountpoint[len("/sys/"):])
         if fstype == "cgroup" and "memory" in options and v1 is None:
             v1 = mountpoint
+        elif fstype == "cgroup" and "freezer" in options and freezer is None:
+            freezer = mountpoint
         elif fstype == "cgroup2" and unified is None:
             unified = mountpoint
     v2_memory = False
     if unified is not None:
         controllers = read_optional(os.path.join(unified, "cgroup.controllers"))
         v2_memory = controllers is not None and "memory" in controllers.split()
-    return Mounts(v1, unified, v2_memory)
+    return Mounts(v1, unified, v2_memory, freezer)
 
 
 @dataclass(frozen=True)
