@@ -10,7 +10,9 @@ from memguard.actions.plan import ActionDone, ActionWanted
 from memguard.clock import FakeClock
 from memguard.config import ActionsConfig, Config
 from memguard.engine.engine import Engine, SourceRun
+from memguard.cli.render import render_jobs
 from memguard.engine.messages import ProbeRun, RulesLoaded
+from memguard.export.metrics import Metrics
 from memguard.model import ProcessInfo, Sample
 from memguard.probes.base import ProbeReading
 from memguard.probes.procevents import start_time
@@ -348,6 +350,10 @@ def test_a_freeze_level_stops_the_newest_compilers_one_at_a_time_never_the_last(
     e, clock = build()
     assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 13)]
     assert sorted(e.frozen) == [13] and e.frozen[13]["state"] == "frozen"
+    (job,) = e.snapshot(clock.now()).jobs
+    assert [f["pid"] for f in job["frozen"]] == [13] and "4 (1 frozen)" in render_jobs({"jobs": [job]})
+    assert 'memguard_frozen_processes{domain="cgroup:/a",job="build-10"} 1.0' in \
+        Metrics().render(e.snapshot(clock.now())).decode()
     assert [done(e, clock, tick(e, clock, 90 * MiB)) for _ in range(4)] == [[]] * 4, "one every freeze_every"
     assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 12)]
     assert [done(e, clock, tick(e, clock, 90 * MiB)) for _ in range(10)] == [[]] * 10, \

@@ -107,7 +107,8 @@ def render_jobs(result: dict) -> str:
         last = j.get("last_action")
         told = "-" if not last else f"{last['kind']} {last['result']} {_duration(last['seconds_ago'])} ago"
         growth = j.get("growth_bytes_per_second")
-        rows.append([j["id"], str(j["leader"]), str(len(j["pids"])), str(j["uid"]), j["domain"] or "-",
+        procs = str(len(j["pids"])) + (f" ({len(j['frozen'])} frozen)" if j.get("frozen") else "")
+        rows.append([j["id"], str(j["leader"]), procs, str(j["uid"]), j["domain"] or "-",
                      format_bytes(j["rss_bytes"]), _per_minute(None if growth is None else 60 * growth),
                      _tto({"prediction": j.get("prediction")}),
                      wants + (" +hook" if reg.get("hook") else ""), told, _duration(j["registered_seconds"])])

@@ -929,6 +929,8 @@ class Engine:
                     "kind": last["kind"], "rule": last["rule"], "severity": last["severity"],
                     "signal": last["signal"], "result": last["result"],
                     "seconds_ago": round(now.mono - last["at"], 3)},
+                "frozen": [{"pid": pid, "rule": f["rule"], "seconds": round(now.mono - f["at"], 3)}
+                           for pid, f in sorted(self.frozen.items()) if f["job"] == job.id],
                 "id": job.id, "name": job.name, "registration": job.spec.to_json(), "leader": job.leader,
                 "pids": sorted(job.members), "uid": job.uid,
                 "domain": leader.domain if leader else None, "cgroup": leader.cgroup if leader else None,

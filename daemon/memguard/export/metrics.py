@@ -187,11 +187,16 @@ def _probe_metrics(snap: Snapshot):
                                   "0 when the last reload failed and the previous rules stay in force.")
     reload_ok.add_metric([], 0 if snap.rules_info.get("error") else 1)
     actions = CounterMetricFamily("memguard_actions", "Actions carried out (or, dry, decided), by rule, kind "
-                                  "(signal, hook) and result (sent, partial, gone, ok, failed, timed_out, dry_run).",
+                                  "(signal, hook, notify, oom_score_adj, freeze, thaw, kill) and result.",
                                   labels=["rule", "kind", "result"])
     for (rule, kind, result), n in sorted(snap.counters.actions.items()):
         actions.add_metric([rule, kind, result], n)
-    yield from (firing, loaded, reload_ok, actions)
+    frozen = GaugeMetricFamily("memguard_frozen_processes", "Processes of a job memguard holds frozen now.",
+                               labels=["domain", "job"])
+    for job in snap.jobs:
+        if job["frozen"]:
+            frozen.add_metric([job["domain"] or "", job["id"]], len(job["frozen"]))
+    yield from (firing, loaded, reload_ok, actions, frozen)
 
 
 class Metrics:
