@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel import (Capabilities, Hog, V1MemoryCgroup, V2MemoryCgroup, build_hog,
+from tests.kernel import (Capabilities, Hog, V1MemoryCgroup, V2MemoryCgroup, build_fake_nvml, build_hog,
                           capabilities, filesystem_type, leftover_test_cgroups,
                           reachable_by_everyone, require)
 
@@ -30,6 +30,20 @@ def hog_binary(tmp_path_factory):
     """The hog compiled once per session (skips without a C compiler)."""
     require("cc")
     return build_hog(tmp_path_factory.mktemp("hog"))
+
+
+@pytest.fixture(scope="session")
+def fake_nvml(tmp_path_factory) -> Path:
+    """The folder holding the fake libnvidia-ml.so.1 (tests/helpers/fake_nvml.c),
+    compiled once per session and loaded into this process under its soname,
+    so the real pynvml finds it (a daemon started by a test gets it through
+    LD_LIBRARY_PATH)."""
+    require("cc")
+    import ctypes
+    folder = tmp_path_factory.mktemp("nvml")
+    library = build_fake_nvml(folder)
+    ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+    return folder
 
 
 def _cgroup_factory(cls, needs: tuple[str, ...]):

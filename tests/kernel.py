@@ -47,6 +47,7 @@ import pytest
 MIB = 1 << 20
 CGROUP_PREFIX = "mgtest-"
 HOG_SOURCE = Path(__file__).with_name("helpers") / "hog.c"
+FAKE_NVML_SOURCE = Path(__file__).with_name("helpers") / "fake_nvml.c"
 
 # Our CI machine has every one of these (see /work/shared/HOST.md); there a
 # missing one fails the test instead of skipping it. v2_memory is not here:
@@ -646,6 +647,21 @@ def build_hog(dest_dir: Path, compiler: str | None = None) -> Path:
     if done.returncode != 0:
         raise RuntimeError(f"compiling {HOG_SOURCE} failed:\n{done.stderr}")
     return binary
+
+
+def build_fake_nvml(dest_dir: Path, compiler: str | None = None) -> Path:
+    """Compile fake_nvml.c into ``dest_dir``/libnvidia-ml.so.1 (with that
+    soname); return its path. RuntimeError with the compiler's output when
+    it fails."""
+    compiler = compiler or _find_cc()
+    if compiler is None:
+        raise RuntimeError("no C compiler on PATH")
+    library = dest_dir / "libnvidia-ml.so.1"
+    done = subprocess.run([compiler, "-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-Wl,-soname,libnvidia-ml.so.1",
+                           "-o", str(library), str(FAKE_NVML_SOURCE)], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"compiling {FAKE_NVML_SOURCE} failed:\n{done.stderr}")
+    return library
 
 
 def _append_only_tmpfile() -> int:

@@ -75,6 +75,11 @@ class WslConfig:
 
 
 @dataclass(frozen=True)
+class GpuConfig:
+    enabled: bool = True                  # NVIDIA GPUs through NVML (pynvml) as domains gpu:<index>
+
+
+@dataclass(frozen=True)
 class ProbesConfig:
     kmsg: bool = True                     # /dev/kmsg: the kernel's OOM report
     tracefs: bool = True                  # oom:mark_victim in our own trace instance
@@ -132,6 +137,7 @@ class Config:
     cgroups: CgroupsConfig = CgroupsConfig()
     processes: ProcessesConfig = ProcessesConfig()
     wsl: WslConfig = WslConfig()
+    gpu: GpuConfig = GpuConfig()
     probes: ProbesConfig = ProbesConfig()
     incidents: IncidentsConfig = IncidentsConfig()
     rules: RulesConfig = RulesConfig()

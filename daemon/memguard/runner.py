@@ -79,7 +79,8 @@ class SlowSources:
                 self.dropped[key] = self.dropped.get(key, 0) + 1
             else:
                 self.in_flight[source.name] = (self.pool.submit(run_source, source, now), now.mono)
-            self.due[source.name] = now.mono + self.interval
+            # a source that samples domains (GPUs) runs at every tick, the others at their slower cadence
+            self.due[source.name] = now.mono + (0.0 if getattr(source, "every_tick", False) else self.interval)
         return runs
 
     async def settle(self, timeout: float) -> None:
@@ -90,6 +91,11 @@ class SlowSources:
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def stuck(self) -> list[str]:
+        """The sources whose run has not ended (blocked in a driver or on a
+        hung mount): the interpreter would wait for them at exit."""
+        return sorted(name for name, (future, _) in self.in_flight.items() if not future.done())
 
 
 Handler = Callable[[str, ProbeReading | None, str, str | None, Instant], None]

@@ -55,6 +55,14 @@ JITTER = 0.1
 GOLDEN = (math.sqrt(5) - 1) / 2
 
 
+def _gpu_env(device: dict | None) -> dict | None:
+    """What a condition sees of a GPU domain as ``gpu``."""
+    if device is None:
+        return None
+    return {"name": device.get("name"), "uuid": device.get("uuid"), "index": device.get("index"),
+            "utilization": device.get("utilization_gpu")}
+
+
 @dataclass(frozen=True)
 class SourceRun:
     """What the shell got from running one source once."""
@@ -459,8 +467,10 @@ class Engine:
         if not self.rules.rules and not self.frozen:
             return
         by_domain = self._jobs_by_domain() if self.jobs.jobs else {}
+        gpus = self.facts.get("gpu", {}).get("devices", {})
         envs = {name: domain_env(name, s.kind, s.sample, s.prediction,
-                                 self._job_env(by_domain[name], now) if name in by_domain else None)
+                                 self._job_env(by_domain[name], now) if name in by_domain else None,
+                                 _gpu_env(gpus.get(name)) if s.kind == "gpu" else None)
                 for name, s in sorted(self.domains.items()) if s.sample is not None}
         job_envs = {}
         if by_domain and self.rules.per_job:

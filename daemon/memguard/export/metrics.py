@@ -35,6 +35,7 @@ class SnapshotCollector:
         yield from _source_metrics(snap)
         yield from _daemon_metrics(snap)
         yield from _probe_metrics(snap)
+        yield from _gpu_metrics(snap)
 
 
 def _build_info(snap: Snapshot):
@@ -197,6 +198,45 @@ def _probe_metrics(snap: Snapshot):
         if job["frozen"]:
             frozen.add_metric([job["domain"] or "", job["id"]], len(job["frozen"]))
     yield from (firing, loaded, reload_ok, actions, frozen)
+
+
+def _gpu_metrics(snap: Snapshot):
+    """Per GPU (NVML): what dcgm-exporter's DCGM_FI_DEV_FB_* and
+    DCGM_FI_DEV_GPU_UTIL give (in bytes and ratios here, MiB and percent
+    there), and each process's memory, which dcgm-exporter does not give;
+    nothing without GPUs."""
+    devices = snap.facts.get("gpu", {}).get("devices", {})
+    if not devices:
+        return
+    info = GaugeMetricFamily("memguard_gpu_info", "1 per GPU domain, with its UUID and name.",
+                             labels=["domain", "uuid", "name"])
+    up = GaugeMetricFamily("memguard_gpu_up", "1 when NVML answered for the GPU at the last sample, 0 on an "
+                           "error (a GPU lost).", labels=["domain"])
+    memory = {key: GaugeMetricFamily(f"memguard_gpu_memory_{key}_bytes", help_, labels=["domain"])
+              for key, help_ in (("total", "The GPU's memory (DCGM_FI_DEV_FB_TOTAL)."),
+                                 ("reserved", "Memory the driver reserves, never allocatable "
+                                              "(DCGM_FI_DEV_FB_RESERVED; NVML v2 only)."),
+                                 ("used", "Memory allocations hold (DCGM_FI_DEV_FB_USED)."),
+                                 ("free", "Memory free for allocations (DCGM_FI_DEV_FB_FREE)."))}
+    util = GaugeMetricFamily("memguard_gpu_utilization_ratio", "Share of the last sample period a kernel ran "
+                             "on the GPU (DCGM_FI_DEV_GPU_UTIL / 100).", labels=["domain"])
+    procs = GaugeMetricFamily("memguard_gpu_process_memory_bytes", "GPU memory a process holds, by pid and "
+                              "registered job (empty: none); absent where NVML cannot say.",
+                              labels=["domain", "pid", "job"])
+    jobs = {pid: job["id"] for job in snap.jobs for pid in job["pids"]}
+    for domain, d in sorted(devices.items()):
+        info.add_metric([domain, d.get("uuid") or "", d.get("name") or ""], 1)
+        up.add_metric([domain], 0 if d.get("error") else 1)
+        if d.get("error"):
+            continue
+        for key, family in memory.items():
+            if d.get(f"{key}_bytes") is not None:
+                family.add_metric([domain], d[f"{key}_bytes"])
+        util.add_metric([domain], d["utilization_gpu"] / 100)
+        for p in d["processes"]:
+            if p["used_bytes"] is not None:
+                procs.add_metric([domain, str(p["pid"]), jobs.get(p["pid"], "")], p["used_bytes"])
+    yield from (info, up, *memory.values(), util, procs)
 
 
 class Metrics:

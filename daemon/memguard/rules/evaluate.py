@@ -52,10 +52,12 @@ def matches(rule: Rule, domain: str, kind: str) -> bool:
     return kind in rule.kinds and (rule.domain_glob == "*" or fnmatch.fnmatchcase(domain, rule.domain_glob))
 
 
-def domain_env(name: str, kind: str, s: Sample, p: Prediction | None, job: dict | None = None) -> dict:
+def domain_env(name: str, kind: str, s: Sample, p: Prediction | None, job: dict | None = None,
+               gpu: dict | None = None) -> dict:
     """The variables a condition sees for one domain, from its sample and
     prediction (and *job*, the registered jobs with processes in it: see
-    Engine._job_env); PSI's fields also under their dotted paths: every PSI
+    Engine._job_env, and *gpu*, a GPU's ``name``, ``uuid``, ``index`` and
+    ``utilization``); PSI's fields also under their dotted paths: every PSI
     rule reads them in one lookup instead of a walk (see rules/expr.py).
     Built for every domain every tick, so written for speed: one dict display."""
     some = full = None
@@ -68,7 +70,7 @@ def domain_env(name: str, kind: str, s: Sample, p: Prediction | None, job: dict 
         "tto": p.tto if p else None, "rate": p.rate if p else None,
         "confidence": p.confidence if p else None, "method": p.method if p else None,
         "leak_rate": p.leak_rate if p else None, "risk": risk(p),
-        "job": job or {}, "gpu": {},
+        "job": job or {}, "gpu": gpu or {},
         "psi": None if s.psi is None else {"some": _pressure(some), "full": _pressure(full)},
         "psi.some.avg10": some and some.avg10, "psi.some.avg60": some and some.avg60,
         "psi.some.avg300": some and some.avg300, "psi.full.avg10": full and full.avg10,

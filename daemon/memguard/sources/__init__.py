@@ -7,6 +7,7 @@ from ..roots import Roots
 from . import wsl
 from .base import Reading, Source, Unavailable
 from .cgroups import CgroupSource
+from .gpu import GpuSource
 from .meminfo import HostSource
 from .processes import ProcessSource
 from .psi import PsiSource
@@ -35,4 +36,6 @@ def build_sources(config: Config, roots: Roots) -> tuple[list[Source], list[Sour
         ProcessSource(roots, top=config.processes.top),
         wsl.WslSource(roots, config.wsl.wslconfig),
     ]
+    if config.gpu.enabled and roots == Roots():
+        slow.append(GpuSource())      # NVML reads this machine's driver: not for a fixture tree's roots
     return tick, slow

@@ -1,0 +1,57 @@
+"""The real daemon on the fake libnvidia-ml.so.1 (issue 20): two GPUs
+appear as domains in status and /metrics; a GPU lost at run time and a
+wedged driver are shown and survived.  The daemon finds the fake through
+LD_LIBRARY_PATH, as it would find the real one."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.daemon import Daemon
+from tests.kernel import wait_until
+
+pytest.importorskip("pynvml", reason="nvidia-ml-py is installed by `make test`; run that")
+
+A100 = "device 0 42949672960 943718400 {used} 12 5 {state} GPU-11111111-2222-3333-4444-555555555555 NVIDIA A100-SXM4-40GB"
+L4 = "device 1 25769803776 0 1073741824 30 10 v1 GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee NVIDIA L4"
+
+
+@pytest.fixture
+def gpus(tmp_path, fake_nvml, monkeypatch):
+    state = tmp_path / "nvml-state"
+    state.write_text(A100.format(used=2**30, state="ok") + "\n" + L4 + "\n")
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(fake_nvml))
+    monkeypatch.setenv("FAKE_NVML_STATE", str(state))
+    d = Daemon(str(tmp_path), "--no-probes", config="sampling:\n  interval: 250ms\nwsl:\n  read_timeout: 1s\n")
+    yield d, state
+    assert d.stop() == 0, d.log()
+
+
+def gpu_domains(status: dict) -> dict:
+    return {d["name"]: d for d in status["domains"] if d["kind"] == "gpu"}
+
+
+def test_the_daemon_shows_each_gpu_and_survives_a_lost_one_and_a_wedged_driver(gpus):
+    daemon, state = gpus
+    status = daemon.wait_for_tick(lambda s: len(gpu_domains(s)) == 2 and s)
+    domains = gpu_domains(status)
+    assert domains["gpu:0"]["limit_bytes"] == 42949672960 - 943718400
+    assert domains["gpu:1"]["used_bytes"] == 2**30
+    (source,) = [s for s in status["sources"] if s["name"] == "gpu"]
+    assert source["state"] == "active"
+    assert status["facts"]["gpu"]["devices"]["gpu:0"]["uuid"] == "GPU-11111111-2222-3333-4444-555555555555"
+    metrics = daemon.metrics()
+    assert 'memguard_gpu_up{domain="gpu:0"} 1.0' in metrics
+    assert 'memguard_domain_limit_bytes{domain="gpu:1",kind="gpu"} 2.5769803776e+10' in metrics
+
+    state.write_text(A100.format(used=2**30, state="lost") + "\n" + L4 + "\n")
+    wait_until(lambda: 'memguard_gpu_up{domain="gpu:0"} 0.0' in daemon.metrics(), timeout=10,
+               what="the lost GPU in /metrics")
+    status = daemon.status()
+    assert status["facts"]["gpu"]["devices"]["gpu:0"]["error"] == "GPU is lost"
+    assert set(gpu_domains(status)) == {"gpu:0", "gpu:1"}, "a lost GPU stays a domain (tracked) while it is lost"
+
+    state.write_text(A100.format(used=2**30, state="hang") + "\n" + L4 + "\n")
+    wait_until(lambda: "timed out" in (next(s for s in daemon.status()["sources"] if s["name"] == "gpu")["reason"]
+                                       or ""), timeout=15, what="the wedged driver's read to time out")
+    assert daemon.status()["domains"], "the daemon goes on answering"
