@@ -1,14 +1,18 @@
 """The real daemon on the fake libnvidia-ml.so.1 (issue 20): two GPUs
 appear as domains in status and /metrics; a GPU lost at run time and a
-wedged driver are shown and survived.  The daemon finds the fake through
+wedged driver are shown and survived; a scripted ramp warns the registered
+job whose process holds the memory.  The daemon finds the fake through
 LD_LIBRARY_PATH, as it would find the real one."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.e2e.daemon import Daemon
-from tests.kernel import wait_until
+from tests.kernel import Hog, wait_until
 
 pytest.importorskip("pynvml", reason="nvidia-ml-py is installed by `make test`; run that")
 
@@ -55,3 +59,37 @@ def test_the_daemon_shows_each_gpu_and_survives_a_lost_one_and_a_wedged_driver(g
     wait_until(lambda: "timed out" in (next(s for s in daemon.status()["sources"] if s["name"] == "gpu")["reason"]
                                        or ""), timeout=15, what="the wedged driver's read to time out")
     assert daemon.status()["domains"], "the daemon goes on answering"
+
+
+# A training process registered for SIGUSR1, which says so when it comes.
+TRAINER = ("import signal, sys, time\n"
+           "signal.signal(signal.SIGUSR1, lambda *a: print('warned', flush=True))\n"
+           "print('ready', flush=True)\n"
+           "time.sleep(120)\n")
+
+
+def test_a_scripted_gpu_ramp_warns_the_job_whose_process_holds_it(tmp_path, fake_nvml, monkeypatch):
+    state = tmp_path / "nvml-state"
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(fake_nvml))
+    monkeypatch.setenv("FAKE_NVML_STATE", str(state))
+    trainer = Hog(Path("/usr/bin/env"), ["MEMGUARD_JOB=train,warning=USR1", sys.executable, "-c", TRAINER])
+    try:
+        trainer.wait_line("ready", timeout=10)
+        state.write_text(A100.format(used=2**30, state="ok") + "\n" + L4 + "\n" + f"process 0 {trainer.pid} {2**30}\n")
+        rules = tmp_path / "gpu.yaml"
+        rules.write_text("rules:\n  - name: gpu-full\n    match: {kind: gpu}\n    when: usage_ratio > 0.9\n")
+        d = Daemon(str(tmp_path), "--no-probes", config=f"sampling:\n  interval: 250ms\nrules:\n  files: ['{rules}']\n")
+        try:
+            d.wait_for_tick(lambda s: any(j["id"] == f"train-{trainer.pid}" and j["gpu_bytes"] for j in s["jobs"]))
+            for gib in (10, 20, 30, 38):     # of the 39.1 GiB allocations can reach
+                state.write_text(A100.format(used=gib * 2**30, state="ok") + "\n" + L4 + "\n"
+                                 + f"process 0 {trainer.pid} {gib * 2**30}\n")
+                d.wait_for_tick(lambda s: gpu_domains(s)["gpu:0"]["used_bytes"] == gib * 2**30)
+            trainer.wait_line("warned", timeout=10)
+            status = d.status()
+            (firing,) = status["rules"]["firing"]
+            assert (firing["rule"], firing["domain"]) == ("gpu-full", "gpu:0")
+        finally:
+            assert d.stop() == 0, d.log()
+    finally:
+        trainer.close()

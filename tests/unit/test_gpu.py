@@ -99,3 +99,36 @@ def test_gpu_domains_reach_status_rules_and_metrics(nvml):
                  'memguard_gpu_process_memory_bytes{domain="gpu:0",job="",pid="4242"} 4.1875931136e+10',
                  'memguard_gpu_up{domain="gpu:1"} 1.0'):
         assert line in text, line
+
+
+def test_the_job_whose_process_holds_the_gpu_memory_gets_its_signal(nvml):
+    """A training job registered on the host holds memory on gpu:0: a rule
+    about the GPU warns it, and the job shows in that domain."""
+    import signal
+
+    from memguard.config import Config
+    from memguard.engine.engine import Engine, SourceRun
+    from memguard.engine.messages import ProbeRun, RulesLoaded
+    from memguard.model import ProcessInfo
+    from memguard.probes.base import ProbeReading
+    from memguard.rules.load import parse_rules
+    clock = FakeClock()
+    e = Engine(Config(), clock.now(), "t")
+    e.step([], clock.now(), events=[RulesLoaded(tuple(parse_rules(
+        "rules:\n  - name: gpu-full\n    match: {kind: gpu}\n    when: usage_ratio > 0.9\n")), (), 0.0)])
+    trainer = ProcessInfo(4242, "python3", 2 * GiB, "/", None, start_time=100.0, uid=1000, ppid=1,
+                          job_env="train,warning=USR1")
+    bystander = ProcessInfo(4343, "python3", 2 * GiB, "/", None, start_time=100.0, uid=1000, ppid=1,
+                            job_env="other,warning=USR1")
+    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None,
+                                             ProbeReading(processes=[trainer, bystander]))])
+    source = GpuSource()
+    actions = []
+    for used in (10, 30, 39):
+        nvml(A100.format(used=used * GiB, state="ok"), L4, f"process 0 4242 {used * GiB}", "process 1 4343 1024")
+        clock.advance(1)
+        actions += e.step([SourceRun("gpu", reading=source.collect(clock.now()))], clock.now()).actions
+    assert [(a.kind, a.domain, a.job, a.signal, a.targets) for a in actions] == \
+        [("signal", "gpu:0", "train-4242", signal.SIGUSR1, ((4242, 100.0),))], "not the job on the other GPU"
+    (train,) = [j for j in e.snapshot(clock.now()).jobs if j["id"] == "train-4242"]
+    assert train["domain"] == "host" and train["gpu_bytes"] == {"gpu:0": 39 * GiB}

@@ -671,10 +671,18 @@ class Engine:
         """The registered jobs with processes in each domain."""
         by_domain: dict[str, list] = {}
         for job in self.jobs.jobs.values():
-            domains = {p.domain for pid in job.members if (p := self.process_table.get(pid)) is not None}
-            for d in domains:
+            for d in self._domains_of(job):
                 by_domain.setdefault(d, []).append(job)
         return by_domain
+
+    def _domains_of(self, job) -> set[str]:
+        """The domains a job is in: the one that binds each member's memory,
+        and each GPU on which a member holds memory (NVML's host pids)."""
+        domains = {p.domain for pid in job.members if (p := self.process_table.get(pid)) is not None}
+        for domain, device in self.facts.get("gpu", {}).get("devices", {}).items():
+            if any(proc["pid"] in job.members for proc in device.get("processes", ())):
+                domains.add(domain)
+        return domains
 
     def _job_env(self, jobs: list, now: Instant, job=None) -> dict:
         """The ``job`` a condition sees in a domain holding *jobs*: *job*
@@ -690,13 +698,8 @@ class Engine:
     def _jobs_in(self, domain: str, only: str | None = None) -> list:
         """The jobs with a process in *domain* (just the job *only*, when a
         per-job rule's transition names it)."""
-        out = []
-        for job in self.jobs.jobs.values():
-            if only is not None and job.id != only:
-                continue
-            if any((p := self.process_table.get(pid)) is not None and p.domain == domain for pid in job.members):
-                out.append(job)
-        return out
+        return [job for job in self.jobs.jobs.values()
+                if (only is None or job.id == only) and domain in self._domains_of(job)]
 
     def _plan_actions(self, transitions, now: Instant) -> list[ActionWanted]:
         """The signals the jobs in a domain asked for at the severity a rule
@@ -939,6 +942,10 @@ class Engine:
                     "kind": last["kind"], "rule": last["rule"], "severity": last["severity"],
                     "signal": last["signal"], "result": last["result"],
                     "seconds_ago": round(now.mono - last["at"], 3)},
+                "gpu_bytes": {domain: sum(p["used_bytes"] or 0 for p in device.get("processes", ())
+                                          if p["pid"] in job.members)
+                              for domain, device in sorted(self.facts.get("gpu", {}).get("devices", {}).items())
+                              if any(p["pid"] in job.members for p in device.get("processes", ()))},
                 "frozen": [{"pid": pid, "rule": f["rule"], "seconds": round(now.mono - f["at"], 3)}
                            for pid, f in sorted(self.frozen.items()) if f["job"] == job.id],
                 "id": job.id, "name": job.name, "registration": job.spec.to_json(), "leader": job.leader,
