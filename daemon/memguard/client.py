@@ -122,6 +122,59 @@ def register(name: str, *, on_warning: Callback | None = None, on_critical: Call
     return Registration(None, None, on_warning, on_critical)
 
 
+# torch.cuda.memory_stats() keys sent with a CUDA OOM, under shorter names.
+ALLOCATOR_STATS = {"allocated_bytes.all.current": "allocated_bytes", "reserved_bytes.all.current": "reserved_bytes",
+                   "active_bytes.all.current": "active_bytes",
+                   "inactive_split_bytes.all.current": "inactive_split_bytes",
+                   "allocated_bytes.all.peak": "allocated_peak_bytes", "reserved_bytes.all.peak": "reserved_peak_bytes",
+                   "num_alloc_retries": "num_alloc_retries", "num_ooms": "num_ooms"}
+
+
+def allocator_stats(device=None) -> dict:
+    """The figures of PyTorch's CUDA caching allocator memguard keeps
+    (``torch.cuda.memory_stats``), under ALLOCATOR_STATS's names."""
+    import torch
+    raw = torch.cuda.memory_stats(device)
+    return {short: raw[key] for key, short in ALLOCATOR_STATS.items() if key in raw}
+
+
+def report_gpu_oom(error: BaseException | str, *, device: int | None = None, stats: dict | None = None,
+                   summary: str | None = None, socket_path: str | None = None, timeout: float = 5.0) -> str | None:
+    """Tell memguardd that a CUDA allocation failed: it writes an incident of
+    kind ``gpu_oom`` (``memguardctl incident show``) with the allocator's
+    figures (read from PyTorch when *stats* is None) and its summary.
+    Returns the incident's id, or None when no memguardd answered: a
+    report must never make a failing program fail differently.
+
+        try:
+            train()
+        except torch.cuda.OutOfMemoryError as e:
+            client.report_gpu_oom(e, device=0)
+            raise
+    """
+    if stats is None:
+        try:
+            import torch
+            stats = allocator_stats(device)
+            summary = summary if summary is not None else torch.cuda.memory_summary(device)
+        except Exception:       # no torch, no CUDA: the message alone still says what happened
+            stats = {}
+    params = {"device": device, "message": str(error), "stats": stats, "summary": summary}
+    for path in ([socket_path] if socket_path else default_sockets()):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(path)
+                sock.sendall(protocol.request("gpu_oom", params))
+                answer = _read_line(sock)
+        except (OSError, ValueError):
+            continue
+        if answer.get("ok"):
+            return answer["result"]["incident"]
+        return None
+    return None
+
+
 def _read_line(sock: socket.socket) -> dict:
     buf = b""
     while not buf.endswith(b"\n"):

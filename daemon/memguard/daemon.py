@@ -25,7 +25,7 @@ from .api.server import ControlServer
 from .clock import Clock, Instant, SystemClock
 from .config import Config, ConfigError, load_config
 from .engine.engine import Engine, SourceRun
-from .engine.messages import (ChannelClosed, Dropped, JobRegistered, JobUnregistered, LookupWanted, ProbeRun,
+from .engine.messages import (ChannelClosed, Dropped, GpuOomReported, JobRegistered, JobUnregistered, LookupWanted, ProbeRun,
                               RulesLoaded, RulesRejected)
 from .jobs.spec import JobSpecError, parse_job
 from .actions.act import carry_out
@@ -372,6 +372,7 @@ class Daemon:
         control.route("jobs", self._jobs)
         control.route("register", self._register)
         control.route("unregister", self._unregister)
+        control.route("gpu_oom", self._gpu_oom)
         control.route("incidents", self._incidents)
         control.route("incident", self._incident)
         control.route("reload", lambda params, peer: self.reload_rules(), privileged=True)
@@ -481,6 +482,31 @@ class Daemon:
         if job is None:
             raise ProtocolError(NOT_PERMITTED, "too many jobs registered")
         return {"job": job, "pid": pid, "notify": channel is not None}
+
+    def _gpu_oom(self, params: dict, peer) -> dict:
+        """A process reports its CUDA out-of-memory error (memguard.client):
+        an incident of kind gpu_oom.  Only its own process, or one of its
+        user's; the figures are bounded."""
+        pid = params.get("pid", peer.pid)
+        if not isinstance(pid, int) or pid <= 0:
+            raise ProtocolError(BAD_REQUEST, "params.pid must be a positive integer")
+        if pid != peer.pid and not peer.privileged:
+            raise ProtocolError(NOT_PERMITTED, f"only root may report for another process (pid {pid})")
+        device, message = params.get("device"), params.get("message", "")
+        if device is not None and (not isinstance(device, int) or device < 0):
+            raise ProtocolError(BAD_REQUEST, "params.device must be a CUDA device index")
+        stats = params.get("stats") or {}
+        if not isinstance(message, str) or not isinstance(stats, dict) or len(stats) > 64 or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) for k, v in stats.items()):
+            raise ProtocolError(BAD_REQUEST, "params.message must be text and params.stats a mapping of at "
+                                             "most 64 names to numbers (torch.cuda.memory_stats)")
+        summary = params.get("summary")
+        if summary is not None and not isinstance(summary, str):
+            raise ProtocolError(BAD_REQUEST, "params.summary must be text (torch.cuda.memory_summary)")
+        effects = self.engine.step([], self.clock.now(), events=[GpuOomReported(
+            pid, peer.uid, device, message, stats, summary)])
+        self._apply(effects)
+        return {"incident": effects.incidents[-1].id}
 
     def _channel_closed(self, channel: int) -> None:
         self.channels.pop(channel, None)

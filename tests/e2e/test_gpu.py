@@ -93,3 +93,30 @@ def test_a_scripted_gpu_ramp_warns_the_job_whose_process_holds_it(tmp_path, fake
             assert d.stop() == 0, d.log()
     finally:
         trainer.close()
+
+
+def test_a_cuda_oom_reported_by_a_job_is_an_incident_shown_like_a_kill(gpus):
+    """memguard.client.report_gpu_oom with the allocator's figures (those
+    torch.cuda.memory_stats gives; PyTorch itself is not needed here)."""
+    import json
+
+    from memguard import client
+    from tests.e2e.daemon import ctl
+    daemon, _ = gpus
+    daemon.wait_for_tick(lambda s: len(gpu_domains(s)) == 2)
+    stats = {"allocated_bytes": 30 * 2**30, "reserved_bytes": 38 * 2**30, "active_bytes": 30 * 2**30,
+             "inactive_split_bytes": 2**30, "num_alloc_retries": 3, "num_ooms": 1}
+    message = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 39.56 GiB of which "
+               "1.12 GiB is free.")
+    incident = client.report_gpu_oom(message, device=0, stats=stats, summary="|  PyTorch CUDA memory summary  |",
+                                     socket_path=daemon.socket)
+    assert incident is not None
+    doc = json.loads(ctl(daemon.socket, "--json", "incident", "show", incident).stdout)
+    assert (doc["kind"], doc["domain"], doc["allocator"]["fragmentation"]) == ("gpu_oom", "gpu:0", 0.2105)
+    assert doc["gpu"]["uuid"] == "GPU-11111111-2222-3333-4444-555555555555"
+    text = ctl(daemon.socket, "incident", "show", incident).stdout
+    assert "CUDA out of memory in pid" in text and "on gpu:0 (NVIDIA A100-SXM4-40GB)" in text
+    assert "21% of its reserved memory unused" in text and "Tried to allocate 2.00 GiB" in text
+    listing = json.loads(ctl(daemon.socket, "--json", "incidents").stdout)["incidents"]
+    assert [i["fields"]["kind"] for i in listing] == ["gpu_oom"]
+    assert client.report_gpu_oom("x", socket_path=daemon.socket + ".none") is None, "no daemon: no error"

@@ -101,6 +101,23 @@ def render_incident(doc: dict) -> str:
               c["verdict"] + (f" ({c['matched']})" if c.get("matched") else "")]
              for c in doc.get("candidates", ())], {0, 2})]
         return "\n".join(out) + "\n"
+    if doc.get("kind") == "gpu_oom":
+        out += ["", f"The process's error: {one_line(doc.get('message') or '')}", "",
+                "Its CUDA caching allocator (torch.cuda.memory_stats):"]
+        for key, value in (doc.get("allocator") or {}).items():
+            shown = format_bytes(value) if key.endswith("_bytes") else (
+                f"{100 * value:.0f}% of reserved memory unused" if key == "fragmentation" else str(value))
+            out.append(f"  {key}: {shown}")
+        gpu = doc.get("gpu")
+        if gpu and not gpu.get("error"):
+            out += ["", f"The GPU as NVML saw it last: {gpu.get('name')} {gpu.get('uuid')}, "
+                        f"used {format_bytes(gpu.get('used_bytes'))} of {format_bytes(gpu.get('total_bytes'))}"
+                        + (f" ({format_bytes(gpu.get('reserved_bytes'))} reserved by the driver)"
+                           if gpu.get("reserved_bytes") else "")]
+            out += [f"  pid {p['pid']}: {format_bytes(p['used_bytes'])}" for p in gpu.get("processes", ())]
+        if doc.get("summary"):
+            out += ["", "Allocator summary (torch.cuda.memory_summary):", doc["summary"].rstrip()]
+        return "\n".join(out) + "\n"
     if doc.get("kind") == "unclean_stop":
         out += ["", doc.get("explanation", ""), "", "Near their limit at the last heartbeat:"]
         for d in doc.get("near_limit", ()):

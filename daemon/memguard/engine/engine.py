@@ -26,10 +26,11 @@ from ..predict.predictor import BURST_WINDOW, HORIZONS, Prediction, predict, wid
 from ..rules.evaluate import RuleEngine, domain_env
 from ..rules.load import SEVERITIES, STANDING_ACTIONS
 from ..sources.cgroups import Binding
-from .messages import (ChannelClosed, Dropped, JobRegistered, JobUnregistered, LookupWanted, ProbeRun,
-                       ProcessesSeen, RulesLoaded, RulesRejected)
+from .messages import (ChannelClosed, Dropped, GpuOomReported, JobRegistered, JobUnregistered, LookupWanted,
+                       ProbeRun, ProcessesSeen, RulesLoaded, RulesRejected)
 from ..actions.plan import SEVERITY_SIGNAL, ActionDone, ActionWanted, wanted_hook, wanted_signals
-from ..incidents.build import Context, IncidentBuilder, Write, kill_document, near_miss_document
+from ..incidents.build import (Context, IncidentBuilder, Write, gpu_oom_document, kill_document,
+                               near_miss_document)
 from ..jobs.table import JobTable
 from .recorder import FlightRecorder
 from .snapshot import DomainView, Snapshot
@@ -210,6 +211,13 @@ class Engine:
                 self.jobs.channel_closed(event.channel)
             elif isinstance(event, ActionDone):
                 fx.log += self._action_done(event, now, fx)
+            elif isinstance(event, GpuOomReported):
+                device = self.facts.get("gpu", {}).get("devices", {}).get(f"gpu:{event.device}")
+                doc = gpu_oom_document(event, now.mono, now.wall - now.mono, self.jobs.job_of(event.pid),
+                                       device, self.redact)
+                fx.incidents.append(Write(doc["id"], doc))
+                key = ("gpu_oom", doc["domain"] or "", "")
+                self.counters.incidents[key] = self.counters.incidents.get(key, 0) + 1
             elif isinstance(event, Dropped):
                 for cause, n in event.counts.items():
                     self.counters.dropped[cause] = self.counters.dropped.get(cause, 0) + n

@@ -28,6 +28,19 @@ class ProbeRun:
 
 
 @dataclass(frozen=True)
+class GpuOomReported:
+    """A process told memguardd that its CUDA allocation failed
+    (memguard.client.report_gpu_oom): the allocator's figures it sent."""
+
+    pid: int
+    uid: int | None
+    device: int | None               # the CUDA device index, as the process numbers it
+    message: str                     # the exception's text
+    stats: dict                      # allocated, reserved, active, inactive_split, num_alloc_retries, num_ooms
+    summary: str | None = None       # torch.cuda.memory_summary()
+
+
+@dataclass(frozen=True)
 class ProcessesSeen:
     """Processes to name victims by: at exec (the proc connector), or by a
     /proc scan (``at_exec`` False; it never overwrites what an exec told)."""

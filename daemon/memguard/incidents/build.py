@@ -109,6 +109,32 @@ def kill_document(action, done, wall_offset: float, redact) -> dict:
     }
 
 
+def gpu_oom_document(report, at: float, wall_offset: float, job: str | None, device: dict | None,
+                     redact) -> dict:
+    """A CUDA out-of-memory error a job reported (memguard.client): what its
+    allocator held and what the GPU held, as NVML saw it."""
+    stats = dict(report.stats)
+    reserved, allocated = stats.get("reserved_bytes"), stats.get("allocated_bytes")
+    if reserved and allocated is not None:
+        stats["fragmentation"] = round((reserved - allocated) / reserved, 4)
+    domain = f"gpu:{report.device}" if report.device is not None else None
+    frag = stats.get("fragmentation")
+    return {
+        "schema_version": INCIDENT_SCHEMA_VERSION, "id": incident_id(at + wall_offset, report.pid, "gpu-oom"),
+        "kind": "gpu_oom", "state": "sealed", "time": rfc3339(at + wall_offset), "domain": domain,
+        "victim": f"pid {report.pid}" + (f" ({job})" if job else ""),
+        "victims": [{"pid": report.pid, "uid": report.uid, "job": job}],
+        "message": redact(report.message)[:4096], "allocator": stats,
+        "summary": None if report.summary is None else report.summary[:65536],
+        "gpu": device,
+        "headline": (f"CUDA out of memory in pid {report.pid}" + (f" ({job})" if job else "")
+                     + (f" on {domain}" + (f" ({device['name']})" if device and device.get("name") else "")
+                        if domain else "")
+                     + (f": the allocator held {100 * frag:.0f}% of its reserved memory unused (fragmentation)"
+                        if frag is not None else "") + "."),
+    }
+
+
 def incident_id(wall: float, pid: int | None, kind: str) -> str:
     stamp = datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3]
     return f"{stamp}Z-{pid if pid is not None else 'x'}-{kind}"
