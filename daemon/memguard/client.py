@@ -41,15 +41,25 @@ class Registration:
     """A job's registration; ``active`` is False when no daemon answered."""
 
     def __init__(self, sock: socket.socket | None, job: str | None, on_warning: Callback | None,
-                 on_critical: Callback | None) -> None:
+                 on_critical: Callback | None, gpu_stats_every: float | None = None,
+                 socket_path: str | None = None) -> None:
         self.job = job
         self.latest: dict | None = None
         self._sock = sock
         self._callbacks = {"warning": on_warning, "critical": on_critical}
         self._thread = None
+        self._stopped = threading.Event()
         if sock is not None:
             self._thread = threading.Thread(target=self._listen, name="memguard-client", daemon=True)
             self._thread.start()
+            if gpu_stats_every:
+                threading.Thread(target=self._report, args=(gpu_stats_every, socket_path),
+                                 name="memguard-client-gpu", daemon=True).start()
+
+    def _report(self, every: float, socket_path: str | None) -> None:
+        """The allocator's figures every *every* seconds, while registered."""
+        while not self._stopped.wait(every):
+            report_allocator(socket_path=socket_path)
 
     @property
     def active(self) -> bool:
@@ -77,6 +87,7 @@ class Registration:
                     callback(event)
 
     def close(self) -> None:
+        self._stopped.set()
         sock, self._sock = self._sock, None
         if sock is not None:
             try:
@@ -93,10 +104,12 @@ class Registration:
 
 
 def register(name: str, *, on_warning: Callback | None = None, on_critical: Callback | None = None,
-             socket_path: str | None = None, timeout: float = 5.0) -> Registration:
+             socket_path: str | None = None, timeout: float = 5.0,
+             gpu_stats_every: float | None = None) -> Registration:
     """Register this process as job *name*; the callbacks run (in a
-    background thread) when a rule warns of its domain, and at critical.
-    Raises ValueError for a bad name."""
+    background thread) when a rule warns of its domain, and at critical;
+    with *gpu_stats_every*, PyTorch's CUDA allocator figures are sent that
+    often (report_allocator).  Raises ValueError for a bad name."""
     global _warned
     value = format_job(JobSpec(name))
     parse_job(value)
@@ -114,7 +127,7 @@ def register(name: str, *, on_warning: Callback | None = None, on_critical: Call
             sock.close()
             raise ValueError(f"memguardd refused the registration: {answer.get('error', {}).get('message')}")
         sock.settimeout(None)
-        return Registration(sock, answer["result"]["job"], on_warning, on_critical)
+        return Registration(sock, answer["result"]["job"], on_warning, on_critical, gpu_stats_every, path)
     if not _warned:
         warnings.warn("memguard: no memguardd answered; running unregistered (no warnings will come)",
                       RuntimeWarning, stacklevel=2)
@@ -159,19 +172,39 @@ def report_gpu_oom(error: BaseException | str, *, device: int | None = None, sta
             summary = summary if summary is not None else torch.cuda.memory_summary(device)
         except Exception:       # no torch, no CUDA: the message alone still says what happened
             stats = {}
-    params = {"device": device, "message": str(error), "stats": stats, "summary": summary}
+    result = _call("gpu_oom", {"device": device, "message": str(error), "stats": stats, "summary": summary},
+                   socket_path, timeout)
+    return None if result is None else result["incident"]
+
+
+def report_allocator(*, device: int | None = None, stats: dict | None = None, socket_path: str | None = None,
+                     timeout: float = 2.0) -> bool:
+    """Send the CUDA caching allocator's figures now (read from PyTorch when
+    *stats* is None): memguardd keeps the last of each job and device, for
+    status, /metrics (fragmentation per job) and rules (``job.gpu_*``).
+    Whether a memguardd took them.  ``register(..., gpu_stats_every=10)``
+    sends them periodically."""
+    if stats is None:
+        try:
+            stats = allocator_stats(device)
+        except Exception:      # no torch, no CUDA
+            return False
+    return _call("allocator", {"device": device, "stats": stats}, socket_path, timeout) is not None
+
+
+def _call(method: str, params: dict, socket_path: str | None, timeout: float) -> dict | None:
+    """One request on a connection of its own: its result, or None when no
+    memguardd answered or it refused."""
     for path in ([socket_path] if socket_path else default_sockets()):
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(timeout)
                 sock.connect(path)
-                sock.sendall(protocol.request("gpu_oom", params))
+                sock.sendall(protocol.request(method, params))
                 answer = _read_line(sock)
         except (OSError, ValueError):
             continue
-        if answer.get("ok"):
-            return answer["result"]["incident"]
-        return None
+        return answer["result"] if answer.get("ok") else None
     return None
 
 

@@ -25,7 +25,7 @@ from .api.server import ControlServer
 from .clock import Clock, Instant, SystemClock
 from .config import Config, ConfigError, load_config
 from .engine.engine import Engine, SourceRun
-from .engine.messages import (ChannelClosed, Dropped, GpuOomReported, JobRegistered, JobUnregistered, LookupWanted, ProbeRun,
+from .engine.messages import (AllocatorReported, ChannelClosed, Dropped, GpuOomReported, JobRegistered, JobUnregistered, LookupWanted, ProbeRun,
                               RulesLoaded, RulesRejected)
 from .jobs.spec import JobSpecError, parse_job
 from .actions.act import carry_out
@@ -373,6 +373,7 @@ class Daemon:
         control.route("register", self._register)
         control.route("unregister", self._unregister)
         control.route("gpu_oom", self._gpu_oom)
+        control.route("allocator", self._allocator)
         control.route("incidents", self._incidents)
         control.route("incident", self._incident)
         control.route("reload", lambda params, peer: self.reload_rules(), privileged=True)
@@ -492,14 +493,10 @@ class Daemon:
             raise ProtocolError(BAD_REQUEST, "params.pid must be a positive integer")
         if pid != peer.pid and not peer.privileged:
             raise ProtocolError(NOT_PERMITTED, f"only root may report for another process (pid {pid})")
-        device, message = params.get("device"), params.get("message", "")
-        if device is not None and (not isinstance(device, int) or device < 0):
-            raise ProtocolError(BAD_REQUEST, "params.device must be a CUDA device index")
-        stats = params.get("stats") or {}
-        if not isinstance(message, str) or not isinstance(stats, dict) or len(stats) > 64 or not all(
-                isinstance(k, str) and isinstance(v, (int, float)) for k, v in stats.items()):
-            raise ProtocolError(BAD_REQUEST, "params.message must be text and params.stats a mapping of at "
-                                             "most 64 names to numbers (torch.cuda.memory_stats)")
+        device, stats = _allocator_params(params)
+        message = params.get("message", "")
+        if not isinstance(message, str):
+            raise ProtocolError(BAD_REQUEST, "params.message must be text")
         summary = params.get("summary")
         if summary is not None and not isinstance(summary, str):
             raise ProtocolError(BAD_REQUEST, "params.summary must be text (torch.cuda.memory_summary)")
@@ -507,6 +504,13 @@ class Daemon:
             pid, peer.uid, device, message, stats, summary)])
         self._apply(effects)
         return {"incident": effects.incidents[-1].id}
+
+    def _allocator(self, params: dict, peer) -> dict:
+        """A process sends its CUDA allocator's figures (memguard.client):
+        kept for its job, if it belongs to one."""
+        device, stats = _allocator_params(params)
+        self._apply(self.engine.step([], self.clock.now(), events=[AllocatorReported(peer.pid, device, stats)]))
+        return {"job": self.engine.jobs.job_of(peer.pid)}
 
     def _channel_closed(self, channel: int) -> None:
         self.channels.pop(channel, None)
@@ -613,6 +617,19 @@ def configure(args: argparse.Namespace) -> tuple[Config, Roots]:
                                     if args.metrics_listen is None else args.metrics_listen))
     roots = Roots(proc=roots_cfg.proc, sys=roots_cfg.sys, rootfs=args.rootfs or "/")
     return config, roots
+
+
+def _allocator_params(params: dict) -> tuple[int | None, dict]:
+    """(device, stats) of a gpu_oom or allocator request, checked and bounded."""
+    device, stats = params.get("device"), params.get("stats") or {}
+    if device is not None and (not isinstance(device, int) or isinstance(device, bool) or device < 0):
+        raise ProtocolError(BAD_REQUEST, "params.device must be a CUDA device index")
+    if not isinstance(stats, dict) or len(stats) > 64 or not all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, (int, float)) and not isinstance(v, bool)
+            for k, v in stats.items()):
+        raise ProtocolError(BAD_REQUEST, "params.stats must map at most 64 names to numbers "
+                                         "(torch.cuda.memory_stats)")
+    return device, stats
 
 
 def main(argv: list[str] | None = None) -> int:

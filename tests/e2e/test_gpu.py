@@ -120,3 +120,21 @@ def test_a_cuda_oom_reported_by_a_job_is_an_incident_shown_like_a_kill(gpus):
     listing = json.loads(ctl(daemon.socket, "--json", "incidents").stdout)["incidents"]
     assert [i["fields"]["kind"] for i in listing] == ["gpu_oom"]
     assert client.report_gpu_oom("x", socket_path=daemon.socket + ".none") is None, "no daemon: no error"
+
+
+def test_a_jobs_allocator_figures_reach_status_and_metrics(gpus):
+    """The test process registers as a job and sends its (scripted)
+    allocator figures: status and /metrics show them."""
+    from memguard import client
+    daemon, _ = gpus
+    with client.register("trainer", socket_path=daemon.socket) as reg:
+        assert client.report_allocator(device=0, stats={"allocated_bytes": 6 * 2**30, "reserved_bytes": 8 * 2**30,
+                                                        "num_alloc_retries": 2}, socket_path=daemon.socket)
+        status = daemon.wait_for_tick(lambda s: any(j["allocator"] for j in s["jobs"]))
+        (job,) = [j for j in status["jobs"] if j["id"] == reg.job]
+        assert job["allocator"]["gpu:0"]["fragmentation"] == 0.25
+        metrics = daemon.metrics()
+        assert f'memguard_gpu_allocator_fragmentation_ratio{{domain="gpu:0",job="{reg.job}"}} 0.25' in metrics
+        assert f'memguard_gpu_allocator_bytes{{domain="gpu:0",job="{reg.job}",kind="reserved"}}' in metrics
+    assert not client.report_allocator(device=0, stats={"allocated_bytes": "lots"}, socket_path=daemon.socket), \
+        "refused: not numbers"

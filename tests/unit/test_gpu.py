@@ -132,3 +132,25 @@ def test_the_job_whose_process_holds_the_gpu_memory_gets_its_signal(nvml):
         [("signal", "gpu:0", "train-4242", signal.SIGUSR1, ((4242, 100.0),))], "not the job on the other GPU"
     (train,) = [j for j in e.snapshot(clock.now()).jobs if j["id"] == "train-4242"]
     assert train["domain"] == "host" and train["gpu_bytes"] == {"gpu:0": 39 * GiB}
+
+
+def test_a_rule_reads_a_jobs_allocator_fragmentation():
+    from memguard.config import Config
+    from memguard.engine.engine import Engine
+    from memguard.engine.messages import AllocatorReported, RulesLoaded
+    from memguard.rules.load import parse_rules
+
+    from .test_actions import register, tick
+    clock = FakeClock()
+    e = Engine(Config(), clock.now(), "t")
+    e.step([], clock.now(), events=[RulesLoaded(tuple(parse_rules(
+        "rules:\n  - name: fragmented\n    when: job.gpu_fragmentation > 0.3\n    severity: info\n")), (), 0.0)])
+    tick(e, clock, 10 * 2**20)
+    register(e, clock, 10, "train")
+    for reserved, fires in ((8, []), (12, [("fragmented", "cgroup:/a", "train-10")])):
+        e.step([], clock.now(), events=[AllocatorReported(10, 0, {"allocated_bytes": 6 * GiB,
+                                                                   "reserved_bytes": reserved * GiB})])
+        fx = tick(e, clock, 10 * 2**20)
+        assert [(t.rule, t.domain, t.job) for t in fx.transitions if t.kind == "fire"] == fires
+    e.step([], clock.now(), events=[AllocatorReported(99, 0, {"allocated_bytes": 1})])
+    assert list(e.allocators) == ["train-10"], "a process of no job: nothing kept"

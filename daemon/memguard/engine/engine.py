@@ -26,7 +26,7 @@ from ..predict.predictor import BURST_WINDOW, HORIZONS, Prediction, predict, wid
 from ..rules.evaluate import RuleEngine, domain_env
 from ..rules.load import SEVERITIES, STANDING_ACTIONS
 from ..sources.cgroups import Binding
-from .messages import (ChannelClosed, Dropped, GpuOomReported, JobRegistered, JobUnregistered, LookupWanted,
+from .messages import (AllocatorReported, ChannelClosed, Dropped, GpuOomReported, JobRegistered, JobUnregistered, LookupWanted,
                        ProbeRun, ProcessesSeen, RulesLoaded, RulesRejected)
 from ..actions.plan import SEVERITY_SIGNAL, ActionDone, ActionWanted, wanted_hook, wanted_signals
 from ..incidents.build import (Context, IncidentBuilder, Write, gpu_oom_document, kill_document,
@@ -146,6 +146,8 @@ class Engine:
         self._thawed_at: dict[tuple[str, str], float] = {}
         self._froze_too_long: set[int] = set()     # thawed at max_freeze: not frozen again
         self._member_peak: dict[str, int] = {}    # job id -> the largest RSS one of its processes reached
+        # job id -> GPU domain -> its CUDA allocator's last figures (memguard.client.report_allocator)
+        self.allocators: dict[str, dict[str, dict]] = {}
         # Kills under way and when each (rule, domain) last killed: see _kill_if_due.
         self._killing: dict[tuple[str, str], int] = {}
         self._killed_at: dict[tuple[str, str], float] = {}
@@ -211,6 +213,15 @@ class Engine:
                 self.jobs.channel_closed(event.channel)
             elif isinstance(event, ActionDone):
                 fx.log += self._action_done(event, now, fx)
+            elif isinstance(event, AllocatorReported):
+                job_id = self.jobs.job_of(event.pid)
+                if job_id is not None:
+                    stats = dict(event.stats)
+                    reserved, allocated = stats.get("reserved_bytes"), stats.get("allocated_bytes")
+                    if reserved and allocated is not None:
+                        stats["fragmentation"] = round((reserved - allocated) / reserved, 4)
+                    device = f"gpu:{event.device}" if event.device is not None else "gpu:0"
+                    self.allocators.setdefault(job_id, {})[device] = {**stats, "at": now.mono}
             elif isinstance(event, GpuOomReported):
                 device = self.facts.get("gpu", {}).get("devices", {}).get(f"gpu:{event.device}")
                 doc = gpu_oom_document(event, now.mono, now.wall - now.mono, self.jobs.job_of(event.pid),
@@ -364,6 +375,8 @@ class Engine:
                 self._fold(run.name, run.reading, pressure, now, log)
         for state in self.domains.values():
             state.prediction = self._predict(state, now.mono)
+        for job_id in [j for j in self.allocators if j not in self.jobs.jobs]:
+            del self.allocators[job_id]      # the job ended
         self._evaluate_rules(now, fx)
         self.interval = self._next_interval()
 
@@ -699,7 +712,10 @@ class Engine:
         domain's jobs and the ``names`` ``match.job`` tests (the pair's job
         only, for a per-job rule)."""
         one = job if job is not None else max(jobs, key=self._job_rss)
-        return {"name": one.name, "id": one.id, "rss": self._job_rss(one), "growth": one.growth(now.mono),
+        allocators = self.allocators.get(one.id, {}).values()
+        return {"gpu_fragmentation": max((a["fragmentation"] for a in allocators if "fragmentation" in a), default=None),
+                "gpu_reserved": sum(a.get("reserved_bytes", 0) for a in allocators) if allocators else None,
+                "name": one.name, "id": one.id, "rss": self._job_rss(one), "growth": one.growth(now.mono),
                 "registered_for": now.mono - one.registered, "count": len(jobs),
                 "names": (one.name,) if job is not None else tuple(sorted({j.name for j in jobs}))}
 
@@ -954,6 +970,8 @@ class Engine:
                                           if p["pid"] in job.members)
                               for domain, device in sorted(self.facts.get("gpu", {}).get("devices", {}).items())
                               if any(p["pid"] in job.members for p in device.get("processes", ()))},
+                "allocator": {d: {k: v for k, v in a.items() if k != "at"} | {"seconds_ago": round(now.mono - a["at"], 3)}
+                              for d, a in sorted(self.allocators.get(job.id, {}).items())},
                 "frozen": [{"pid": pid, "rule": f["rule"], "seconds": round(now.mono - f["at"], 3)}
                            for pid, f in sorted(self.frozen.items()) if f["job"] == job.id],
                 "id": job.id, "name": job.name, "registration": job.spec.to_json(), "leader": job.leader,

@@ -41,6 +41,16 @@ class GpuOomReported:
 
 
 @dataclass(frozen=True)
+class AllocatorReported:
+    """A process sent its CUDA caching allocator's figures
+    (memguard.client.report_allocator)."""
+
+    pid: int
+    device: int | None
+    stats: dict
+
+
+@dataclass(frozen=True)
 class ProcessesSeen:
     """Processes to name victims by: at exec (the proc connector), or by a
     /proc scan (``at_exec`` False; it never overwrites what an exec told)."""

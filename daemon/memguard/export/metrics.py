@@ -205,6 +205,20 @@ def _gpu_metrics(snap: Snapshot):
     DCGM_FI_DEV_GPU_UTIL give (in bytes and ratios here, MiB and percent
     there), and each process's memory, which dcgm-exporter does not give;
     nothing without GPUs."""
+    allocated = GaugeMetricFamily("memguard_gpu_allocator_bytes", "What a job's CUDA caching allocator "
+                                  "holds (memguard.client): allocated, reserved, active, inactive_split.",
+                                  labels=["domain", "job", "kind"])
+    fragmentation = GaugeMetricFamily("memguard_gpu_allocator_fragmentation_ratio", "(reserved - allocated) / "
+                                      "reserved of a job's CUDA caching allocator.", labels=["domain", "job"])
+    for job in snap.jobs:
+        for domain, a in job.get("allocator", {}).items():
+            for kind in ("allocated", "reserved", "active", "inactive_split"):
+                if f"{kind}_bytes" in a:
+                    allocated.add_metric([domain, job["id"], kind], a[f"{kind}_bytes"])
+            if "fragmentation" in a:
+                fragmentation.add_metric([domain, job["id"]], a["fragmentation"])
+    if allocated.samples:
+        yield from (allocated, fragmentation)
     devices = snap.facts.get("gpu", {}).get("devices", {})
     if not devices:
         return
