@@ -172,7 +172,8 @@ def report_gpu_oom(error: BaseException | str, *, device: int | None = None, sta
             summary = summary if summary is not None else torch.cuda.memory_summary(device)
         except Exception:       # no torch, no CUDA: the message alone still says what happened
             stats = {}
-    result = _call("gpu_oom", {"device": device, "message": str(error), "stats": stats, "summary": summary},
+    summary = None if summary is None else summary[:32768]      # a request is one line of at most 64 KiB
+    result = _call("gpu_oom", {"device": device, "message": str(error)[:4096], "stats": stats, "summary": summary},
                    socket_path, timeout)
     return None if result is None else result["incident"]
 

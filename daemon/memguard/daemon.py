@@ -374,6 +374,7 @@ class Daemon:
         control.route("unregister", self._unregister)
         control.route("gpu_oom", self._gpu_oom)
         control.route("allocator", self._allocator)
+        control.route("history", self._history)
         control.route("incidents", self._incidents)
         control.route("incident", self._incident)
         control.route("reload", lambda params, peer: self.reload_rules(), privileged=True)
@@ -504,6 +505,22 @@ class Daemon:
             pid, peer.uid, device, message, stats, summary)])
         self._apply(effects)
         return {"incident": effects.incidents[-1].id}
+
+    def _history(self, params: dict, peer) -> dict:
+        """The last ``seconds`` of samples of each domain (``domains``: a
+        list of names, or all), for memguardctl profile."""
+        seconds, names = params.get("seconds", 60), params.get("domains")
+        window = self.config.recorder.fine_window
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 < seconds <= window:
+            raise ProtocolError(BAD_REQUEST, f"params.seconds must be a number of seconds up to {window:g} "
+                                             "(recorder.fine_window)")
+        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+            raise ProtocolError(BAD_REQUEST, "params.domains must be a list of domain names")
+        found = self.engine.history(names, float(seconds), self.clock.now().mono)
+        missing = sorted(set(names or ()) - set(found))
+        if missing:
+            raise ProtocolError(NOT_FOUND, f"no domain {', '.join(missing)}; see memguardctl status")
+        return {"seconds": seconds, "domains": found}
 
     def _allocator(self, params: dict, peer) -> dict:
         """A process sends its CUDA allocator's figures (memguard.client):

@@ -173,4 +173,5 @@ def test_the_command_works_as_written(where, line, cmd, request):
         printed = (r.stdout + r.stderr).splitlines()
         assert shown and all(x in printed for x in shown), f"{where}:{line}: shows {shown}, printed {printed}"
     if "--plot" in cmd:
-        assert (env["cwd"] / "incident.png").read_bytes()[:4] == b"\x89PNG"
+        drawn = cmd.split("--plot", 1)[1].split()[0]      # the file the command names
+        assert (env["cwd"] / drawn).read_bytes()[:4] == b"\x89PNG"

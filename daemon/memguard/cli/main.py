@@ -14,13 +14,14 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from ..incidents.explain import explain
 from ..jobs.spec import ENV, JobSpec, JobSpecError, format_job, parse_job, parse_signal
 from ..replay import load_trace, replay
 from ..rules.load import RuleError, load_rules
 from ..units import format_bytes
-from . import client
+from . import client, profile
 from .incident import plot, render_explained, render_incident, render_list
 from .render import render_jobs, render_status
 
@@ -79,6 +80,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     test = command(rules_sub, "test", help="replay a recorded trace: when each rule fires and clears")
     test.add_argument("files", nargs="+", metavar="FILE")
     test.add_argument("--trace", required=True, help="a trace recorded by bench/record.py (NAME.json)")
+    prof = command(sub, "profile", help="each domain's memory over a window: current, mean, peak, growth, leak")
+    prof.add_argument("--duration", type=float, default=60.0, metavar="SECONDS",
+                      help="the window (default 60, at most the recorder's fine window, 10 min)")
+    prof.add_argument("--past", action="store_true", help="profile the window that just ended, without waiting")
+    prof.add_argument("--domain", action="append", metavar="DOMAIN", help="only this domain (repeatable)")
+    prof.add_argument("--output", metavar="FILE.json", help="write the profile with every sample")
+    prof.add_argument("--plot", metavar="FILE.png", help="draw each domain over the window (matplotlib)")
     inc = command(sub, "incident", help="one incident")
     inc_sub = inc.add_subparsers(dest="action", required=True)
     show = command(inc_sub, "show", help="what was killed, why, how fast memory grew, who else used it")
@@ -217,6 +225,42 @@ def rules_test(files: list[str], trace_path: str, as_json: bool) -> int:
     return EXIT_OK
 
 
+def profile_domains(args: argparse.Namespace) -> int:
+    """memguardctl profile: wait out the window (unless --past), then ask
+    the daemon for its samples of it."""
+    if not 0 < args.duration <= 600:
+        print("memguardctl: profile: --duration must be more than 0 and at most 600 seconds", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.past:
+        print(f"profiling for {args.duration:g} s ...", file=sys.stderr)
+        time.sleep(args.duration)
+    try:
+        _, result = ask(sockets(args.socket), "history", {"seconds": args.duration, "domains": args.domain},
+                        args.timeout)
+    except client.Unreachable as e:
+        print(f"memguardctl: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except client.RemoteError as e:
+        print(f"memguardctl: profile: {e.message} ({e.code})", file=sys.stderr)
+        return EXIT_REFUSED
+    doc = profile.summarise(result["domains"], args.duration)
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(doc, f, indent=1)
+    if args.plot:
+        try:
+            profile.plot(doc, args.plot)
+        except ImportError:
+            print("memguardctl: profile: --plot needs matplotlib (pip install 'memguard[plot]')", file=sys.stderr)
+            return EXIT_ERROR
+    if args.json:
+        json.dump({k: v for k, v in doc.items()}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(profile.render(doc))
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "rules" and args.action == "check":
@@ -227,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         return explain_text(args.file, args.json)
     if args.command == "run":
         return run_job(args)
+    if args.command == "profile":
+        return profile_domains(args)
     params: dict = {}
     if args.command == "register":
         try:

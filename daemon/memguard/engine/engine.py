@@ -948,6 +948,22 @@ class Engine:
             jobs=self._job_views(now), jobs_rejected=tuple(self.jobs.rejected.items()),
         )
 
+    def history(self, names: list[str] | None, seconds: float, now: float) -> dict:
+        """Every sample of the last *seconds* of each domain (of *names*, or
+        all), from the flight recorder, times relative to *now*; and the
+        predictor's leak rate (memguardctl profile)."""
+        out = {}
+        for name, state in sorted(self.domains.items()):
+            if names and name not in names:
+                continue
+            points = state.recorder.fine.rows(since=now - seconds)
+            out[name] = {"kind": state.kind, "t": [round(p.t - now, 3) for p in points],
+                         "used_bytes": [int(p.used) for p in points],
+                         "working_set_bytes": [int(p.working_set) for p in points],
+                         "limit_bytes": [None if math.isnan(p.limit) else int(p.limit) for p in points],
+                         "leak_rate": state.prediction.leak_rate if state.prediction else None}
+        return out
+
     def _job_views(self, now: Instant) -> tuple[dict, ...]:
         """Each job as status shows it: its processes, domain and memory
         (RSS as last seen: at exec, or by the scan of top consumers)."""
