@@ -31,8 +31,12 @@ MAKEFILE = ("all: " + " ".join(UNITS) + "\n.PHONY: all " + " ".join(UNITS) + "\n
 
 
 def config() -> str:
+    # freezing every second: compilers here take 100+ MiB a second, and the
+    # default 5 s between two freezes (and after a thaw) lets a compiler that
+    # make starts as another is thawed climb too far before it is paused
     return (f"sampling:\n  processes_interval: 1s\n"
             f"incidents:\n  settle: 1s\n"
+            f"actions:\n  freeze_every: 1s\n  thaw_every: 1s\n"
             f"rules:\n  files: ['{COMPILE_RULES}']\n")
 
 

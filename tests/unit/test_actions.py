@@ -438,3 +438,11 @@ def test_a_frozen_compiler_is_thawed_only_when_it_would_fit_at_the_jobs_peak():
     e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(exits=[11]))])
     assert done(e, clock, scan({12: 30, 13: 30}, 45)) == []
     assert done(e, clock, scan({12: 30, 13: 30}, 38)) == [("thaw", 13)], "38 + 50 = 88 %: room"
+
+
+def test_a_freeze_that_found_no_process_holding_enough_is_tried_again_at_the_next_tick():
+    e, clock = build()
+    (first,) = tick(e, clock, 90 * MiB).actions
+    e.step([], clock.now(), events=[ActionDone(first.id, "no_victim", ({"why": "1 process(es) ..."},),
+                                                clock.now().mono)])
+    assert [a.kind for a in tick(e, clock, 90 * MiB).actions] == ["freeze"], "not freeze_every later"

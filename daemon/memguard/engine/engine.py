@@ -874,6 +874,8 @@ class Engine:
             action = replace(action, job=job, targets=((pid, start),))
             self.frozen[pid] = {"rule": action.rule, "domain": action.domain, "job": job, "start": start,
                                 "at": action.at, "state": "frozen"}
+        elif action.kind == "freeze" and done.result == "no_victim":
+            self._froze_at.pop((action.rule, action.domain), None)   # none held enough yet: try at the next tick
         elif action.kind == "thaw":
             self.frozen.pop(action.targets[0][0], None)
         key = (action.rule, action.kind, done.result)
