@@ -70,8 +70,9 @@ def _under(path: str | None, top: str | None) -> bool:
 
 def candidates(roots: Roots, cgroup: str | None, own_pid: int) -> tuple[list[Candidate], int]:
     """The processes of the domain (*cgroup* None: every process) that may
-    be chosen at all, and how many the kernel said were exiting or were
-    threads of the kernel (skipped)."""
+    be chosen at all (not pid 1, memguardd or its children, nor a kernel
+    thread), and how many could not be read (gone meanwhile, or
+    unreadable: skipped)."""
     out, skipped = [], 0
     for name in os.listdir(roots.proc):
         if not name.isdigit() or int(name) in (1, own_pid):
