@@ -225,6 +225,19 @@ def rules_test(files: list[str], trace_path: str, as_json: bool) -> int:
     return EXIT_OK
 
 
+def ask_daemon(args: argparse.Namespace, method: str, params: dict) -> tuple[str, dict] | int:
+    """(the socket that answered, the result), or the exit code after
+    saying why there is none."""
+    try:
+        return ask(sockets(args.socket), method, params, args.timeout)
+    except client.Unreachable as e:
+        print(f"memguardctl: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except client.RemoteError as e:
+        print(f"memguardctl: {args.command}: {e.message} ({e.code})", file=sys.stderr)
+        return EXIT_REFUSED
+
+
 def profile_domains(args: argparse.Namespace) -> int:
     """memguardctl profile: wait out the window (unless --past), then ask
     the daemon for its samples of it."""
@@ -234,16 +247,10 @@ def profile_domains(args: argparse.Namespace) -> int:
     if not args.past:
         print(f"profiling for {args.duration:g} s ...", file=sys.stderr)
         time.sleep(args.duration)
-    try:
-        _, result = ask(sockets(args.socket), "history", {"seconds": args.duration, "domains": args.domain},
-                        args.timeout)
-    except client.Unreachable as e:
-        print(f"memguardctl: {e}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except client.RemoteError as e:
-        print(f"memguardctl: profile: {e.message} ({e.code})", file=sys.stderr)
-        return EXIT_REFUSED
-    doc = profile.summarise(result["domains"], args.duration)
+    answer = ask_daemon(args, "history", {"seconds": args.duration, "domains": args.domain})
+    if isinstance(answer, int):
+        return answer
+    doc = profile.summarise(answer[1]["domains"], args.duration)
     if args.output:
         with open(args.output, "w") as f:
             json.dump(doc, f, indent=1)
@@ -254,7 +261,7 @@ def profile_domains(args: argparse.Namespace) -> int:
             print("memguardctl: profile: --plot needs matplotlib (pip install 'memguard[plot]')", file=sys.stderr)
             return EXIT_ERROR
     if args.json:
-        json.dump({k: v for k, v in doc.items()}, sys.stdout, indent=2)
+        json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(profile.render(doc))
@@ -284,14 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         params = {"id": args.id}
     elif args.command == "unregister":
         params = {"job": args.job}
-    try:
-        path, result = ask(sockets(args.socket), args.command, params, args.timeout)
-    except client.Unreachable as e:
-        print(f"memguardctl: {e}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except client.RemoteError as e:
-        print(f"memguardctl: {args.command}: {e.message} ({e.code})", file=sys.stderr)
-        return EXIT_REFUSED
+    answer = ask_daemon(args, args.command, params)
+    if isinstance(answer, int):
+        return answer
+    path, result = answer
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -30,7 +30,7 @@ from .messages import (AllocatorReported, ChannelClosed, Dropped, GpuOomReported
                        ProbeRun, ProcessesSeen, RulesLoaded, RulesRejected)
 from ..actions.plan import SEVERITY_SIGNAL, ActionDone, ActionWanted, wanted_hook, wanted_signals
 from ..incidents.build import (Context, IncidentBuilder, Write, gpu_oom_document, kill_document,
-                               near_miss_document)
+                               near_miss_document, with_fragmentation)
 from ..jobs.table import JobTable
 from .recorder import FlightRecorder
 from .snapshot import DomainView, Snapshot
@@ -216,12 +216,9 @@ class Engine:
             elif isinstance(event, AllocatorReported):
                 job_id = self.jobs.job_of(event.pid)
                 if job_id is not None:
-                    stats = dict(event.stats)
-                    reserved, allocated = stats.get("reserved_bytes"), stats.get("allocated_bytes")
-                    if reserved and allocated is not None:
-                        stats["fragmentation"] = round((reserved - allocated) / reserved, 4)
                     device = f"gpu:{event.device}" if event.device is not None else "gpu:0"
-                    self.allocators.setdefault(job_id, {})[device] = {**stats, "at": now.mono}
+                    self.allocators.setdefault(job_id, {})[device] = {**with_fragmentation(event.stats),
+                                                                      "at": now.mono}
             elif isinstance(event, GpuOomReported):
                 device = self.facts.get("gpu", {}).get("devices", {}).get(f"gpu:{event.device}")
                 doc = gpu_oom_document(event, now.mono, now.wall - now.mono, self.jobs.job_of(event.pid),

@@ -109,14 +109,21 @@ def kill_document(action, done, wall_offset: float, redact) -> dict:
     }
 
 
+def with_fragmentation(stats: dict) -> dict:
+    """A CUDA allocator's figures with ``fragmentation``, (reserved -
+    allocated) / reserved, where both are there."""
+    stats = dict(stats)
+    reserved, allocated = stats.get("reserved_bytes"), stats.get("allocated_bytes")
+    if reserved and allocated is not None:
+        stats["fragmentation"] = round((reserved - allocated) / reserved, 4)
+    return stats
+
+
 def gpu_oom_document(report, at: float, wall_offset: float, job: str | None, device: dict | None,
                      redact) -> dict:
     """A CUDA out-of-memory error a job reported (memguard.client): what its
     allocator held and what the GPU held, as NVML saw it."""
-    stats = dict(report.stats)
-    reserved, allocated = stats.get("reserved_bytes"), stats.get("allocated_bytes")
-    if reserved and allocated is not None:
-        stats["fragmentation"] = round((reserved - allocated) / reserved, 4)
+    stats = with_fragmentation(report.stats)
     domain = f"gpu:{report.device}" if report.device is not None else None
     frag = stats.get("fragmentation")
     return {
