@@ -3,6 +3,9 @@ checked against what the test itself allocated and touched."""
 
 from __future__ import annotations
 
+import datetime
+import time
+
 import pytest
 
 from tests.e2e.daemon import Daemon
@@ -52,19 +55,38 @@ def test_a_limited_cgroup_is_a_domain_with_the_usage_we_made(daemon, v1_cgroup, 
     assert abs(p["rss_bytes"] - touched) <= 0.10 * touched
 
 
+def _tick_time(status: dict) -> float:
+    return datetime.datetime.fromisoformat(status["time"].replace("Z", "+00:00")).timestamp()
+
+
+def _inactive_file(group) -> int:
+    for line in (group.fs_path / "memory.stat").read_text().splitlines():
+        key, value = line.split()
+        if key == "total_inactive_file":
+            return int(value)
+    raise AssertionError(f"{group.fs_path}/memory.stat lacks total_inactive_file")
+
+
 def test_page_cache_at_the_limit_is_not_a_full_working_set(daemon, v1_cgroup, hog, tmp_path):
     group = v1_cgroup(128 * MIB)
     h = hog(group, "file", str(tmp_path / "cache.bin"), "300")
     h.wait_ready()
-    status = daemon.wait_for_tick(lambda s: (d := _domain(s, group)) and d["used_bytes"] > 100 * MIB)
+    # Writeback still moves some cache between the LRU lists after the write:
+    # the kernel's figure is read before and after a tick that began between.
+    since = time.time()
+    before = _inactive_file(group)
+    status = daemon.wait_for_tick(lambda s: _tick_time(s) > since and _domain(s, group))
+    after = _inactive_file(group)
     d = _domain(status, group)
     assert d["used_bytes"] > 0.8 * d["limit_bytes"], "page cache fills the group to its limit"
-    # Freshly written pages may still count as active file pages for a while
-    # (seen in CI: 57 % of the limit right after the write, the rest
-    # inactive): the working set is well below the limit, not at it.
-    assert d["usage_ratio"] < 0.8, f"but the working set stays low: {d}"
+    # How much of the cache the kernel still counts active after the write is
+    # its own choice (CI saw 57 % of the limit one run, 83 % another): the
+    # working set is usage less the inactive file pages, as the kernel says.
     assert d["reclaimable_bytes"] == d["used_bytes"] - d["working_set_bytes"]
-    assert d["reclaimable_bytes"] > d["used_bytes"] - 0.8 * d["limit_bytes"], "what keeps it under 80 % is cache"
+    assert min(before, after) - MIB <= d["reclaimable_bytes"] <= max(before, after) + MIB, (before, after, d)
+    assert d["reclaimable_bytes"] >= 8 * MIB, f"some of the cache is reclaimable: {d}"
+    assert d["usage_ratio"] < d["used_bytes"] / d["limit_bytes"], d
+    assert d["risk"] == "ok", d
     assert status["interval_seconds"] == 0.25, "a full page cache must not switch to fast sampling"
 
 
