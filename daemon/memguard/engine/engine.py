@@ -51,6 +51,9 @@ FREEZE_MIN_RSS = 16 << 20
 # grown to the largest a process of the job has reached, fit under this
 # share of the limit (Engine._room_to_thaw).
 THAW_ROOM = 0.9
+# A job's CUDA allocator figures older than this no longer say what its
+# cache holds (Engine._allocator_cache).
+ALLOCATOR_FRESH = 60.0
 # Tick intervals vary by up to this fraction either way (Engine._spread).
 JITTER = 0.1
 GOLDEN = (math.sqrt(5) - 1) / 2
@@ -431,11 +434,26 @@ class Engine:
             seen.add(sample.domain)
             if sample.domain in pressure:
                 sample = replace(sample, psi=pressure[sample.domain])
+            if sample.kind == "gpu" and (cached := self._allocator_cache(sample.domain, now)):
+                cached = min(cached, sample.used)
+                sample = replace(sample, reclaimable=cached, working_set=sample.used - cached)
             self._record(source, sample, now, log)
         tracked = reading.tracked if reading.tracked is not None else seen
         for name in [n for n, s in self.domains.items() if s.source == source and n not in tracked]:
             del self.domains[name]
             log.append(("domain gone", {"domain": name}))
+
+    def _allocator_cache(self, domain: str, now: Instant) -> int:
+        """What the CUDA caching allocators of the jobs on GPU *domain* hold
+        reserved but not allocated, by their last reports.  NVML counts it
+        used, yet PyTorch hands it back to the driver and retries before it
+        raises out-of-memory: to the job that caches it, it is room, as
+        inactive page cache is to a cgroup.  Its steps (a segment reserved
+        once, reused for the rest of the run) are not growth."""
+        return sum(max(0, a.get("reserved_bytes", 0) - a.get("allocated_bytes", 0))
+                   for by_device in self.allocators.values()
+                   if (a := by_device.get(domain)) is not None and now.mono - a["at"] <= ALLOCATOR_FRESH
+                   and a.get("allocated_bytes") is not None)
 
     def _record(self, source: str, sample: Sample, now: Instant, log: list) -> None:
         state = self.domains.get(sample.domain)
