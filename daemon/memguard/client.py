@@ -24,6 +24,8 @@ hears nothing: the program runs on as it would without memguard.
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import socket
 import threading
 import warnings
@@ -152,19 +154,26 @@ def allocator_stats(device=None) -> dict:
 
 
 def report_gpu_oom(error: BaseException | str, *, device: int | None = None, stats: dict | None = None,
-                   summary: str | None = None, socket_path: str | None = None, timeout: float = 5.0) -> str | None:
+                   summary: str | None = None, snapshot: bool | str | dict = False,
+                   socket_path: str | None = None, timeout: float = 5.0) -> str | None:
     """Tell memguardd that a CUDA allocation failed: it writes an incident of
     kind ``gpu_oom`` (``memguardctl incident show``) with the allocator's
     figures (read from PyTorch when *stats* is None) and its summary.
     Returns the incident's id, or None when no memguardd answered: a
     report must never make a failing program fail differently.
 
+        torch.cuda.memory._record_memory_history()     # where the allocations came from
         try:
             train()
         except torch.cuda.OutOfMemoryError as e:
-            client.report_gpu_oom(e, device=0)
+            client.report_gpu_oom(e, device=0, snapshot="oom.pickle")
             raise
-    """
+
+    With *snapshot* (True, a path, or a snapshot already taken), the
+    allocator's memory snapshot (``torch.cuda.memory._snapshot``) is summed
+    up in the incident (snapshot_summary: which code holds the memory, the
+    largest free block, the size that failed); given a path, the whole
+    snapshot is written there too, for https://pytorch.org/memory_viz."""
     if stats is None:
         try:
             import torch
@@ -173,9 +182,71 @@ def report_gpu_oom(error: BaseException | str, *, device: int | None = None, sta
         except Exception:       # no torch, no CUDA: the message alone still says what happened
             stats = {}
     summary = None if summary is None else summary[:32768]      # a request is one line of at most 64 KiB
-    result = _call("gpu_oom", {"device": device, "message": str(error)[:4096], "stats": stats, "summary": summary},
-                   socket_path, timeout)
+    params = {"device": device, "message": str(error)[:4096], "stats": stats, "summary": summary}
+    if snapshot is not False:
+        params["snapshot"] = _snapshot(snapshot, device)
+    result = _call("gpu_oom", params, socket_path, timeout)
     return None if result is None else result["incident"]
+
+
+def _snapshot(snapshot: bool | str | dict, device: int | None) -> dict | None:
+    """The summary of *snapshot* (taken now when True or a path), with the
+    path the whole of it was written to; None when there is none to take."""
+    path = None
+    try:
+        if not isinstance(snapshot, dict):
+            import torch
+            if isinstance(snapshot, str):
+                path = os.path.abspath(snapshot)
+            snapshot = torch.cuda.memory._snapshot(device)
+        if path is not None:
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as f:
+                pickle.dump(snapshot, f)
+            os.replace(tmp, path)
+        return {**snapshot_summary(snapshot), "path": path}
+    except Exception:           # no torch, no CUDA, no room to write: the report still goes
+        return None
+
+
+# The code that holds the most is named at most this many times.
+SNAPSHOT_SITES = 10
+
+
+def snapshot_summary(snapshot: dict) -> dict:
+    """What a CUDA memory snapshot (``torch.cuda.memory._snapshot()``; its
+    format is in that function's docstring) says about an out-of-memory
+    error, small enough for one request: what the segments reserve and hold,
+    the largest free block (an allocation larger than it needs a new
+    segment, however much is free in all), the size that failed (from the
+    trace, where the job recorded its history), and the code holding the
+    most: live blocks by the innermost frame outside torch."""
+    segments = snapshot.get("segments", ())
+    reserved = sum(seg.get("total_size", 0) for seg in segments)
+    allocated = sum(seg.get("allocated_size", 0) for seg in segments)
+    free = [b.get("size", 0) for seg in segments for b in seg.get("blocks", ()) if b.get("state") == "inactive"]
+    sites: dict[str, list[int]] = {}
+    for seg in segments:
+        for block in seg.get("blocks", ()):
+            if block.get("state") == "active_allocated":
+                held = sites.setdefault(_site(block.get("frames") or ()), [0, 0])
+                held[0] += block.get("size", 0)
+                held[1] += 1
+    failed = next((entry.get("size") for trace in reversed(snapshot.get("device_traces") or ())
+                   for entry in reversed(trace or ()) if entry.get("action") == "oom"), None)
+    top = sorted(sites.items(), key=lambda item: -item[1][0])[:SNAPSHOT_SITES]
+    return {"segments": len(segments), "reserved_bytes": reserved, "allocated_bytes": allocated,
+            "free_bytes": sum(free), "largest_free_bytes": max(free, default=0), "failed_bytes": failed,
+            "sites": [{"site": site[:512], "bytes": b, "blocks": n} for site, (b, n) in top]}
+
+
+def _site(frames) -> str:
+    """Where a block was allocated: its innermost frame outside PyTorch."""
+    for frame in frames:
+        name = frame.get("filename", "")
+        if name and name != "??" and "/torch/" not in name and not name.endswith((".cpp", ".h", ".cu")):
+            return f"{name}:{frame.get('line')} {frame.get('name', '')}".rstrip()
+    return "unknown (no history recorded: torch.cuda.memory._record_memory_history())"
 
 
 def report_allocator(*, device: int | None = None, stats: dict | None = None, socket_path: str | None = None,

@@ -502,7 +502,7 @@ class Daemon:
         if summary is not None and not isinstance(summary, str):
             raise ProtocolError(BAD_REQUEST, "params.summary must be text (torch.cuda.memory_summary)")
         effects = self.engine.step([], self.clock.now(), events=[GpuOomReported(
-            pid, peer.uid, device, message, stats, summary)])
+            pid, peer.uid, device, message, stats, summary, _snapshot_param(params.get("snapshot")))])
         self._apply(effects)
         return {"incident": effects.incidents[-1].id}
 
@@ -647,6 +647,33 @@ def _allocator_params(params: dict) -> tuple[int | None, dict]:
         raise ProtocolError(BAD_REQUEST, "params.stats must map at most 64 names to numbers "
                                          "(torch.cuda.memory_stats)")
     return device, stats
+
+
+_SNAPSHOT_FIGURES = ("segments", "reserved_bytes", "allocated_bytes", "free_bytes", "largest_free_bytes",
+                     "failed_bytes")
+
+
+def _snapshot_param(snapshot) -> dict | None:
+    """A gpu_oom request's memory snapshot summary (memguard.client.snapshot_summary),
+    checked and bounded; None when it has none."""
+    if snapshot is None:
+        return None
+    bad = ProtocolError(BAD_REQUEST, "params.snapshot must be memguard.client.snapshot_summary's figures, "
+                                     "at most 20 sites, and the path of the snapshot or null")
+
+    def number(v):
+        return v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+    if not isinstance(snapshot, dict) or set(snapshot) - {*_SNAPSHOT_FIGURES, "sites", "path"}:
+        raise bad
+    path, sites = snapshot.get("path"), snapshot.get("sites") or []
+    if not all(number(snapshot.get(k)) for k in _SNAPSHOT_FIGURES) \
+            or not (path is None or (isinstance(path, str) and path.startswith("/") and len(path) <= 4096)) \
+            or not isinstance(sites, list) or len(sites) > 20 or not all(
+                isinstance(x, dict) and isinstance(x.get("site"), str) and len(x["site"]) <= 512
+                and number(x.get("bytes")) and number(x.get("blocks")) for x in sites):
+        raise bad
+    return {**{k: snapshot.get(k) for k in _SNAPSHOT_FIGURES}, "path": path,
+            "sites": [{"site": x["site"], "bytes": x.get("bytes"), "blocks": x.get("blocks")} for x in sites]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,6 +115,19 @@ def render_incident(doc: dict) -> str:
                         + (f" ({format_bytes(gpu.get('reserved_bytes'))} reserved by the driver)"
                            if gpu.get("reserved_bytes") else "")]
             out += [f"  pid {p['pid']}: {format_bytes(p['used_bytes'])}" for p in gpu.get("processes", ())]
+        if snap := doc.get("snapshot"):
+            out += ["", f"Its memory snapshot: {snap.get('segments')} segments, "
+                        f"{format_bytes(snap.get('allocated_bytes'))} allocated of "
+                        f"{format_bytes(snap.get('reserved_bytes'))} reserved; largest free block "
+                        f"{format_bytes(snap.get('largest_free_bytes'))} of {format_bytes(snap.get('free_bytes'))} free"
+                        + (f"; the allocation that failed: {format_bytes(snap['failed_bytes'])}"
+                           if snap.get("failed_bytes") else "")]
+            if snap.get("sites"):
+                out += ["Held by (innermost frame outside torch):"]
+                out += [f"  {format_bytes(x['bytes'])} in {x['blocks']} blocks: {one_line(x['site'])}"
+                        for x in snap["sites"]]
+            if snap.get("path"):
+                out += [f"The whole snapshot: {snap['path']} (open it in https://pytorch.org/memory_viz)"]
         if doc.get("summary"):
             out += ["", "Allocator summary (torch.cuda.memory_summary):", doc["summary"].rstrip()]
         return "\n".join(out) + "\n"

@@ -38,6 +38,7 @@ class GpuOomReported:
     message: str                     # the exception's text
     stats: dict                      # allocated, reserved, active, inactive_split, num_alloc_retries, num_ooms
     summary: str | None = None       # torch.cuda.memory_summary()
+    snapshot: dict | None = None     # memguard.client.snapshot_summary of torch.cuda.memory._snapshot()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from ..clock import Instant
 from ..model import OomKill, ProcessInfo
 from ..probes.oom_report import infer_constraint
 from ..sources.cgroups import Binding
+from ..units import format_bytes
 from ..engine.recorder import FlightRecorder
 
 INCIDENT_SCHEMA_VERSION = 1
@@ -133,13 +134,28 @@ def gpu_oom_document(report, at: float, wall_offset: float, job: str | None, dev
         "victims": [{"pid": report.pid, "uid": report.uid, "job": job}],
         "message": redact(report.message)[:4096], "allocator": stats,
         "summary": None if report.summary is None else report.summary[:65536],
+        "snapshot": report.snapshot,
         "gpu": device,
         "headline": (f"CUDA out of memory in pid {report.pid}" + (f" ({job})" if job else "")
                      + (f" on {domain}" + (f" ({device['name']})" if device and device.get("name") else "")
                         if domain else "")
-                     + (f": the allocator held {100 * frag:.0f}% of its reserved memory unused (fragmentation)"
-                        if frag is not None else "") + "."),
+                     + _gpu_oom_cause(frag, report.snapshot) + "."),
     }
+
+
+def _gpu_oom_cause(fragmentation: float | None, snapshot: dict | None) -> str:
+    """Why, where the figures say: the allocation that failed was larger than
+    any free block though the cache held more than it free (fragmentation),
+    or the allocator held much of its reserve unused."""
+    if snapshot and snapshot.get("failed_bytes") and snapshot["failed_bytes"] > snapshot.get("largest_free_bytes", 0) \
+            and snapshot.get("free_bytes", 0) >= snapshot["failed_bytes"]:
+        return (f": {format_bytes(snapshot['failed_bytes'])} failed while the cache held "
+                f"{format_bytes(snapshot['free_bytes'])} free, none of it in one block "
+                f"(largest {format_bytes(snapshot.get('largest_free_bytes', 0))}): fragmentation")
+    if fragmentation is not None:
+        return f": the allocator held {100 * fragmentation:.0f}% of its reserved memory unused (fragmentation)"
+    return ""
+
 
 
 def incident_id(wall: float, pid: int | None, kind: str) -> str:
@@ -542,7 +558,6 @@ _VICTIM_FIELDS = ("comm", "uid", "total_vm", "anon_rss", "file_rss", "shmem_rss"
 
 
 def _headline(doc: dict) -> str:
-    from ..units import format_bytes
     limit = doc.get("limit_bytes")
     where = doc["domain"] or "an unknown domain"
     ran_out = f"{where} ran out of memory" + (f" (limit {format_bytes(limit)})" if limit else "")
