@@ -115,6 +115,18 @@ class ActionsConfig:
     kill_every: float = _duration(default=10.0)     # while a kill level stands, another kill this long after one
 
 
+def octal_mode(raw) -> int:
+    """A file mode: YAML reads an unquoted 0660 as the octal number already."""
+    if isinstance(raw, str):
+        try:
+            raw = int(raw, 8)
+        except ValueError:
+            raise ValueError(f"expected an octal mode such as \"0660\", got {raw!r}") from None
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 0 <= raw <= 0o777:
+        raise ValueError(f"expected an octal mode such as \"0660\", got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     listen: str = "127.0.0.1:9717"        # host:port; "" turns the endpoint off
@@ -130,6 +142,11 @@ class RootsConfig:
 class Config:
     socket: str = ""                      # "" = /run/memguard/memguard.sock as root, else per user
     state_dir: str = ""                   # "" = /var/lib/memguard as root, else per user
+    # Who may connect: 0666, anyone (each request is checked against the
+    # peer's credentials); 0660, root and the socket's group (the unit's
+    # Group=memguard).
+    socket_mode: int = field(default=0o666, metadata={"parse": octal_mode, "expect": 'an octal mode such as "0660"'})
+    lock_memory: bool = False             # mlockall: the guard is never paged out under pressure
     roots: RootsConfig = RootsConfig()
     metrics: MetricsConfig = MetricsConfig()
     sampling: SamplingConfig = SamplingConfig()

@@ -23,7 +23,7 @@ from . import __version__, state
 from .api.protocol import BAD_REQUEST, NOT_FOUND, NOT_PERMITTED, NOT_READY, ProtocolError
 from .api.server import ControlServer
 from .clock import Clock, Instant, SystemClock
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, octal_mode, load_config
 from .engine.engine import Engine, SourceRun
 from .engine.messages import (AllocatorReported, ChannelClosed, Dropped, GpuOomReported, JobRegistered, JobUnregistered, LookupWanted, ProbeRun,
                               RulesLoaded, RulesRejected)
@@ -48,7 +48,7 @@ from .probes.base import ProbeReading
 from .roots import Roots
 from .runner import IncidentWriter, ProbeHost, SlowSources, run_source
 from .sources import build_sources
-from .systemd import Notifier
+from .systemd import Notifier, listen_sockets
 
 # Exit codes of memguardd (docs/configuration.md).
 EXIT_CONFIG = 2     # the config file or a flag is wrong
@@ -72,6 +72,7 @@ class Daemon:
         self.metrics = Metrics()
         self.snapshot: Snapshot | None = None
         self.notifier = Notifier()
+        self._status_line = ""
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()   # a probe wants the domains sampled now
         self.boot_id = state.boot_id(roots)
@@ -244,6 +245,32 @@ class Daemon:
             self.log.info("thawed", pid=item.pid, job=item.job, domain=item.domain, why=why, result=result)
         self.frozen.clear()
 
+    def _lock_memory(self) -> None:
+        """mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT): the guard's pages
+        stay in memory when the host thrashes, without locking the address
+        space it reserves but never touches (thread stacks).  A refusal
+        (RLIMIT_MEMLOCK; the unit raises it) is logged, and the daemon goes on."""
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mlockall(1 | 2 | 4) != 0:
+            err = ctypes.get_errno()
+            self.log.warning("memory not locked", error=os.strerror(err),
+                             hint="raise RLIMIT_MEMLOCK (LimitMEMLOCK=infinity in the unit)")
+
+    def _notify_alive(self) -> None:
+        """WATCHDOG=1 every tick, and STATUS (systemctl status' line) when it
+        changes: the domain nearest its OOM, or how many are watched."""
+        snap = self.snapshot
+        near = min(((d.prediction.tto, d.name) for d in snap.domains
+                    if d.prediction is not None and d.prediction.tto is not None), default=None)
+        status = (f"{near[1]} out of memory in {near[0]:.0f}s" if near is not None
+                  else f"watching {len(snap.domains)} domains, none growing toward its limit")
+        if status != self._status_line:
+            self._status_line = status
+            self.notifier.notify(f"WATCHDOG=1\nSTATUS={status}")
+        else:
+            self.notifier.notify("WATCHDOG=1")
+
     def _notify(self, action: ActionWanted) -> None:
         """Push a notification to the job's connection (memguard.client), on the loop."""
         writer = self.channels.get(action.channel)
@@ -366,7 +393,9 @@ class Daemon:
             self.log.info("removed partial incident files", count=removed)
         self._check_unclean_stop(self.clock.now())
         self._thaw_all("left frozen by a previous run")
-        control = ControlServer(self.socket_path, self.log)
+        if self.config.lock_memory:
+            self._lock_memory()
+        control = ControlServer(self.socket_path, self.log, self.config.socket_mode)
         control.route("version", lambda params, peer: {"version": __version__, "protocol": 1})
         control.route("status", self._status)
         control.route("jobs", self._jobs)
@@ -380,8 +409,10 @@ class Daemon:
         control.route("reload", lambda params, peer: self.reload_rules(), privileged=True)
         await control.start()
         metrics_server, metrics_at = None, "off"
-        if self.config.metrics.listen:
-            metrics_server = MetricsServer(self.config.metrics.listen, self._metrics_body)
+        passed = listen_sockets()
+        if passed or self.config.metrics.listen:
+            metrics_server = MetricsServer(self.config.metrics.listen, self._metrics_body,
+                                           passed[0] if passed else None)
             await metrics_server.start()
             metrics_at = f"{metrics_server.host}:{metrics_server.bound_port}"
             host = f"[{metrics_server.host}]" if ":" in metrics_server.host else metrics_server.host
@@ -406,7 +437,7 @@ class Daemon:
                 self.wake.clear()
                 if not self.stopping.is_set():
                     interval = self.tick()
-                    self.notifier.notify("WATCHDOG=1")
+                    self._notify_alive()
         finally:
             self.notifier.notify("STOPPING=1")
             host.stop()
@@ -609,6 +640,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rootfs", help="root of other paths such as WSL's /mnt/c (default /)")
     p.add_argument("--socket", help="control socket path")
     p.add_argument("--state-dir", help="state directory")
+    p.add_argument("--socket-mode", help='the control socket\'s mode, e.g. 0660 (default 0666; config socket_mode)')
+    p.add_argument("--lock-memory", action="store_true", default=None,
+                   help="mlockall: never page the daemon out (config lock_memory)")
     p.add_argument("--metrics-listen", help='host:port for /metrics ("" turns it off)')
     p.add_argument("--no-probes", action="store_true", help="watch no kernel events (fixture trees)")
     p.add_argument("--once", action="store_true", help="take one snapshot, print it, exit")
@@ -630,10 +664,19 @@ def configure(args: argparse.Namespace) -> tuple[Config, Roots]:
     config = dataclasses.replace(
         config, roots=roots_cfg, probes=probes,
         socket=args.socket or config.socket, state_dir=args.state_dir or config.state_dir,
+        socket_mode=config.socket_mode if args.socket_mode is None else _flag_mode(args.socket_mode),
+        lock_memory=config.lock_memory if args.lock_memory is None else args.lock_memory,
         metrics=dataclasses.replace(config.metrics, listen=config.metrics.listen
                                     if args.metrics_listen is None else args.metrics_listen))
     roots = Roots(proc=roots_cfg.proc, sys=roots_cfg.sys, rootfs=args.rootfs or "/")
     return config, roots
+
+
+def _flag_mode(text: str) -> int:
+    try:
+        return octal_mode(text)
+    except ValueError as e:
+        raise ConfigError("--socket-mode", None, "socket_mode", str(e)) from None
 
 
 def _allocator_params(params: dict) -> tuple[int | None, dict]:

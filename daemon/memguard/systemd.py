@@ -32,3 +32,28 @@ class Notifier:
             except OSError:
                 return False
         return True
+
+
+SD_LISTEN_FDS_START = 3
+
+
+def listen_sockets(environ: dict | None = None) -> list[socket.socket]:
+    """The sockets systemd passed (sd_listen_fds(3)): for socket activation,
+    where memguard.socket opens /metrics' port and memguardd, allowed no
+    internet socket of its own, serves on it.  Empty when none were passed
+    to this process; the variables are removed so children do not see them."""
+    env = os.environ if environ is None else environ
+    try:
+        ours = int(env.get("LISTEN_PID", "")) == os.getpid()
+        count = int(env.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        env.pop(key, None)
+    if not ours:
+        return []
+    out = []
+    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count):
+        os.set_inheritable(fd, False)
+        out.append(socket.socket(fileno=fd))
+    return out

@@ -21,7 +21,8 @@ def ctl(socket: str, *args: str, timeout: float = 10.0) -> subprocess.CompletedP
 class Daemon:
     """memguardd on a temporary socket and an ephemeral loopback port."""
 
-    def __init__(self, tmp: str, *extra: str, config: str = "", probes: str = "") -> None:
+    def __init__(self, tmp: str, *extra: str, config: str = "", probes: str = "", wrap: tuple = (),
+                 env: dict | None = None, pass_fds: tuple = ()) -> None:
         self.socket = os.path.join(tmp, "run", "memguard.sock")
         self.stderr_path = os.path.join(tmp, "memguardd.log")
         self.stderr = open(self.stderr_path, "w+")
@@ -36,7 +37,10 @@ class Daemon:
         extra = ("--config", self.config, *extra)
         argv = [sys.executable, "-m", "memguard.daemon", "--socket", self.socket,
                 "--state-dir", self.state_dir, "--metrics-listen", "127.0.0.1:0", *extra]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.stderr)
+        # *wrap*: a command that execs the daemon (setpriv, a shell that sets
+        # what systemd would); *env*, *pass_fds*: what it is started with.
+        self.proc = subprocess.Popen([*wrap, *argv], stdout=subprocess.DEVNULL, stderr=self.stderr,
+                                     env=env, pass_fds=pass_fds)
         try:
             self.port = wait_until(self._port, timeout=20, what="memguardd to start")
             wait_until(lambda: ctl(self.socket, "status").returncode in (0, 4), timeout=20,

@@ -40,9 +40,10 @@ def peer_of(writer: asyncio.StreamWriter) -> Peer:
 
 
 class ControlServer:
-    def __init__(self, path: str, log) -> None:
+    def __init__(self, path: str, log, mode: int = 0o666) -> None:
         self.path = path
         self.log = log
+        self.mode = mode
         self.methods: dict[str, tuple[Handler, bool]] = {}
         self.server: asyncio.AbstractServer | None = None
 
@@ -55,7 +56,7 @@ class ControlServer:
         self._remove_stale()
         self.server = await asyncio.start_unix_server(self._serve, path=self.path,
                                                       limit=protocol.MAX_REQUEST)
-        os.chmod(self.path, 0o666)
+        os.chmod(self.path, self.mode)
 
     def _remove_stale(self) -> None:
         """Remove a socket left by a daemon that died; refuse if one still answers."""

@@ -9,6 +9,7 @@ size and read time.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Callable
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -26,14 +27,20 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 class MetricsServer:
-    def __init__(self, listen: str, body: Callable[[], bytes]) -> None:
-        self.host, self.port = parse_listen(listen)
+    """Serves on *listen*, or on *sock*, a listening socket systemd passed
+    (memguard.socket)."""
+
+    def __init__(self, listen: str, body: Callable[[], bytes], sock: socket.socket | None = None) -> None:
+        self.host, self.port = sock.getsockname()[:2] if sock is not None else parse_listen(listen)
+        self.sock = sock
         self.body = body
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, self.host, self.port,
-                                                 limit=MAX_HEADER)
+        if self.sock is not None:
+            self.server = await asyncio.start_server(self._serve, sock=self.sock, limit=MAX_HEADER)
+        else:
+            self.server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEADER)
 
     @property
     def bound_port(self) -> int:

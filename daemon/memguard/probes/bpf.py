@@ -19,7 +19,7 @@ from ..model import OomKill
 from .base import ProbeReading, Unavailable
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]     # daemon/
-PROBES_DIR = Path(__file__).resolve().parents[3] / "probes"  # the checkout's probes/
+PROBES_DIR = Path(__file__).resolve().parent / "ebpf"   # probes/, as package data
 MAX_LINE = 1 << 20
 
 

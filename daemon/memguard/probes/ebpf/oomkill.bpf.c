@@ -1,0 +1,1 @@
+../../../../probes/oomkill.bpf.c
