@@ -10,16 +10,30 @@ STAMP := $(VENV)/.installed
 
 # Debian packages: python3-venv for the venv; BCC and the kernel headers it
 # compiles against for the eBPF probe; gcc to build the test hog; prometheus
-# for promtool and a real server scraping the daemon in a test.
+# for promtool and a real server scraping the daemon in a test; systemd for
+# systemd-analyze (the unit is verified and scored), util-linux for setpriv.
 APT_RUN := python3 python3-venv python3-bpfcc bpfcc-tools linux-headers-amd64
-APT_TEST := $(APT_RUN) gcc g++ make libc6-dev prometheus
+APT_TEST := $(APT_RUN) gcc g++ make libc6-dev prometheus systemd util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Tests on pytest; -ra lists every skip with its reason. CI (CI=true) turns
 # a missing kernel facility into a failure instead of a skip (tests/kernel.py).
 PYTEST_ARGS ?=
 
-.PHONY: run test deps-run deps-test venv probe-setup clean
+# `make install`: the daemon in a venv of its own under $(PREFIX)/lib/memguard
+# (Debian's python3 with the system site-packages, for BCC), its commands in
+# $(PREFIX)/bin, the shipped rules in $(PREFIX)/share/memguard/rules, the
+# config in /etc/memguard (kept if there), the systemd units and the
+# memguard group. DESTDIR stages it all elsewhere, as packagers do.
+PREFIX ?= /usr/local
+DESTDIR ?=
+LIBDIR := $(PREFIX)/lib/memguard
+SHAREDIR := $(PREFIX)/share/memguard
+UNITDIR ?= /lib/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+CONFDIR ?= /etc/memguard
+
+.PHONY: run test deps-run deps-test venv probe-setup install uninstall clean
 
 run: deps-run venv probe-setup
 	$(VENV)/bin/memguardd --config packaging/memguard.yaml $(if $(filter 0,$(shell id -u)),,--state-dir .state --socket .state/memguard.sock)
@@ -46,6 +60,35 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,plot]'
 	touch $@
+
+install: deps-run
+	rm -rf $(DESTDIR)$(LIBDIR)/venv
+	$(SYSTEM_PYTHON) -m venv --system-site-packages $(DESTDIR)$(LIBDIR)/venv
+	$(DESTDIR)$(LIBDIR)/venv/bin/pip install --quiet --disable-pip-version-check .
+	@# A staged venv names its DESTDIR in its scripts: make them name where it will live.
+	$(if $(DESTDIR),grep -rlI -- '$(DESTDIR)' $(DESTDIR)$(LIBDIR)/venv/bin | xargs -r sed -i 's|$(DESTDIR)||g')
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SHAREDIR)/rules $(DESTDIR)$(PREFIX)/share/doc/memguard \
+		$(DESTDIR)$(CONFDIR)/rules.d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	ln -sf $(LIBDIR)/venv/bin/memguardd $(DESTDIR)$(PREFIX)/bin/memguardd
+	ln -sf $(LIBDIR)/venv/bin/memguardctl $(DESTDIR)$(PREFIX)/bin/memguardctl
+	install -m 0755 packaging/probe-setup $(DESTDIR)$(LIBDIR)/probe-setup
+	install -m 0644 rules/*.yaml $(DESTDIR)$(SHAREDIR)/rules/
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/memguard/
+	cp -r docs $(DESTDIR)$(PREFIX)/share/doc/memguard/
+	@# The config is the operator's once installed: an upgrade keeps it.
+	[ -e $(DESTDIR)$(CONFDIR)/memguard.yaml ] || sed 's|files: \["../rules/default.yaml"\]|files: ["$(SHAREDIR)/rules/default.yaml", "rules.d/*.yaml"]|' \
+		packaging/memguard.yaml > $(DESTDIR)$(CONFDIR)/memguard.yaml
+	sed 's|/usr/local|$(PREFIX)|g' packaging/systemd/memguard.service > $(DESTDIR)$(UNITDIR)/memguard.service
+	install -m 0644 packaging/systemd/memguard.socket $(DESTDIR)$(UNITDIR)/memguard.socket
+	install -m 0644 packaging/sysusers.d/memguard.conf $(DESTDIR)$(SYSUSERSDIR)/memguard.conf
+
+# Removes what install put there, except the config and the state
+# (/var/lib/memguard: incidents), which are the operator's.
+uninstall:
+	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(SHAREDIR) $(DESTDIR)$(PREFIX)/share/doc/memguard
+	rm -f $(DESTDIR)$(PREFIX)/bin/memguardd $(DESTDIR)$(PREFIX)/bin/memguardctl \
+		$(DESTDIR)$(UNITDIR)/memguard.service $(DESTDIR)$(UNITDIR)/memguard.socket \
+		$(DESTDIR)$(SYSUSERSDIR)/memguard.conf
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .hypothesis

@@ -42,6 +42,9 @@ NOT_RUN = {
         "where the README's root form `memguardctl status` is run"),
 }
 NOT_RUN_PATTERNS = {
+    r"^(sudo )?(make (un)?install|systemd-sysusers|systemctl |usermod )": (
+        "installs into this machine's system: tests/integration/test_packaging.py runs make install and "
+        "uninstall into a staging DESTDIR, verifies the units and runs the daemon with their capabilities"),
     r"^\.venv/bin/python bench/": "a benchmark: minutes each, run by hand; its figures are in docs/benchmarks.md",
     r"^memguardd --config \$TMP/": "the command line a benchmark ran, as it recorded it",
     r"(python train\.py|make -j8)$": ("an example registering the user's own program; registration is run "
@@ -153,7 +156,7 @@ def _incident_of(env, pid: int) -> str | None:
 def test_every_command_shown_is_run_or_says_why_not():
     assert COMMANDS, "no command found in the docs: the collector is broken"
     for _, _, cmd in COMMANDS:
-        assert cmd.startswith(PROGRAMS + ("MEMGUARD_JOB=",)) or "memguardctl" in cmd, cmd
+        assert cmd.startswith(PROGRAMS + ("MEMGUARD_JOB=", "sudo ")) or "memguardctl" in cmd, cmd
 
 
 @pytest.mark.parametrize("where, line, cmd", COMMANDS, ids=[c for _, _, c in COMMANDS])
