@@ -5,7 +5,9 @@ import asyncio
 import dataclasses
 import io
 import json
+import os
 import socket
+import struct
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,7 +18,7 @@ from memguard.clock import FakeClock
 from memguard.config import Config
 from memguard.daemon import Daemon
 from memguard.export.http import MetricsServer, parse_listen
-from memguard.log import Logger
+from memguard.log import Logger, journal_field
 from memguard.systemd import Notifier
 from tests.trees import Tree, hybrid_host
 
@@ -42,6 +44,59 @@ def test_logfmt_quotes_and_journal_priority(monkeypatch):
     out = io.StringIO()
     Logger(out).warning("limit changed", domain="cgroup:/a b", old=None, new=5)
     assert out.getvalue() == '<4>level=warning msg="limit changed" domain="cgroup:/a b" new=5\n'
+
+
+def _journal_fields(data: bytes) -> dict[str, str]:
+    """The native protocol read back as journald reads it."""
+    fields, i = {}, 0
+    while i < len(data):
+        end = data.index(b"\n", i)
+        line = data[i:end]
+        if b"=" in line:
+            name, value = line.split(b"=", 1)
+            i = end + 1
+        else:
+            (n,) = struct.unpack("<Q", data[end + 1:end + 9])
+            name, value = line, data[end + 9:end + 9 + n]
+            assert data[end + 9 + n:end + 10 + n] == b"\n"
+            i = end + 10 + n
+        fields[name.decode()] = value.decode()
+    return fields
+
+
+def test_under_systemd_each_event_is_a_journal_entry_with_its_fields(tmp_path):
+    journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journal.bind(str(tmp_path / "journal.socket"))
+    journal.settimeout(5)
+    with open(tmp_path / "stderr", "w+") as err:
+        st = os.fstat(err.fileno())
+        log = Logger(err, journal_socket=str(tmp_path / "journal.socket"),
+                     environ={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+        log.warning("rule firing", domain="cgroup:/build", rule="oom-soon", reason="two\nlines", skip=None)
+        fields = _journal_fields(journal.recv(65536))
+        assert fields == {"MESSAGE": 'level=warning msg="rule firing" domain=cgroup:/build rule=oom-soon '
+                                     'reason="two\\nlines"',
+                          "PRIORITY": "4", "SYSLOG_IDENTIFIER": "memguardd", "MEMGUARD_EVENT": "rule firing",
+                          "DOMAIN": "cgroup:/build", "RULE": "oom-soon", "REASON": "two\nlines"}
+        assert err.read() == "", "nothing on stderr while the journal takes the entries"
+        # journald gone: the line goes to stderr, with its priority for the journal's stream.
+        journal.close()
+        os.unlink(tmp_path / "journal.socket")
+        log.info("domain found", domain="host")
+        err.seek(0)
+        assert err.read() == "<6>level=info msg=\"domain found\" domain=host\n"
+
+
+def test_a_journal_stream_that_is_not_our_stderr_keeps_lines(tmp_path):
+    (tmp_path / "journal.socket").touch()
+    out = io.StringIO()
+    Logger(out, journal_socket=str(tmp_path / "journal.socket"), environ={"JOURNAL_STREAM": "8:123"}).info("x")
+    assert out.getvalue() == "<6>level=info msg=x\n"
+
+
+def test_journal_field_names_are_ones_journald_takes():
+    assert [journal_field(n) for n in ("domain", "tto-seconds", "_pid", "9x", "")] == \
+        ["DOMAIN", "TTO_SECONDS", "PID", "X", "FIELD"]
 
 
 @pytest.mark.parametrize("listen,parsed", [("127.0.0.1:9717", ("127.0.0.1", 9717)),
