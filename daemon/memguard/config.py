@@ -130,6 +130,7 @@ def octal_mode(raw) -> int:
 @dataclass(frozen=True)
 class MetricsConfig:
     listen: str = "127.0.0.1:9717"        # host:port; "" turns the endpoint off
+    web_config: str = ""                  # TLS and basic auth (export/web.py); relative to the config file
 
 
 @dataclass(frozen=True)
@@ -163,13 +164,18 @@ class Config:
 
     def rule_files(self) -> list[str]:
         """The rule files, globs expanded, relative to the config file, each once."""
-        base = os.path.dirname(os.path.abspath(self.source)) if self.source else os.getcwd()
         out = []
         for pattern in self.rules.files:
-            path = os.path.normpath(os.path.join(base, os.path.expanduser(pattern)))   # no "conf/../"
+            path = self.relative_to_source(pattern)
             matched = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
             out += [m for m in matched if m not in out]      # a file named twice is read once
         return out
+
+    def relative_to_source(self, path: str) -> str:
+        """*path* from the config file's directory (the working directory
+        for the built-in defaults)."""
+        base = os.path.dirname(os.path.abspath(self.source)) if self.source else os.getcwd()
+        return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
 
     def resolved_paths(self) -> tuple[str, str]:
         """(socket, state_dir) with the defaults for the current user filled in."""

@@ -34,6 +34,7 @@ from .actions.freeze import (FROZEN_FILE, Frozen, FrozenList, Guard, boottime, c
 from .actions.plan import ActionDone, ActionWanted
 from .engine.snapshot import Snapshot
 from .export.http import MetricsServer
+from .export.web import load_web_config
 from .export.metrics import Metrics
 from .incidents.redact import redact_cmdline
 from .incidents.store import IncidentStore
@@ -73,6 +74,8 @@ class Daemon:
         self.snapshot: Snapshot | None = None
         self.notifier = Notifier()
         self._status_line = ""
+        web = config.metrics.web_config
+        self.web = load_web_config(config.relative_to_source(web)) if web else None
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()   # a probe wants the domains sampled now
         self.boot_id = state.boot_id(roots)
@@ -412,11 +415,11 @@ class Daemon:
         passed = listen_sockets()
         if passed or self.config.metrics.listen:
             metrics_server = MetricsServer(self.config.metrics.listen, self._metrics_body,
-                                           passed[0] if passed else None)
+                                           passed[0] if passed else None, self.web)
             await metrics_server.start()
             metrics_at = f"{metrics_server.host}:{metrics_server.bound_port}"
             host = f"[{metrics_server.host}]" if ":" in metrics_server.host else metrics_server.host
-            self.metrics_url = f"http://{host}:{metrics_server.bound_port}/metrics"
+            self.metrics_url = f"{metrics_server.scheme}://{host}:{metrics_server.bound_port}/metrics"
         self.log.info("memguardd started", version=__version__, socket=self.socket_path,
                       metrics=metrics_at, proc=self.roots.proc, sys=self.roots.sys)
         self.slow.poll(self.clock.now())
@@ -741,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         daemon = Daemon(config, roots, log=log)
-    except (RuleError, OSError) as e:
+    except (RuleError, ConfigError, OSError) as e:
         print(f"memguardd: cannot start: {e}", file=sys.stderr)
         return EXIT_CONFIG
     try:
