@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel import (Capabilities, Hog, V1MemoryCgroup, V2MemoryCgroup, build_fake_nvml, build_hog,
-                          capabilities, filesystem_type, leftover_test_cgroups,
-                          reachable_by_everyone, require)
+from tests.kernel import (FAKE_NVML_SCENE, Capabilities, Hog, Nvml, V1MemoryCgroup, V2MemoryCgroup,
+                          build_fake_nvml, build_hog, capabilities, filesystem_type, leftover_test_cgroups,
+                          real_nvml, reachable_by_everyone, require)
 
 MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
 
@@ -42,8 +42,41 @@ def fake_nvml(tmp_path_factory) -> Path:
     import ctypes
     folder = tmp_path_factory.mktemp("nvml")
     library = build_fake_nvml(folder)
-    ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+    fake = ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+    if ctypes.CDLL("libnvidia-ml.so.1")._handle != fake._handle:
+        pytest.fail("this process loaded the real libnvidia-ml.so.1 before the fake: the scripted GPU tests "
+                    "would read the real GPU; run them in a pytest process of their own", pytrace=False)
     return folder
+
+
+@pytest.fixture(scope="session")
+def real_nvml_here() -> Nvml | str:
+    """The real NVML driver, or why there is none (tests.kernel.real_nvml)."""
+    return real_nvml()
+
+
+@pytest.fixture(params=["real", "fake"])
+def nvml(request, tmp_path) -> Nvml:
+    """The NVML a test holds memguard against, once each: the real driver
+    (a skip saying why where there is none) and the fake, scripted with
+    FAKE_NVML_SCENE.  MEMGUARD_TEST_NVML=real or =fake runs only that one;
+    =real fails where there is no driver.  The test's ``nvml`` property
+    (and its output) says which it used."""
+    forced = os.environ.get("MEMGUARD_TEST_NVML") or None
+    if forced not in (None, "real", "fake"):
+        pytest.fail(f"MEMGUARD_TEST_NVML={forced}: it takes real or fake", pytrace=False)
+    if forced not in (None, request.param):
+        raise pytest.skip.Exception(f"MEMGUARD_TEST_NVML={forced}", _use_item_location=True)
+    if request.param == "fake":
+        chosen = Nvml.fake(request.getfixturevalue("fake_nvml"), tmp_path / "nvml-state")
+        chosen.script(*FAKE_NVML_SCENE)
+    elif isinstance(chosen := request.getfixturevalue("real_nvml_here"), str):
+        if forced == "real":
+            pytest.fail(f"MEMGUARD_TEST_NVML=real, but {chosen}", pytrace=False)
+        raise pytest.skip.Exception(chosen, _use_item_location=True)
+    request.node.user_properties.append(("nvml", chosen.description))
+    print(f"NVML: {chosen.description}")
+    return chosen
 
 
 def _cgroup_factory(cls, needs: tuple[str, ...]):

@@ -13,6 +13,9 @@ What is here:
 - :func:`as_nobody`, :func:`public_copy` and :func:`unprivileged_python`:
   run part of the checkout as uid 65534, who may not reach the checkout
   itself (a clone under /root, mode 0700);
+- :func:`build_fake_nvml`, :class:`Nvml` and :func:`real_nvml`: the fake
+  libnvidia-ml.so.1, or the real driver where there is one, and what NVML
+  itself says of each GPU;
 - :func:`wait_until`, :func:`read_int`, :func:`read_keyed`.
 
 Safety rules these helpers keep: a cgroup they remove or a process they kill
@@ -27,6 +30,7 @@ import errno
 import fcntl
 import functools
 import gzip
+import json
 import os
 import re
 import shutil
@@ -662,6 +666,115 @@ def build_fake_nvml(dest_dir: Path, compiler: str | None = None) -> Path:
     if done.returncode != 0:
         raise RuntimeError(f"compiling {FAKE_NVML_SOURCE} failed:\n{done.stderr}")
     return library
+
+
+# The fake's driver version (fake_nvml.c: nvmlSystemGetDriverVersion).
+FAKE_DRIVER = "fake-nvml-1"
+
+# What the fake shows a test that holds memguard against NVML's own figures:
+# an A100 in MIG mode (instances in slots 0 and 2, the second on the v1
+# memory call, slot 1 empty) and an L4 beside it, each with a process.
+FAKE_NVML_SCENE = (
+    "device 0 42949672960 943718400 6442450944 0 0 ok GPU-11111111-2222-3333-4444-555555555555 NVIDIA A100-SXM4-40GB",
+    "mig 0 0 10200547328 0 4294967296 ok MIG-aaaaaaaa-1111-2222-3333-444444444444 NVIDIA A100-SXM4-40GB MIG 2g.10gb",
+    "mig 0 2 5100273664 0 1073741824 v1 MIG-bbbbbbbb-1111-2222-3333-444444444444 NVIDIA A100-SXM4-40GB MIG 1g.5gb",
+    "mig-process 0 0 4242 4294967296",
+    "device 1 25769803776 0 1073741824 30 10 v1 GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee NVIDIA L4",
+    "process 1 4343 1073741824",
+)
+
+# Run by read_nvml in a process of its own (this one may hold the fake
+# already): each GPU and MIG device as NVML lists it, through pynvml's plain
+# calls, with the library the process loaded; {"error": ...} where NVML
+# does not start.
+_NVML_WITNESS = r"""
+import json, pynvml
+
+def device(handle, processes):
+    v1 = pynvml.nvmlDeviceGetMemoryInfo(handle)
+    try:
+        v2 = pynvml.nvmlDeviceGetMemoryInfo(handle, version=pynvml.nvmlMemory_v2)
+        memory = {"total": v2.total, "reserved": v2.reserved, "used": v2.used}
+    except (pynvml.NVMLError_NotSupported, pynvml.NVMLError_FunctionNotFound):
+        memory = {"total": v1.total, "reserved": None, "used": v1.used}
+    pids = [p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)] if processes else []
+    return {"name": pynvml.nvmlDeviceGetName(handle), "uuid": pynvml.nvmlDeviceGetUUID(handle), **memory,
+            "pids": pids}
+
+try:
+    pynvml.nvmlInit()
+except pynvml.NVMLError as e:
+    found = not isinstance(e, pynvml.NVMLError_LibraryNotFound)
+    print(json.dumps({"error": f"nvmlInit failed: {e}" if found else "libnvidia-ml.so.1 not found"}))
+    raise SystemExit
+with open("/proc/self/maps") as maps:
+    library = next((line.split()[-1] for line in maps if "libnvidia-ml.so" in line), None)
+devices = {}
+for index in range(pynvml.nvmlDeviceGetCount()):
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    try:
+        mig = pynvml.nvmlDeviceGetMigMode(handle)[0] == pynvml.NVML_DEVICE_MIG_ENABLE
+    except (pynvml.NVMLError_NotSupported, pynvml.NVMLError_FunctionNotFound):
+        mig = False
+    devices[f"gpu:{index}"] = device(handle, processes=not mig)
+    for slot in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle) if mig else 0):
+        try:
+            devices[f"gpu:{index}/mig:{slot}"] = device(pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot), True)
+        except pynvml.NVMLError_NotFound:
+            pass
+print(json.dumps({"driver": pynvml.nvmlSystemGetDriverVersion(), "library": library, "devices": devices}))
+"""
+
+
+def read_nvml(env: dict[str, str]) -> dict:
+    """What NVML says now, loaded with *env* added to this environment:
+    ``driver``, ``library`` (its path) and ``devices`` (domain -> name,
+    uuid, total, reserved (None from the v1 call), used, pids; a GPU in MIG
+    mode lists its processes on its instances), or ``error``."""
+    done = subprocess.run([sys.executable, "-c", _NVML_WITNESS], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=60)
+    if done.returncode != 0:
+        raise AssertionError(f"reading NVML failed:\n{done.stderr}")
+    return json.loads(done.stdout)
+
+
+@dataclass
+class Nvml:
+    """An NVML to run memguard on: ``real`` (the driver here) or ``fake``
+    (fake_nvml.c, scripted through *state*). *env* is what a process needs
+    in its environment to load it; *description* says which it is."""
+    kind: str
+    env: dict[str, str]
+    description: str
+    state: Path | None = None
+
+    @classmethod
+    def fake(cls, folder: Path, state: Path) -> Nvml:
+        """The fake built in *folder* (build_fake_nvml), scripted through *state*."""
+        return cls("fake", {"LD_LIBRARY_PATH": str(folder), "FAKE_NVML_STATE": str(state)},
+                   f"fake: {FAKE_NVML_SOURCE.name} built as {folder / 'libnvidia-ml.so.1'}", state)
+
+    def script(self, *lines: str) -> None:
+        assert self.state is not None, "only the fake NVML can be scripted"
+        self.state.write_text("".join(line + "\n" for line in lines))
+
+    def devices(self) -> dict[str, dict]:
+        """Each GPU and MIG device as NVML lists it now (read_nvml)."""
+        seen = read_nvml(self.env)
+        assert "error" not in seen, f"{self.description}: {seen['error']}"
+        return seen["devices"]
+
+
+def real_nvml() -> Nvml | str:
+    """The driver's libnvidia-ml.so.1 as a process started here loads it,
+    or why there is none to test on (the reason to skip)."""
+    seen = read_nvml({})
+    if "error" in seen:
+        return f"no NVIDIA driver here: {seen['error']}"
+    if seen["driver"] == FAKE_DRIVER:
+        return (f"libnvidia-ml.so.1 here is the fake ({seen['library']}, "
+                f"LD_LIBRARY_PATH={os.environ.get('LD_LIBRARY_PATH')})")
+    return Nvml("real", {}, f"real: driver {seen['driver']}, {seen['library']}")
 
 
 def _append_only_tmpfile() -> int:

@@ -1,23 +1,38 @@
 """The real daemon on the fake libnvidia-ml.so.1 (issue 20): two GPUs
-appear as domains in status and /metrics; a GPU lost at run time and a
-wedged driver are shown and survived; a scripted ramp warns the registered
-job whose process holds the memory.  The daemon finds the fake through
-LD_LIBRARY_PATH, as it would find the real one."""
+appear as domains in status and /metrics, and so do the MIG instances of
+one; a GPU lost at run time and a wedged driver are shown and survived; a
+scripted ramp warns the registered job whose process holds the memory.  The
+daemon finds the fake through LD_LIBRARY_PATH, as it would find the real
+one.  Where there is a real driver, the daemon is also held against what
+NVML and nvidia-smi say of the real GPUs (the ``nvml`` fixture)."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import Daemon
+from tests.e2e.daemon import Daemon, ctl
 from tests.kernel import Hog, wait_until
 
 pytest.importorskip("pynvml", reason="nvidia-ml-py is installed by `make test`; run that")
 
 A100 = "device 0 42949672960 943718400 {used} 12 5 {state} GPU-11111111-2222-3333-4444-555555555555 NVIDIA A100-SXM4-40GB"
 L4 = "device 1 25769803776 0 1073741824 30 10 v1 GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee NVIDIA L4"
+# Two MIG instances of the A100 (which the first puts in MIG mode), in slots 0 and 2.
+MIG0 = ("mig 0 0 10200547328 0 {used} ok MIG-aaaaaaaa-1111-2222-3333-444444444444 "
+        "NVIDIA A100-SXM4-40GB MIG 2g.10gb")
+MIG2 = ("mig 0 2 5100273664 0 1073741824 v1 MIG-bbbbbbbb-1111-2222-3333-444444444444 "
+        "NVIDIA A100-SXM4-40GB MIG 1g.5gb")
+# How far NVML's used memory may move between its reads and the daemon's on
+# a real GPU at rest (a process starting between them, with its ~500 MiB
+# CUDA context, shows in NVML's reads before and after).
+TOLERANCE = 64 * 2**20
 
 
 @pytest.fixture
@@ -59,6 +74,68 @@ def test_the_daemon_shows_each_gpu_and_survives_a_lost_one_and_a_wedged_driver(g
     wait_until(lambda: "timed out" in (next(s for s in daemon.status()["sources"] if s["name"] == "gpu")["reason"]
                                        or ""), timeout=15, what="the wedged driver's read to time out")
     assert daemon.status()["domains"], "the daemon goes on answering"
+
+
+def test_the_daemon_shows_mig_instances_in_status_profile_and_metrics(gpus):
+    daemon, state = gpus
+    state.write_text("\n".join((A100.format(used=6 * 2**30, state="ok"), MIG0.format(used=4 * 2**30), MIG2, L4,
+                                "mig-process 0 0 4242 4294967296")) + "\n")
+    status = daemon.wait_for_tick(lambda s: len(gpu_domains(s)) == 4 and s)
+    domains = gpu_domains(status)
+    assert (domains["gpu:0/mig:0"]["limit_bytes"], domains["gpu:0/mig:0"]["used_bytes"]) == (10200547328, 4 * 2**30)
+    assert domains["gpu:0/mig:2"]["limit_bytes"] == 5100273664
+    devices = status["facts"]["gpu"]["devices"]
+    assert devices["gpu:0"]["mig_devices"] == ["gpu:0/mig:0", "gpu:0/mig:2"]
+    assert (devices["gpu:0/mig:0"]["parent"], devices["gpu:0/mig:0"]["uuid"]) == \
+        ("gpu:0", "MIG-aaaaaaaa-1111-2222-3333-444444444444")
+    assert "gpu:0/mig:2" in ctl(daemon.socket, "status").stdout
+    profile = json.loads(ctl(daemon.socket, "--json", "profile", "--past", "--duration", "10",
+                             "--domain", "gpu:0/mig:0").stdout)
+    assert list(profile["domains"]) == ["gpu:0/mig:0"]
+    metrics = daemon.metrics()
+    for line in ('memguard_domain_limit_bytes{domain="gpu:0/mig:0",kind="gpu"} 1.0200547328e+10',
+                 'memguard_gpu_info{domain="gpu:0/mig:2",name="NVIDIA A100-SXM4-40GB MIG 1g.5gb",'
+                 'uuid="MIG-bbbbbbbb-1111-2222-3333-444444444444"} 1.0',
+                 'memguard_gpu_up{domain="gpu:0/mig:0"} 1.0',
+                 'memguard_gpu_process_memory_bytes{domain="gpu:0/mig:0",job="",pid="4242"} 4.294967296e+09',
+                 'memguard_gpu_utilization_ratio{domain="gpu:1"} 0.3'):
+        assert line in metrics, line
+    assert 'memguard_gpu_utilization_ratio{domain="gpu:0' not in metrics, "none in MIG mode"
+
+
+def test_the_daemon_shows_every_device_nvml_lists_with_its_figures(nvml, tmp_path, monkeypatch):
+    """Each GPU and MIG device NVML lists is a domain in status and
+    /metrics, with NVML's figures and processes; and on the real driver,
+    each GPU and MIG device nvidia-smi -L lists, by UUID."""
+    for name, value in nvml.env.items():
+        monkeypatch.setenv(name, value)
+    before = nvml.devices()
+    d = Daemon(str(tmp_path), "--no-probes", config="sampling:\n  interval: 250ms\n")
+    try:
+        try:
+            status = d.wait_for_tick(lambda s: set(gpu_domains(s)) == set(before) and s)
+        except AssertionError:
+            (source,) = [s for s in d.status()["sources"] if s["name"] == "gpu"]
+            raise AssertionError(f"NVML lists {sorted(before)}; the gpu source: {source}\n{d.log()}") from None
+        metrics = d.metrics()
+    finally:
+        assert d.stop() == 0, d.log()
+    after = nvml.devices()
+    devices = status["facts"]["gpu"]["devices"]
+    for name, domain in gpu_domains(status).items():
+        was, now = before[name], after[name]
+        assert domain["limit_bytes"] == was["total"] - (was["reserved"] or 0), name
+        assert min(was["used"], now["used"]) - TOLERANCE <= domain["used_bytes"] \
+            <= max(was["used"], now["used"]) + TOLERANCE, name
+        assert devices[name]["uuid"] == was["uuid"] and f'memguard_gpu_up{{domain="{name}"}} 1.0' in metrics
+        assert set(was["pids"]) & set(now["pids"]) <= {p["pid"] for p in devices[name]["processes"]}, \
+            f"{name}: the processes NVML listed before and after"
+    if nvml.kind == "real" and shutil.which("nvidia-smi"):
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout
+        gpus = {f"gpu:{i}": uuid for i, uuid in re.findall(r"^GPU (\d+): .*\(UUID: (GPU-[^)]+)\)", listed, re.M)}
+        assert gpus == {n: device["uuid"] for n, device in devices.items() if "parent" not in device}, listed
+        assert set(re.findall(r"\(UUID: (MIG-[^)]+)\)", listed)) == \
+            {device["uuid"] for device in devices.values() if "parent" in device}, listed
 
 
 # A training process registered for SIGUSR1, which says so when it comes.

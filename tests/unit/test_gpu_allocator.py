@@ -6,7 +6,7 @@ from __future__ import annotations
 from memguard.clock import FakeClock
 from memguard.config import Config
 from memguard.engine.engine import ALLOCATOR_FRESH, Engine, SourceRun
-from memguard.engine.messages import AllocatorReported
+from memguard.engine.messages import AllocatorReported, GpuOomReported
 from memguard.model import Sample
 from memguard.sources.base import Reading
 
@@ -57,3 +57,23 @@ def test_a_report_of_another_gpu_or_without_allocated_leaves_the_domain_alone():
                                     AllocatorReported(11, 0, {"reserved_bytes": 8 * GiB})])
     s = gpu_tick(e, clock, 20 * GiB).sample
     assert s.working_set == 20 * GiB and s.reclaimable is None
+
+
+def test_a_cuda_report_goes_to_the_gpu_domain_whose_processes_hold_the_pid():
+    # CUDA calls a MIG instance device 0; NVML says pid 10 holds memory on gpu:0/mig:2.
+    clock = FakeClock()
+    e = Engine(Config(), clock.now(), "t")
+    tick(e, clock, 10 * 2**20)
+    register(e, clock, 10, "train")
+    devices = {"gpu:0": {"index": 0, "processes": []},
+               "gpu:0/mig:2": {"index": 0, "parent": "gpu:0", "processes": [{"pid": 10, "used_bytes": 4 * GiB}]}}
+    clock.advance(1)
+    e.step([SourceRun("gpu", reading=Reading(samples=[Sample("gpu:0/mig:2", "gpu", 6 * GiB, 6 * GiB, 10 * GiB)],
+                                             facts={"devices": devices}))], clock.now())
+    e.step([], clock.now(), events=[AllocatorReported(10, 0, {"allocated_bytes": GiB, "reserved_bytes": 4 * GiB})])
+    assert list(e.allocators["train-10"]) == ["gpu:0/mig:2"]
+    fx = e.step([], clock.now(), events=[GpuOomReported(10, 0, 0, "CUDA out of memory", {})])
+    assert fx.incidents[-1].document["domain"] == "gpu:0/mig:2"
+    # A pid NVML does not list: the CUDA index is all there is.
+    fx = e.step([], clock.now(), events=[GpuOomReported(77, 0, 3, "CUDA out of memory", {})])
+    assert fx.incidents[-1].document["domain"] == "gpu:3"

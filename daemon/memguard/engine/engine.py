@@ -219,13 +219,14 @@ class Engine:
             elif isinstance(event, AllocatorReported):
                 job_id = self.jobs.job_of(event.pid)
                 if job_id is not None:
-                    device = f"gpu:{event.device}" if event.device is not None else "gpu:0"
+                    device = self._gpu_domain(event.pid, event.device)
                     self.allocators.setdefault(job_id, {})[device] = {**with_fragmentation(event.stats),
                                                                       "at": now.mono}
             elif isinstance(event, GpuOomReported):
-                device = self.facts.get("gpu", {}).get("devices", {}).get(f"gpu:{event.device}")
+                domain = self._gpu_domain(event.pid, event.device) if event.device is not None else None
+                device = self.facts.get("gpu", {}).get("devices", {}).get(domain)
                 doc = gpu_oom_document(event, now.mono, now.wall - now.mono, self.jobs.job_of(event.pid),
-                                       device, self.redact)
+                                       domain, device, self.redact)
                 fx.incidents.append(Write(doc["id"], doc))
                 key = ("gpu_oom", doc["domain"] or "", "")
                 self.counters.incidents[key] = self.counters.incidents.get(key, 0) + 1
@@ -442,6 +443,15 @@ class Engine:
         for name in [n for n, s in self.domains.items() if s.source == source and n not in tracked]:
             del self.domains[name]
             log.append(("domain gone", {"domain": name}))
+
+    def _gpu_domain(self, pid: int, device: int | None) -> str:
+        """The GPU domain of a CUDA report: the one domain whose NVML
+        processes hold *pid*, else ``gpu:<device>``.  CUDA numbers devices
+        its own way: a MIG instance is CUDA device 0, and
+        CUDA_VISIBLE_DEVICES renumbers the GPUs."""
+        holding = [name for name, d in self.facts.get("gpu", {}).get("devices", {}).items()
+                   if any(p["pid"] == pid for p in d.get("processes", ()))]
+        return holding[0] if len(holding) == 1 else f"gpu:{device if device is not None else 0}"
 
     def _allocator_cache(self, domain: str, now: Instant) -> int:
         """What the CUDA caching allocators of the jobs on GPU *domain* hold

@@ -246,7 +246,8 @@ def _gpu_metrics(snap: Snapshot):
         for key, family in memory.items():
             if d.get(f"{key}_bytes") is not None:
                 family.add_metric([domain], d[f"{key}_bytes"])
-        util.add_metric([domain], d["utilization_gpu"] / 100)
+        if d["utilization_gpu"] is not None:      # NVML has none for a MIG instance, nor a GPU in MIG mode
+            util.add_metric([domain], d["utilization_gpu"] / 100)
         for p in d["processes"]:
             if p["used_bytes"] is not None:
                 procs.add_metric([domain, str(p["pid"]), jobs.get(p["pid"], "")], p["used_bytes"])

@@ -120,12 +120,11 @@ def with_fragmentation(stats: dict) -> dict:
     return stats
 
 
-def gpu_oom_document(report, at: float, wall_offset: float, job: str | None, device: dict | None,
-                     redact) -> dict:
-    """A CUDA out-of-memory error a job reported (memguard.client): what its
-    allocator held and what the GPU held, as NVML saw it."""
+def gpu_oom_document(report, at: float, wall_offset: float, job: str | None, domain: str | None,
+                     device: dict | None, redact) -> dict:
+    """A CUDA out-of-memory error a job reported (memguard.client) on GPU
+    *domain*: what its allocator held and what the GPU held, as NVML saw it."""
     stats = with_fragmentation(report.stats)
-    domain = f"gpu:{report.device}" if report.device is not None else None
     frag = stats.get("fragmentation")
     return {
         "schema_version": INCIDENT_SCHEMA_VERSION, "id": incident_id(at + wall_offset, report.pid, "gpu-oom"),
