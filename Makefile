@@ -73,6 +73,9 @@ install: deps-run
 	ln -sf $(LIBDIR)/venv/bin/memguardctl $(DESTDIR)$(PREFIX)/bin/memguardctl
 	install -m 0755 packaging/probe-setup $(DESTDIR)$(LIBDIR)/probe-setup
 	install -m 0644 rules/*.yaml $(DESTDIR)$(SHAREDIR)/rules/
+	install -d $(DESTDIR)$(SHAREDIR)/prometheus $(DESTDIR)$(SHAREDIR)/grafana
+	install -m 0644 packaging/prometheus/memguard-alerts.yml packaging/prometheus/scrape.yml $(DESTDIR)$(SHAREDIR)/prometheus/
+	install -m 0644 packaging/grafana/memguard.json $(DESTDIR)$(SHAREDIR)/grafana/
 	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/memguard/
 	cp -r docs $(DESTDIR)$(PREFIX)/share/doc/memguard/
 	@# The config is the operator's once installed: an upgrade keeps it.

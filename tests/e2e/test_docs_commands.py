@@ -27,7 +27,7 @@ from tests.kernel import MIB, Hog, V1MemoryCgroup, require, wait_until
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parent.parent.parent
-PROGRAMS = ("memguardctl", "memguardd", "curl", "make", ".venv/bin/")
+PROGRAMS = ("memguardctl", "memguardd", "curl", "make", ".venv/bin/", "promtool")
 EXAMPLE_ID = "20261125T104445.317Z-16418-oom"   # docs/incidents.md's example incident
 KILL_FIXTURE = REPO / "tests" / "fixtures" / "kmsg" / "v5.10-rc3-next-global-nomemcg.dmesg"
 
@@ -37,11 +37,15 @@ NOT_RUN = {
     "make run": "run by this module's fixture, exactly as written, for the others",
     "memguardd --config FILE": "a synopsis: make run runs it with FILE=packaging/memguard.yaml",
     "make -j": "a build of the user's, not ours",
+    "promtool check metrics": ("named in prose; it reads /metrics on standard input: tests/e2e/test_status.py "
+                               "and tests/unit/test_metrics.py pipe the daemon's into it"),
     ".venv/bin/memguardctl --socket .state/memguard.sock status": (
         "the non-root form (make run as a user keeps its socket in .state); the tests run as root, "
         "where the README's root form `memguardctl status` is run"),
 }
 NOT_RUN_PATTERNS = {
+    r"^kubectl ": ("needs a Kubernetes cluster, which neither this machine nor CI has; "
+                   "tests/unit/test_kubernetes.py validates offline what it applies"),
     r"^(sudo )?(make (un)?install|systemd-sysusers|systemctl |usermod )": (
         "installs into this machine's system: tests/integration/test_packaging.py runs make install and "
         "uninstall into a staging DESTDIR, verifies the units and runs the daemon with their capabilities"),
@@ -110,7 +114,7 @@ def docs_daemon(tmp_path_factory, hog_binary):
     if subprocess.run(["memguardctl", "status"], env=env, capture_output=True).returncode != 3:
         pytest.skip("a memguardd already answers on the system socket: make run cannot start another")
     cwd = tmp_path_factory.mktemp("docs")
-    for name in ("rules", "bench"):
+    for name in ("rules", "bench", "packaging"):
         (cwd / name).symlink_to(REPO / name)
     shutil.copy(KILL_FIXTURE, cwd / "kern.log")
     shutil.copy(KILL_FIXTURE, cwd / "dmesg.txt")
@@ -156,7 +160,7 @@ def _incident_of(env, pid: int) -> str | None:
 def test_every_command_shown_is_run_or_says_why_not():
     assert COMMANDS, "no command found in the docs: the collector is broken"
     for _, _, cmd in COMMANDS:
-        assert cmd.startswith(PROGRAMS + ("MEMGUARD_JOB=", "sudo ")) or "memguardctl" in cmd, cmd
+        assert cmd.startswith(PROGRAMS + ("MEMGUARD_JOB=", "sudo ", "kubectl ")) or "memguardctl" in cmd, cmd
 
 
 @pytest.mark.parametrize("where, line, cmd", COMMANDS, ids=[c for _, _, c in COMMANDS])
