@@ -255,6 +255,8 @@ def _scalar(hint, node: yaml.Node, source: str, dotted: str):
         value = float(value)
     if hint is str and value is None:
         value = ""
+    elif hint is str and isinstance(value, bool):
+        value = node.value      # YAML 1.1 reads a plain off/on/yes/no as a bool: `wslconfig: off` means "off"
     if type(value) is not hint:
         raise ConfigError(source, _line(node), dotted, f"expected {expected}, got {node.value!r}")
     if hint in (int, float) and value < 0:

@@ -62,6 +62,10 @@ def test_yaml_syntax_error_has_a_line():
     assert e.value.line is not None and "not valid YAML" in e.value.message
 
 
+def test_a_string_key_written_off_is_the_word_not_a_bool():
+    assert parse_config("wsl:\n  wslconfig: off\n").wsl.wslconfig == "off"
+
+
 def test_shipped_default_config_loads():
     c = load_config("packaging/memguard.yaml")
     assert c.metrics.listen == "127.0.0.1:9717"
