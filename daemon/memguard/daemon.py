@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import concurrent.futures
 import dataclasses
 import json
@@ -22,6 +23,7 @@ import time
 from . import __version__, state
 from .api.protocol import BAD_REQUEST, NOT_FOUND, NOT_PERMITTED, NOT_READY, ProtocolError
 from .api.server import ControlServer
+from .api.watch import Watchers
 from .clock import Clock, Instant, SystemClock
 from .config import Config, ConfigError, octal_mode, load_config
 from .engine.engine import Engine, SourceRun
@@ -74,6 +76,8 @@ class Daemon:
         self.snapshot: Snapshot | None = None
         self.notifier = Notifier()
         self._status_line = ""
+        self.watchers = Watchers()
+        self._published: collections.OrderedDict[str, str] = collections.OrderedDict()   # incident -> state pushed
         web = config.metrics.web_config
         self.web = load_web_config(config.relative_to_source(web)) if web else None
         self.stopping = asyncio.Event()
@@ -190,6 +194,7 @@ class Daemon:
         self.writer.submit(effects.incidents)
         if effects.snapshot is not None:
             self.snapshot = effects.snapshot
+        self._publish(effects)
         for msg, fields in effects.log:
             fields = dict(fields)
             self.log.log(fields.pop("level", "info"), msg, **fields)
@@ -287,7 +292,7 @@ class Daemon:
         done = ActionDone(action.id, result, ({"channel": action.channel, "result": result},),
                           self.clock.now().mono)
         self._audit(action, done)
-        self._apply(self.engine.step([], self.clock.now(), events=[done]))
+        self._finish(action, done)
 
     def _action_finished(self, future: concurrent.futures.Future, action: ActionWanted,
                          loop: asyncio.AbstractEventLoop) -> None:
@@ -297,7 +302,94 @@ class Daemon:
         done = future.result() if future.exception() is None else \
             ActionDone(action.id, "failed", ({"error": repr(future.exception())},), self.clock.now().mono)
         self._audit(action, done)
-        _to_loop(loop, lambda: self._apply(self.engine.step([], self.clock.now(), events=[done])))
+        _to_loop(loop, lambda: self._finish(action, done))
+
+    def _finish(self, action: ActionWanted, done: ActionDone) -> None:
+        """On the loop: an action ended; its watchers hear of it."""
+        self.watchers.publish({"type": "action", "time": time.time(), "kind": action.kind, "result": done.result,
+                               "rule": action.rule, "severity": action.severity, "domain": action.domain,
+                               "job": action.job, "dry_run": action.dry_run,
+                               "targets": [{k: t[k] for k in ("pid", "result") if k in t} for t in done.details]},
+                              {action.uid} if action.uid is not None else set())
+        self._apply(self.engine.step([], self.clock.now(), events=[done]))
+
+    def _publish(self, effects) -> None:
+        """Rule transitions and incidents first written, to the watchers."""
+        if not self.watchers.peers:
+            return
+        views = {d.name: d for d in self.snapshot.domains} if self.snapshot is not None else {}
+        for tr in effects.transitions:
+            view = views.get(tr.domain)
+            p = view.prediction if view is not None else None
+            self.watchers.publish({
+                "type": "rule", "time": time.time(), "event": "cleared" if tr.kind == "clear" else tr.severity,
+                "transition": tr.kind, "rule": tr.rule, "domain": tr.domain, "job": tr.job,
+                "tto_seconds": None if p is None or p.tto is None else round(p.tto, 1),
+                "usage_ratio": None if view is None else view.sample.usage_ratio}, self._concerned(tr.domain, tr.job))
+        for write in effects.incidents:
+            doc = getattr(write, "document", None)
+            if doc is None or self._published.get(write.id) == doc.get("state"):
+                continue
+            # Pushed when first written (open: the kill, at once) and when
+            # sealed (what the probes added since: the domain of a cgroup made
+            # a moment before, the victim's owner).
+            self._published[write.id] = doc.get("state")
+            self._published.move_to_end(write.id)
+            while len(self._published) > 1024:
+                self._published.popitem(last=False)
+            self.watchers.publish({"type": "incident", "time": time.time(), "id": write.id, "kind": doc.get("kind"),
+                                   "state": doc.get("state"), "domain": doc.get("domain"),
+                                   "headline": doc.get("headline")},
+                                  {v["uid"] for v in doc.get("victims", ()) if v.get("uid") is not None})
+
+    def _concerned(self, domain: str, job: str | None) -> set[int] | None:
+        """Who may hear of *domain* (and *job*): the job's owner; for a
+        cgroup or GPU, the users with processes there; for the host or WSL,
+        everyone (None)."""
+        jobs = self.engine.jobs.jobs
+        if job is not None:
+            return {jobs[job].uid} if job in jobs and jobs[job].uid is not None else set()
+        state = self.engine.domains.get(domain)
+        if state is None or state.kind in ("host", "wsl"):
+            return None
+        uids = {p.uid for p in self.engine.process_table.values() if p.domain == domain and p.uid is not None}
+        uids |= {j.uid for j in jobs.values() if j.uid is not None and domain in self.engine.domains_of(j)}
+        return uids | self._owners_in_cgroup(domain)
+
+    def _owners_in_cgroup(self, domain: str, most: int = 256) -> set[int]:
+        """The owners of (at most *most* of) the processes in *domain*'s
+        cgroup and below, by a stat of each /proc entry: a process started
+        a moment ago is not in the process table yet.  Transitions are
+        rare; this runs for those only."""
+        cgroups = self._cgroup_source()
+        hierarchy = getattr(cgroups, "hierarchy", None)
+        fs_path = next((d.fs_path for d in (hierarchy.domains if hierarchy else ()) if d.name == domain), None)
+        owners: set[int] = set()
+        if fs_path is None:
+            return owners
+        seen = 0
+        for directory, _dirs, _files in os.walk(fs_path):
+            try:
+                with open(os.path.join(directory, "cgroup.procs")) as f:
+                    pids = f.read().split()
+            except OSError:
+                continue
+            for pid in pids[:most - seen]:
+                try:
+                    owners.add(os.stat(self.roots.proc_path(pid)).st_uid)
+                except OSError:
+                    pass
+            seen += len(pids)
+            if seen >= most:
+                break
+        return owners
+
+    def _watch(self, params: dict, peer) -> dict:
+        """Keep the connection: warnings, actions and incidents follow as
+        JSON lines, those the peer may see (api/watch.py)."""
+        if not self.watchers.add(peer):
+            raise ProtocolError(NOT_PERMITTED, "too many watchers")
+        return {"watching": True, "sees": "everything" if peer.privileged else f"what concerns uid {peer.uid}"}
 
     def _audit(self, action: ActionWanted, done: ActionDone) -> None:
         """One JSON line per action in <state_dir>/actions.log (0600)."""
@@ -402,6 +494,7 @@ class Daemon:
         control.route("version", lambda params, peer: {"version": __version__, "protocol": 1})
         control.route("status", self._status)
         control.route("jobs", self._jobs)
+        control.route("watch", self._watch)
         control.route("register", self._register)
         control.route("unregister", self._unregister)
         control.route("gpu_oom", self._gpu_oom)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from typing import Iterator
 
 from ..api import protocol
 from ..config import SYSTEM_SOCKET, Config
@@ -27,17 +28,30 @@ class RemoteError(Exception):
         self.code, self.message = code, message
 
 
+def _connect(path: str, timeout: float) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError) as e:
+        s.close()
+        raise Unreachable(f"memguardd is not running (no answer on {path}: {e.strerror})", absent=True) from None
+    except PermissionError:
+        s.close()
+        raise Unreachable(f"not allowed to connect to {path}") from None
+    return s
+
+
+def _result(answer: dict) -> object:
+    if not answer.get("ok"):
+        err = answer.get("error", {})
+        raise RemoteError(err.get("code", "unknown"), err.get("message", ""))
+    return answer["result"]
+
+
 def call(path: str, method: str, params: dict | None = None, timeout: float = 5.0) -> object:
     """The result of *method*; raises Unreachable or RemoteError."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        try:
-            s.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise Unreachable(f"memguardd is not running (no answer on {path}: {e.strerror})",
-                              absent=True) from None
-        except PermissionError:
-            raise Unreachable(f"not allowed to connect to {path}") from None
+    with _connect(path, timeout) as s:
         s.sendall(protocol.request(method, params))
         buf = b""
         try:
@@ -50,11 +64,26 @@ def call(path: str, method: str, params: dict | None = None, timeout: float = 5.
             raise Unreachable(f"memguardd did not answer on {path} within {timeout:g}s") from None
     if not buf:
         raise Unreachable(f"memguardd closed the connection on {path} without an answer")
-    answer = json.loads(buf)
-    if not answer.get("ok"):
-        err = answer.get("error", {})
-        raise RemoteError(err.get("code", "unknown"), err.get("message", ""))
-    return answer["result"]
+    return _result(json.loads(buf))
+
+
+def stream(path: str, method: str, params: dict | None = None, timeout: float = 5.0) -> Iterator[object]:
+    """The result of *method*, then each line the daemon pushes on the same
+    connection (``watch``), as they come, until it closes it.  Raises
+    Unreachable or RemoteError."""
+    with _connect(path, timeout) as s:
+        s.sendall(protocol.request(method, params))
+        lines = s.makefile("rb")
+        try:
+            first = lines.readline()
+        except socket.timeout:
+            raise Unreachable(f"memguardd did not answer on {path} within {timeout:g}s") from None
+        if not first:
+            raise Unreachable(f"memguardd closed the connection on {path} without an answer")
+        yield _result(json.loads(first))
+        s.settimeout(None)
+        for line in lines:
+            yield json.loads(line)
 
 
 def default_sockets() -> list[str]:

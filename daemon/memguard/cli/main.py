@@ -24,6 +24,7 @@ from ..units import format_bytes
 from . import client, profile
 from .incident import plot, render_explained, render_incident, render_list
 from .render import render_jobs, render_status
+from .watch import render_event
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DEGRADED, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
 
@@ -53,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     command(sub, "version", help="the daemon's version and protocol")
     command(sub, "incidents", help="the incidents stored, newest first")
     command(sub, "jobs", help="the registered jobs: processes, domain, memory")
+    command(sub, "watch", help="follow warnings, actions and incidents as they happen (those you may see)")
     run = command(sub, "run", help="run a command as a registered job (sets MEMGUARD_JOB, then execs it)")
     run.add_argument("--name", help="the job's name (default: the command's)")
     run.add_argument("--on-warning", metavar="SIGNAL", help="signal the job when a rule warns (USR1, ...)")
@@ -238,6 +240,34 @@ def ask_daemon(args: argparse.Namespace, method: str, params: dict) -> tuple[str
         return EXIT_REFUSED
 
 
+def watch_events(args: argparse.Namespace) -> int:
+    """memguardctl watch: each event as it comes (a JSON line each with
+    --json), until the daemon stops (exit 3) or Ctrl-C (exit 0)."""
+    error = None
+    for path in sockets(args.socket):
+        try:
+            events = client.stream(path, "watch", {}, timeout=args.timeout)
+            first = next(events)
+        except client.Unreachable as e:
+            error = e
+            if e.absent:
+                continue
+            break
+        except client.RemoteError as e:
+            print(f"memguardctl: watch: {e.message} ({e.code})", file=sys.stderr)
+            return EXIT_REFUSED
+        print(f"watching memguardd on {path}: {first['sees']}", file=sys.stderr, flush=True)
+        try:
+            for event in events:
+                print(json.dumps(event) if args.json else render_event(event), flush=True)
+        except KeyboardInterrupt:
+            return EXIT_OK
+        print("memguardctl: watch: memguardd closed the connection", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(f"memguardctl: {error}", file=sys.stderr)
+    return EXIT_UNREACHABLE
+
+
 def profile_domains(args: argparse.Namespace) -> int:
     """memguardctl profile: wait out the window (unless --past), then ask
     the daemon for its samples of it."""
@@ -280,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_job(args)
     if args.command == "profile":
         return profile_domains(args)
+    if args.command == "watch":
+        return watch_events(args)
     params: dict = {}
     if args.command == "register":
         try:

@@ -717,11 +717,11 @@ class Engine:
         """The registered jobs with processes in each domain."""
         by_domain: dict[str, list] = {}
         for job in self.jobs.jobs.values():
-            for d in self._domains_of(job):
+            for d in self.domains_of(job):
                 by_domain.setdefault(d, []).append(job)
         return by_domain
 
-    def _domains_of(self, job) -> set[str]:
+    def domains_of(self, job) -> set[str]:
         """The domains a job is in: the one that binds each member's memory,
         and each GPU on which a member holds memory (NVML's host pids)."""
         domains = {p.domain for pid in job.members if (p := self.process_table.get(pid)) is not None}
@@ -748,7 +748,7 @@ class Engine:
         """The jobs with a process in *domain* (just the job *only*, when a
         per-job rule's transition names it)."""
         return [job for job in self.jobs.jobs.values()
-                if (only is None or job.id == only) and domain in self._domains_of(job)]
+                if (only is None or job.id == only) and domain in self.domains_of(job)]
 
     def _plan_actions(self, transitions, now: Instant) -> list[ActionWanted]:
         """The signals the jobs in a domain asked for at the severity a rule
