@@ -49,14 +49,15 @@ class Registration:
         self.latest: dict | None = None
         self._sock = sock
         self._callbacks = {"warning": on_warning, "critical": on_critical}
-        self._thread = None
+        self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
         if sock is not None:
-            self._thread = threading.Thread(target=self._listen, name="memguard-client", daemon=True)
-            self._thread.start()
+            self._threads.append(threading.Thread(target=self._listen, name="memguard-client", daemon=True))
             if gpu_stats_every:
-                threading.Thread(target=self._report, args=(gpu_stats_every, socket_path),
-                                 name="memguard-client-gpu", daemon=True).start()
+                self._threads.append(threading.Thread(target=self._report, args=(gpu_stats_every, socket_path),
+                                                      name="memguard-client-gpu", daemon=True))
+            for thread in self._threads:
+                thread.start()
 
     def _report(self, every: float, socket_path: str | None) -> None:
         """The allocator's figures every *every* seconds, while registered."""
@@ -97,6 +98,13 @@ class Registration:
             except OSError:
                 pass
             sock.close()
+        # Wait for our threads: one still running when the interpreter
+        # finalizes is ended by pthread_exit, which aborts a process that
+        # loaded PyTorch ("terminate called without an active exception",
+        # pytorch/pytorch#38228).  A callback calling close() cannot wait for itself.
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5.0)
 
     def __enter__(self) -> "Registration":
         return self

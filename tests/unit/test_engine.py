@@ -247,3 +247,27 @@ def test_dropped_inputs_are_counted_and_anything_else_is_refused():
     assert engine.counters.dropped == {"tick_error": 2, "slow_source:wsl": 2}
     with pytest.raises(TypeError, match="not an engine input"):
         engine.step([], clock.now(), events=["a string"])
+
+
+def test_a_process_seen_before_its_cgroup_was_found_moves_to_it():
+    # Found in the examples: a job started in a cgroup made a moment before
+    # the walk found it stayed in host for good, and was never warned.
+    from memguard.engine.messages import ProbeRun
+    from memguard.probes.base import ProbeReading
+    MiB = 2**20
+    clock = FakeClock()
+    e = Engine(Config(), clock.now(), "t")
+
+    def tick(owners, samples):
+        clock.advance(1)
+        e.step([SourceRun("cgroups", reading=Reading(samples=samples, domain_of=owners.get))], clock.now())
+    host = Sample("host", "host", 100 * MiB, 100 * MiB, 1000 * MiB)
+    tick({"/": "host"}, [host])
+    p = ProcessInfo(10, "python3", MiB, "/new", None, start_time=100.0, uid=1000, ppid=1, job_env="train")
+    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(processes=[p]))])
+    assert e.process_table[10].domain == "host"
+    tick({"/": "host", "/new": "cgroup:/new"}, [host, Sample("cgroup:/new", "cgroup", 10 * MiB, 10 * MiB, 64 * MiB,
+                                                                identity=7)])
+    assert e.process_table[10].domain == "cgroup:/new"
+    (job,) = e._job_views(clock.now())
+    assert job["domain"] == "cgroup:/new"

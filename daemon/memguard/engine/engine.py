@@ -370,10 +370,17 @@ class Engine:
         for run in runs:
             if run.reading is not None:
                 pressure.update(run.reading.pressure)
+        domains_before = set(self.domains)
         for run in runs:
             self._source_status(run, log)
             if run.reading is not None:
                 self._fold(run.name, run.reading, pressure, now, log)
+        if set(self.domains) - domains_before:
+            # A process seen (at exec) before the walk found its cgroup was
+            # put in the nearest domain known then: now its own binds it.
+            for pid, p in list(self.process_table.items()):
+                if p.cgroup is not None:
+                    self.process_table[pid] = self._attribute(p)
         for state in self.domains.values():
             state.prediction = self._predict(state, now.mono)
         for job_id in [j for j in self.allocators if j not in self.jobs.jobs]:
