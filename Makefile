@@ -59,6 +59,9 @@ $(STAMP): pyproject.toml
 	$(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,plot]'
+	@# For examples/ and its test: the CPU build HOST.md says lies on disk
+	@# (any other version downloads GBs). memguard itself never needs it.
+	$(PY) -m pip install --quiet torch==2.13.0
 	touch $@
 
 install: deps-run
