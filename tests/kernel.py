@@ -332,6 +332,23 @@ def as_nobody(command: list[str]) -> list[str]:
     return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
 
 
+def start_as(uid: int, group, argv: list[str], **popen) -> subprocess.Popen:
+    """A process of *uid* (no supplementary groups) in *group* (None: where
+    we are) from before exec, in a session of its own: end it with os.killpg."""
+    fds = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in (group.procs_files() if group is not None else ())]
+
+    def join() -> None:         # after the switch to uid: a process may move itself
+        for fd in fds:
+            os.write(fd, str(os.getpid()).encode())
+    try:
+        return subprocess.Popen(argv, user=uid, group=uid, extra_groups=[],
+                                preexec_fn=join, start_new_session=True,
+                                **{"stdout": subprocess.DEVNULL, **popen})
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def reachable_by_everyone(path: str | os.PathLike, execute: bool = False) -> bool:
     """Whether any user can reach ``path``: every directory above it
     searchable by others, and ``path`` readable by others (searchable too

@@ -148,6 +148,7 @@ class Config:
     # Group=memguard).
     socket_mode: int = field(default=0o666, metadata={"parse": octal_mode, "expect": 'an octal mode such as "0660"'})
     lock_memory: bool = False             # mlockall: the guard is never paged out under pressure
+    admin_group: str = "memguard"         # its members see every user's events (watch), as root does
     roots: RootsConfig = RootsConfig()
     metrics: MetricsConfig = MetricsConfig()
     sampling: SamplingConfig = SamplingConfig()

@@ -76,7 +76,7 @@ class Daemon:
         self.snapshot: Snapshot | None = None
         self.notifier = Notifier()
         self._status_line = ""
-        self.watchers = Watchers()
+        self.watchers = Watchers(_gid(config.admin_group))
         self._published: collections.OrderedDict[str, str] = collections.OrderedDict()   # incident -> state pushed
         web = config.metrics.web_config
         self.web = load_web_config(config.relative_to_source(web)) if web else None
@@ -389,7 +389,8 @@ class Daemon:
         JSON lines, those the peer may see (api/watch.py)."""
         if not self.watchers.add(peer):
             raise ProtocolError(NOT_PERMITTED, "too many watchers")
-        return {"watching": True, "sees": "everything" if peer.privileged else f"what concerns uid {peer.uid}"}
+        return {"watching": True,
+                "sees": "everything" if self.watchers.sees_all(peer) else f"what concerns uid {peer.uid}"}
 
     def _audit(self, action: ActionWanted, done: ActionDone) -> None:
         """One JSON line per action in <state_dir>/actions.log (0600)."""
@@ -728,7 +729,9 @@ def once(config: Config, roots: Roots) -> Snapshot:
     return engine.step(runs, clock.now()).snapshot
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
+    """The command line (also what man pages and shell completion are
+    generated from: cli/docgen.py)."""
     p = argparse.ArgumentParser(prog="memguardd", description="Predicts and explains out-of-memory kills.")
     p.add_argument("--config", "-c", help="YAML config file (default: built-in defaults)")
     p.add_argument("--proc-root", help="where procfs is (default /proc; a fixture tree for tests)")
@@ -745,7 +748,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="with --once: print JSON (the default)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="version", version=f"memguardd {__version__}")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def configure(args: argparse.Namespace) -> tuple[Config, Roots]:
@@ -766,6 +773,15 @@ def configure(args: argparse.Namespace) -> tuple[Config, Roots]:
                                     if args.metrics_listen is None else args.metrics_listen))
     roots = Roots(proc=roots_cfg.proc, sys=roots_cfg.sys, rootfs=args.rootfs or "/")
     return config, roots
+
+
+def _gid(group: str) -> int | None:
+    """The gid of *group*; None when it is "" or not on this host."""
+    import grp
+    try:
+        return grp.getgrnam(group).gr_gid if group else None
+    except KeyError:
+        return None
 
 
 def _flag_mode(text: str) -> int:

@@ -37,6 +37,10 @@ NOT_RUN = {
     "make run": "run by this module's fixture, exactly as written, for the others",
     "memguardd --config FILE": "a synopsis: make run runs it with FILE=packaging/memguard.yaml",
     "make -j": "a build of the user's, not ours",
+    "memguardctl top": "full-screen until q: tests/integration/test_top.py drives it in a real terminal (tmux)",
+    "memguardctl watch": "follows events until stopped: tests/integration/test_watch.py runs it as root and two users",
+    "memguardctl notify-agent": ("runs in a desktop session until stopped: tests/integration/test_notify.py runs it as a "
+                                 "user with a real session bus and a Windows toast double"),
     "promtool check metrics": ("named in prose; it reads /metrics on standard input: tests/e2e/test_status.py "
                                "and tests/unit/test_metrics.py pipe the daemon's into it"),
     ".venv/bin/memguardctl --socket .state/memguard.sock status": (

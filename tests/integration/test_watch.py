@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.daemon import Daemon
-from tests.kernel import MIB, public_copy, require, unprivileged_python, wait_until
+from tests.kernel import MIB, public_copy, require, start_as, unprivileged_python, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -35,21 +35,6 @@ FILL = "import sys, time; b = bytearray({mib} << 20); b[::4096] = b'x' * len(b[:
 
 def as_user(uid: int, argv: list[str]) -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv]
-
-
-def start_as(uid: int, group, argv: list[str]) -> subprocess.Popen:
-    """A process of *uid* in *group* from before exec."""
-    fds = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in group.procs_files()]
-
-    def join() -> None:         # after the switch to uid: a process may move itself
-        for fd in fds:
-            os.write(fd, str(os.getpid()).encode())
-    try:
-        return subprocess.Popen(argv, user=uid, group=uid, extra_groups=[],
-                                preexec_fn=join, stdout=subprocess.DEVNULL, start_new_session=True)
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 class Watcher:

@@ -215,3 +215,20 @@ def test_a_second_daemon_does_not_steal_a_live_socket(tmp_path):
         await second.start()
         await second.stop()
     asyncio.run(main())
+
+
+def test_a_peers_groups_come_from_the_kernel_and_the_admin_group_sees_all():
+    from memguard.api.server import Peer, peer_of
+    from memguard.api.watch import Watchers
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours, theirs:
+        class Writer:
+            def get_extra_info(self, name):
+                return ours
+        peer = peer_of(Writer())
+    assert (peer.pid, peer.uid) == (os.getpid(), os.getuid())
+    assert peer.groups >= {os.getgid(), *os.getgroups()}
+    watchers = Watchers(admin_gid=4242)
+    assert watchers.sees_all(Peer(1, 1000, 1000, frozenset({4242})))
+    assert not watchers.sees_all(Peer(1, 1000, 1000, frozenset({100})))
+    assert not Watchers().sees_all(Peer(1, 1000, 4242))

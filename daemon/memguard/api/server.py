@@ -20,9 +20,14 @@ from . import protocol
 Handler = Callable[[dict, "Peer"], Awaitable[object] | object]
 
 
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)     # Linux >= 4.13
+MAX_GROUPS = 1024
+
+
 class Peer:
-    def __init__(self, pid: int, uid: int, gid: int) -> None:
+    def __init__(self, pid: int, uid: int, gid: int, groups: frozenset[int] = frozenset()) -> None:
         self.pid, self.uid, self.gid = pid, uid, gid
+        self.groups = groups | {gid}          # primary and supplementary, at connect
         # A handler that keeps the connection to push to it later (a job's
         # notifications) takes the writer and adds what to do when it closes.
         self.writer: asyncio.StreamWriter | None = None
@@ -36,7 +41,12 @@ class Peer:
 def peer_of(writer: asyncio.StreamWriter) -> Peer:
     sock = writer.get_extra_info("socket")
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return Peer(*struct.unpack("3i", creds))
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * MAX_GROUPS)
+        groups = frozenset(struct.unpack(f"{len(raw) // 4}I", raw))
+    except OSError:         # an older kernel, or more groups than we ask for: the primary group only
+        groups = frozenset()
+    return Peer(*struct.unpack("3i", creds), groups)
 
 
 class ControlServer:

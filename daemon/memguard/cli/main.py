@@ -21,7 +21,7 @@ from ..jobs.spec import ENV, JobSpec, JobSpecError, format_job, parse_job, parse
 from ..replay import load_trace, replay
 from ..rules.load import RuleError, load_rules
 from ..units import format_bytes
-from . import client, profile
+from . import client, notify, profile, top
 from .incident import plot, render_explained, render_incident, render_list
 from .render import render_jobs, render_status
 from .watch import render_event
@@ -41,7 +41,9 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
     parser.add_argument("--timeout", type=float, default=d(5.0), help="seconds to wait for an answer")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
+    """The command line (also what man pages and shell completion are
+    generated from: cli/docgen.py)."""
     p = argparse.ArgumentParser(prog="memguardctl", description="Ask memguardd what it sees.")
     _common(p, top=True)
     sub = p.add_subparsers(dest="command", required=True)
@@ -55,6 +57,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     command(sub, "incidents", help="the incidents stored, newest first")
     command(sub, "jobs", help="the registered jobs: processes, domain, memory")
     command(sub, "watch", help="follow warnings, actions and incidents as they happen (those you may see)")
+    na = command(sub, "notify-agent", help="show warnings, kills and incidents as desktop notifications "
+                                           "(and Windows toasts in WSL2); run it in your session")
+    na.add_argument("--repeat", type=float, default=60.0, metavar="SECONDS",
+                    help="the same warning at most this often (default 60)")
+    na.add_argument("--recent", type=float, default=600.0, metavar="SECONDS",
+                    help="at start, also tell of incidents this recent (default 600)")
+    top = command(sub, "top", help="a live full-screen view: domains by time to OOM, jobs, rules, incidents")
+    top.add_argument("--once", action="store_true", help="print one frame (80 columns) and exit")
+    top.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="refresh every (default 1)")
+    top.add_argument("--sort", choices=("tto", "use", "growth", "name"), default="tto", help="the first sort")
     run = command(sub, "run", help="run a command as a registered job (sets MEMGUARD_JOB, then execs it)")
     run.add_argument("--name", help="the job's name (default: the command's)")
     run.add_argument("--on-warning", metavar="SIGNAL", help="signal the job when a rule warns (USR1, ...)")
@@ -94,7 +106,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     show = command(inc_sub, "show", help="what was killed, why, how fast memory grew, who else used it")
     show.add_argument("id")
     show.add_argument("--plot", metavar="FILE.png", help="also draw the domain's memory before the kill")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def explain_text(path: str, as_json: bool) -> int:
@@ -240,6 +256,37 @@ def ask_daemon(args: argparse.Namespace, method: str, params: dict) -> tuple[str
         return EXIT_REFUSED
 
 
+def top_view(args: argparse.Namespace) -> int:
+    """memguardctl top: --once prints one frame; otherwise the live view
+    until q (cli/top.py)."""
+    if args.interval < 0.1:
+        print("memguardctl: top: --interval must be at least 0.1 seconds", file=sys.stderr)
+        return EXIT_USAGE
+    paths = sockets(args.socket)
+
+    def fetch(method: str, params: dict | None = None):
+        return ask(paths, method, params or {}, args.timeout)[1]
+    try:
+        status = fetch("status")
+        incidents = fetch("incidents")["incidents"][:5]
+        if args.once:
+            view = top.View(sort=args.sort)
+            print("\n".join(top.frame(status, incidents, view, 80, 1000)))
+            return EXIT_OK
+        if not sys.stdout.isatty():
+            print("memguardctl: top: not a terminal (use --once to print one frame)", file=sys.stderr)
+            return EXIT_USAGE
+        return top.run(lambda: fetch("status"), lambda: fetch("incidents")["incidents"],
+                       lambda incident: render_incident(fetch("incident", {"id": incident})),
+                       args.interval, args.sort)
+    except client.Unreachable as e:
+        print(f"memguardctl: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except client.RemoteError as e:
+        print(f"memguardctl: top: {e.message} ({e.code})", file=sys.stderr)
+        return EXIT_REFUSED
+
+
 def watch_events(args: argparse.Namespace) -> int:
     """memguardctl watch: each event as it comes (a JSON line each with
     --json), until the daemon stops (exit 3) or Ctrl-C (exit 0)."""
@@ -312,6 +359,13 @@ def main(argv: list[str] | None = None) -> int:
         return profile_domains(args)
     if args.command == "watch":
         return watch_events(args)
+    if args.command == "top":
+        return top_view(args)
+    if args.command == "notify-agent":
+        try:
+            return notify.agent(sockets(args.socket), args.timeout, args.repeat, args.recent)
+        except KeyboardInterrupt:
+            return EXIT_OK
     params: dict = {}
     if args.command == "register":
         try:

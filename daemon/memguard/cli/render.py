@@ -38,8 +38,11 @@ def _tto(domain: dict) -> str:
 
 
 def one_line(text: str) -> str:
-    """A process's own text (its command line may hold newlines) kept to one row."""
-    return " ".join(text.split())
+    """A process's own text kept to one row that cannot drive the terminal:
+    runs of white space (a command line may hold newlines) become one
+    space, and every other control character (an escape sequence in a
+    process's name or a cgroup's) is shown as its \\x code."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in " ".join(text.split()))
 
 
 def _per_minute(bytes_per_minute: float | None) -> str:
