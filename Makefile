@@ -11,9 +11,11 @@ STAMP := $(VENV)/.installed
 # Debian packages: python3-venv for the venv; BCC and the kernel headers it
 # compiles against for the eBPF probe; gcc to build the test hog; prometheus
 # for promtool and a real server scraping the daemon in a test; systemd for
-# systemd-analyze (the unit is verified and scored), util-linux for setpriv.
+# systemd-analyze (the unit is verified and scored), util-linux for setpriv,
+# tmux to drive memguardctl top in a real terminal, dbus-daemon for a real
+# session bus the notifications go to, man-db to read the man pages.
 APT_RUN := python3 python3-venv python3-bpfcc bpfcc-tools linux-headers-amd64
-APT_TEST := $(APT_RUN) gcc g++ make libc6-dev prometheus systemd util-linux
+APT_TEST := $(APT_RUN) gcc g++ make libc6-dev prometheus systemd util-linux tmux dbus-daemon man-db
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Tests on pytest; -ra lists every skip with its reason. CI (CI=true) turns
@@ -32,6 +34,7 @@ SHAREDIR := $(PREFIX)/share/memguard
 UNITDIR ?= /lib/systemd/system
 SYSUSERSDIR ?= /usr/lib/sysusers.d
 CONFDIR ?= /etc/memguard
+XDGDIR ?= /etc/xdg/autostart
 
 .PHONY: run test deps-run deps-test venv probe-setup install uninstall clean
 
@@ -67,7 +70,7 @@ $(STAMP): pyproject.toml
 install: deps-run
 	rm -rf $(DESTDIR)$(LIBDIR)/venv
 	$(SYSTEM_PYTHON) -m venv --system-site-packages $(DESTDIR)$(LIBDIR)/venv
-	$(DESTDIR)$(LIBDIR)/venv/bin/pip install --quiet --disable-pip-version-check .
+	$(DESTDIR)$(LIBDIR)/venv/bin/pip install --quiet --disable-pip-version-check '.[man]'
 	@# A staged venv names its DESTDIR in its scripts: make them name where it will live.
 	$(if $(DESTDIR),grep -rlI -- '$(DESTDIR)' $(DESTDIR)$(LIBDIR)/venv/bin | xargs -r sed -i 's|$(DESTDIR)||g')
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SHAREDIR)/rules $(DESTDIR)$(PREFIX)/share/doc/memguard \
@@ -80,6 +83,10 @@ install: deps-run
 	install -m 0644 packaging/prometheus/memguard-alerts.yml packaging/prometheus/scrape.yml $(DESTDIR)$(SHAREDIR)/prometheus/
 	install -m 0644 packaging/grafana/memguard.json $(DESTDIR)$(SHAREDIR)/grafana/
 	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/memguard/
+	@# Man pages (memguardd(8), memguardctl(1)) and bash/zsh completion, from the argument parsers.
+	$(DESTDIR)$(LIBDIR)/venv/bin/python -m memguard.cli.docgen $(DESTDIR)$(PREFIX)/share > /dev/null
+	install -d $(DESTDIR)$(XDGDIR)
+	install -m 0644 packaging/xdg/memguard-notify-agent.desktop $(DESTDIR)$(XDGDIR)/
 	cp -r docs $(DESTDIR)$(PREFIX)/share/doc/memguard/
 	@# The config is the operator's once installed: an upgrade keeps it.
 	[ -e $(DESTDIR)$(CONFDIR)/memguard.yaml ] || sed 's|files: \["../rules/default.yaml"\]|files: ["$(SHAREDIR)/rules/default.yaml", "rules.d/*.yaml"]|' \
@@ -92,6 +99,11 @@ install: deps-run
 # (/var/lib/memguard: incidents), which are the operator's.
 uninstall:
 	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(SHAREDIR) $(DESTDIR)$(PREFIX)/share/doc/memguard
+	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/memguardd.8 $(DESTDIR)$(PREFIX)/share/man/man1/memguardctl.1 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/memguardd \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/memguardctl \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_memguardd $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_memguardctl \
+		$(DESTDIR)$(XDGDIR)/memguard-notify-agent.desktop
 	rm -f $(DESTDIR)$(PREFIX)/bin/memguardd $(DESTDIR)$(PREFIX)/bin/memguardctl \
 		$(DESTDIR)$(UNITDIR)/memguard.service $(DESTDIR)$(UNITDIR)/memguard.socket \
 		$(DESTDIR)$(SYSUSERSDIR)/memguard.conf

@@ -48,7 +48,10 @@ def test_make_install_stages_a_tree_that_runs_where_it_will_live(staged, tmp_pat
                  "usr/local/share/memguard/rules/default.yaml", "usr/local/share/memguard/rules/compile.yaml",
                  "usr/local/share/doc/memguard/README.md", "etc/memguard/memguard.yaml", "etc/memguard/rules.d",
                  "lib/systemd/system/memguard.service", "lib/systemd/system/memguard.socket",
-                 "usr/lib/sysusers.d/memguard.conf"):
+                 "usr/lib/sysusers.d/memguard.conf", "etc/xdg/autostart/memguard-notify-agent.desktop",
+                 "usr/local/share/bash-completion/completions/memguardctl",
+                 "usr/local/share/zsh/site-functions/_memguardctl", "usr/local/share/man/man1/memguardctl.1",
+                 "usr/local/share/man/man8/memguardd.8"):
         assert os.path.lexists(staged / path), path
     assert os.readlink(staged / "usr/local/bin/memguardd") == f"{PREFIX}/lib/memguard/venv/bin/memguardd"
     staged_name = str(staged).encode()
@@ -72,6 +75,25 @@ def test_make_install_stages_a_tree_that_runs_where_it_will_live(staged, tmp_pat
     rules = json.loads(once.stdout)["rules"]
     assert rules["error"] is None and rules["files"] == [f"{staged}{PREFIX}/share/memguard/rules/default.yaml"]
     assert rules["count"] > 0
+
+
+def test_the_man_pages_and_completion_cover_every_command(staged):
+    man = subprocess.run(["man", "-l", str(staged / "usr/local/share/man/man1/memguardctl.1")], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "MANWIDTH": "100", "MAN_KEEP_FORMATTING": "0"})
+    assert man.returncode == 0, man.stderr
+    from memguard.cli.main import parser
+    commands = parser()._subparsers._group_actions[0].choices
+    for command in commands:
+        assert command in man.stdout, f"memguardctl(1) lacks {command}"
+    daemon_man = subprocess.run(["man", "-l", str(staged / "usr/local/share/man/man8/memguardd.8")],
+                                capture_output=True, text=True, timeout=60)
+    assert "--lock-memory" in daemon_man.stdout.replace("\u2010", "-")
+    # bash completes a command name and an option, from the completion installed
+    script = staged / "usr/local/share/bash-completion/completions/memguardctl"
+    words = subprocess.run(["bash", "-c", f"source {script}; COMP_WORDS=(memguardctl to); COMP_CWORD=1; "
+                            "_shtab_memguardctl; printf '%s\\n' \"${COMPREPLY[@]}\""],
+                           capture_output=True, text=True, timeout=30)
+    assert words.stdout.split() == ["top"], words.stdout + words.stderr
 
 
 def test_make_uninstall_leaves_only_the_operators_config(staged, tmp_path):
