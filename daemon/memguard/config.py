@@ -189,6 +189,25 @@ class Config:
         return socket, self.state_dir or state
 
 
+def untrusted(path: str) -> str | None:
+    """Why memguardd, running as root, must not read *path* (a config or
+    rule file: it names hooks that run, processes to kill), or None: it and
+    its directory must be root's and writable by no group or other user,
+    or anyone who could write them would act as root."""
+    for where in (path, os.path.dirname(os.path.abspath(path))):
+        try:
+            st = os.stat(where)
+        except OSError:
+            return None         # a missing file is reported by its reader
+        if st.st_uid != 0:
+            return (f"{where} is owned by uid {st.st_uid}, not root: memguardd runs as root and reads no file "
+                    "another user could change (chown root it, or run memguardd as that user)")
+        if st.st_mode & 0o022 and not (os.path.isdir(where) and st.st_mode & 0o1000):
+            return (f"{where} is writable by its group or others (mode {st.st_mode & 0o7777:04o}): "
+                    "memguardd runs as root and reads no file another user could change (chmod go-w it)")
+    return None
+
+
 def load_config(path: str) -> Config:
     """Read and validate *path*.  Raises ConfigError or OSError."""
     with open(path, encoding="utf-8") as f:

@@ -25,7 +25,7 @@ from .api.protocol import BAD_REQUEST, NOT_FOUND, NOT_PERMITTED, NOT_READY, Prot
 from .api.server import ControlServer
 from .api.watch import Watchers
 from .clock import Clock, Instant, SystemClock
-from .config import Config, ConfigError, octal_mode, load_config
+from .config import Config, ConfigError, load_config, octal_mode, untrusted
 from .engine.engine import Engine, SourceRun
 from .engine.messages import (AllocatorReported, ChannelClosed, Dropped, GpuOomReported, JobRegistered, JobUnregistered, LookupWanted, ProbeRun,
                               RulesLoaded, RulesRejected)
@@ -704,6 +704,10 @@ def load_rule_set(config: Config) -> RulesLoaded:
     """The config's rule files, loaded and checked, as the engine's input;
     raises RuleError or OSError."""
     files = config.rule_files()
+    if os.geteuid() == 0:
+        for path in files:
+            if (why := untrusted(path)) is not None:
+                raise RuleError(path, None, "file", why)
     return RulesLoaded(tuple(load_rules(files)), tuple(files), time.time())
 
 
@@ -757,6 +761,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def configure(args: argparse.Namespace) -> tuple[Config, Roots]:
     """The config file with the flags laid over it.  Raises ConfigError."""
+    if args.config and os.geteuid() == 0 and (why := untrusted(args.config)) is not None:
+        raise ConfigError(args.config, None, "", why)
     config = load_config(args.config) if args.config else Config()
     roots_cfg = dataclasses.replace(config.roots, proc=args.proc_root or config.roots.proc,
                                     sys=args.sys_root or config.roots.sys)
