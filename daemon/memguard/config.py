@@ -96,6 +96,11 @@ class IncidentsConfig:
     max_count: int = 1000                 # the newest kept
     max_age: float = _duration(default=90 * 86400.0)
     settle: float = _duration(default=2.0)  # sealed when no probe added anything for this long
+    # Who may read an incident (its victims' command lines, environment):
+    # "auto" follows /proc (private where it is mounted with hidepid), "yes"
+    # only the victims' owners (and root, admin_group), "no" every user.
+    private: str = field(default="auto", metadata={"parse": lambda raw: _one_of(raw, ("auto", "yes", "no")),
+                                                   "expect": "auto, yes or no"})
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,14 @@ class ActionsConfig:
     thaw_every: float = _duration(default=5.0)      # once it no longer holds, one process thawed this often
     max_freeze: float = _duration(default=600.0)    # no process stays frozen longer, whatever the rules say
     kill_every: float = _duration(default=10.0)     # while a kill level stands, another kill this long after one
+
+
+def _one_of(raw, choices: tuple[str, ...]) -> str:
+    """*raw* when it is one of *choices*; YAML's bools read as yes/no."""
+    value = {True: "yes", False: "no"}.get(raw, raw) if isinstance(raw, bool) else raw
+    if value not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}, got {raw!r}")
+    return value
 
 
 def octal_mode(raw) -> int:

@@ -77,6 +77,8 @@ class Daemon:
         self.notifier = Notifier()
         self._status_line = ""
         self.watchers = Watchers(_gid(config.admin_group))
+        self.private_incidents = {"yes": True, "no": False}.get(config.incidents.private) \
+            if config.incidents.private != "auto" else proc_hides_pids(roots)
         self._published: collections.OrderedDict[str, str] = collections.OrderedDict()   # incident -> state pushed
         web = config.metrics.web_config
         self.web = load_web_config(config.relative_to_source(web)) if web else None
@@ -672,23 +674,33 @@ class Daemon:
         self._apply(self.engine.step([], self.clock.now(), events=[JobUnregistered(job_id)]))
         return {"job": job_id, "unregistered": True}
 
+    def _may_read(self, peer, uids: frozenset) -> bool:
+        """Whether *peer* may read an incident whose victims are *uids*."""
+        return not self.private_incidents or peer.uid in uids or self.watchers.sees_all(peer)
+
     async def _incidents(self, params: dict, peer) -> dict:
         listing = await asyncio.to_thread(self.store.list)  # reads every file: off the loop
+        shown = [i for i in listing.incidents if self._may_read(peer, i.uids)]
         return {"schema_version": 1,
-                "incidents": [{"id": i.id, "size_bytes": i.size_bytes, "fields": i.fields}
-                              for i in listing.incidents],
-                "corrupt": list(listing.corrupt)}
+                "incidents": [{"id": i.id, "size_bytes": i.size_bytes, "fields": i.fields} for i in shown],
+                "corrupt": list(listing.corrupt) if self.watchers.sees_all(peer) else [],
+                "hidden": len(listing.incidents) - len(shown)}
 
     async def _incident(self, params: dict, peer) -> dict:
         ident = params.get("id")
         if not isinstance(ident, str):
             raise ProtocolError(BAD_REQUEST, "params.id must be a string")
         try:
-            return await asyncio.to_thread(self.store.load, ident)
+            doc = await asyncio.to_thread(self.store.load, ident)
         except FileNotFoundError:
             raise ProtocolError(NOT_FOUND, f"no incident {ident!r} (memguardctl incidents lists them)") from None
         except ValueError as e:  # a bad id, or a file that does not parse
             raise ProtocolError(BAD_REQUEST, str(e)) from None
+        uids = frozenset(v.get("uid") for v in doc.get("victims") or () if isinstance(v, dict))
+        if not self._may_read(peer, uids):
+            raise ProtocolError(NOT_PERMITTED, f"incident {ident} is about another user's processes "
+                                               "(incidents are private on this host: incidents.private)")
+        return doc
 
 
 def _to_loop(loop: asyncio.AbstractEventLoop, callback, *args) -> None:
@@ -779,6 +791,22 @@ def configure(args: argparse.Namespace) -> tuple[Config, Roots]:
                                     if args.metrics_listen is None else args.metrics_listen))
     roots = Roots(proc=roots_cfg.proc, sys=roots_cfg.sys, rootfs=args.rootfs or "/")
     return config, roots
+
+
+def proc_hides_pids(roots: Roots) -> bool:
+    """Whether procfs is mounted with hidepid (1, 2, invisible, noaccess):
+    there users cannot read each other's processes, so neither may they
+    read each other's incidents."""
+    try:
+        with open(roots.proc_path("self", "mountinfo")) as f:
+            for line in f:
+                fields = line.split(" - ")
+                if len(fields) == 2 and fields[1].split()[0] == "proc" and line.split()[4] == "/proc":
+                    options = fields[1].split()[2].split(",")
+                    return any(o.startswith("hidepid=") and o not in ("hidepid=0", "hidepid=off") for o in options)
+    except OSError:
+        pass
+    return False
 
 
 def _gid(group: str) -> int | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,45 @@ def test_a_directory_others_may_write_is_refused_unless_sticky(files):
     os.chmod(files, 0o1777)             # as /tmp: others cannot replace a file that is root's
     assert once(files / "memguard.yaml").returncode == 0
     os.chmod(files, 0o700)
+
+
+def test_where_incidents_are_private_a_user_reads_only_their_own(tmp_path, public_dir, v1_cgroup, hog, hog_binary):
+    """Root's kill and nobody's kill, both real: nobody lists and reads only
+    their own; root reads both (incidents.private: yes; "auto" does the same
+    where /proc is mounted with hidepid)."""
+    import json
+
+    from tests.e2e.daemon import Daemon
+    from tests.kernel import MIB, public_copy, start_as, unprivileged_python, wait_until
+    python = unprivileged_python()
+    if python is None:
+        pytest.skip("no interpreter other users can run")
+    package = public_copy(Path(__file__).resolve().parents[2] / "daemon" / "memguard", public_dir)
+    d = Daemon(str(public_dir), config="incidents:\n  private: yes\n  settle: 500ms\n")
+    os.chmod(os.path.dirname(d.socket), 0o755)
+    try:
+        roots_group, nobodys_group = v1_cgroup(32 * MIB), v1_cgroup(32 * MIB)
+        hog(roots_group, "anon", "64")
+        theirs = start_as(NOBODY, nobodys_group, [str(public_copy(hog_binary, public_dir)), "anon", "64"])
+        theirs.wait(30)
+
+        def listing(*user):
+            r = subprocess.run([*user, python, "-m", "memguard.cli.main", "--socket", d.socket, "--json",
+                                "incidents"], capture_output=True, text=True, timeout=30,
+                               env={**os.environ, "PYTHONPATH": str(package.parent)})
+            assert r.returncode == 0, r.stderr
+            return json.loads(r.stdout)
+        as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        ours = {f"cgroup:{roots_group.path}", f"cgroup:{nobodys_group.path}"}
+        everything = wait_until(lambda: (x := listing()) and ours <= {i["fields"]["domain"] for i in x["incidents"]}
+                                and x, timeout=30, what="both kills in root's listing")
+        mine = listing(*as_nobody)
+        assert {i["fields"]["domain"] for i in mine["incidents"]} == {f"cgroup:{nobodys_group.path}"}
+        assert mine["hidden"] == len(everything["incidents"]) - 1
+        (roots,) = [i["id"] for i in everything["incidents"] if i["fields"]["domain"] == f"cgroup:{roots_group.path}"]
+        r = subprocess.run([*as_nobody, python, "-m", "memguard.cli.main", "--socket", d.socket, "incident", "show",
+                            roots], capture_output=True, text=True, timeout=30,
+                           env={**os.environ, "PYTHONPATH": str(package.parent)})
+        assert r.returncode == 5 and "about another user's processes" in r.stderr, r.stderr
+    finally:
+        assert d.stop() == 0, d.log()

@@ -12,9 +12,12 @@ def render_list(listing: dict) -> str:
         f = inc["fields"]
         rows.append([inc["id"], f.get("time", "-"), f.get("kind", "-"), f.get("state", "-"),
                      f.get("domain") or "-", f.get("victim") or "-"])
+    hidden = listing.get("hidden") or 0
+    note = [f"({hidden} incident(s) about other users' processes not shown: incidents are private here)"] \
+        if hidden else []
     if not rows:
-        return "no incidents\n"
-    out = table(["ID", "TIME", "KIND", "STATE", "DOMAIN", "VICTIM"], rows, set())
+        return "\n".join(["no incidents", *note]) + "\n"
+    out = table(["ID", "TIME", "KIND", "STATE", "DOMAIN", "VICTIM"], rows, set()) + note
     if listing.get("corrupt"):
         out.append(f"({len(listing['corrupt'])} unreadable incident file(s) skipped: "
                    + ", ".join(listing["corrupt"]) + ")")

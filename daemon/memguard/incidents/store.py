@@ -63,7 +63,8 @@ class IncidentSummary:
     ``fields`` holds the document's top-level scalar values (str, number,
     bool, null: ``kind``, ``state``, ``time``, ``domain``, ...); nested
     lists and objects are left out.  ``mtime`` is the time of the last write
-    on the store's clock.
+    on the store's clock; ``uids`` the owners of its victims (who may read
+    it where incidents are private).
     """
 
     id: str
@@ -71,6 +72,7 @@ class IncidentSummary:
     size_bytes: int
     mtime: float
     fields: dict
+    uids: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -358,7 +360,10 @@ def _summarize(incident_id: str, path: str) -> tuple[tuple, IncidentSummary | No
         return _key(st), None
     fields = {k: v for k, v in document.items()
               if v is None or isinstance(v, (str, int, float, bool))}
-    return _key(st), IncidentSummary(incident_id, path, st.st_size, st.st_mtime, fields)
+    victims = document.get("victims")
+    uids = frozenset(v["uid"] for v in (victims if isinstance(victims, list) else ())
+                     if isinstance(v, dict) and isinstance(v.get("uid"), int))
+    return _key(st), IncidentSummary(incident_id, path, st.st_size, st.st_mtime, fields, uids)
 
 
 def _mtime(entry: os.DirEntry, default: float) -> float:
