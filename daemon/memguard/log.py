@@ -26,9 +26,14 @@ _FIELD = re.compile(r"[^A-Z0-9_]")
 
 
 def _value(v: object) -> str:
+    """A logfmt value: quoted when it holds a space, quote or =; a control
+    character (a newline, an escape sequence in a process's name) written
+    as its escape, so a line stays one line and cannot drive a terminal."""
     s = str(v)
-    if not s or any(c in s for c in ' "=\n\t'):
-        return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if not s or any(c in s for c in ' "=') or not s.isprintable():
+        body = "".join("\\\\" if c == "\\" else '\\"' if c == '"' else "\\n" if c == "\n" else "\\t" if c == "\t"
+                       else c if c.isprintable() else f"\\x{ord(c):02x}" for c in s)
+        return f'"{body}"'
     return s
 
 

@@ -232,3 +232,11 @@ def test_a_peers_groups_come_from_the_kernel_and_the_admin_group_sees_all():
     assert watchers.sees_all(Peer(1, 1000, 1000, frozenset({4242})))
     assert not watchers.sees_all(Peer(1, 1000, 1000, frozenset({100})))
     assert not Watchers().sees_all(Peer(1, 1000, 4242))
+
+
+def test_a_log_line_stays_one_line_and_cannot_drive_a_terminal():
+    out = io.StringIO()
+    Logger(out).warning("oom kill seen", comm="evil\x1b[2J\nname\t", cmdline="a \"b\" \\c")
+    line = out.getvalue()
+    assert line == 'level=warning msg="oom kill seen" comm="evil\\x1b[2J\\nname\\t" cmdline="a \\"b\\" \\\\c"\n'
+    assert line.count("\n") == 1 and "\x1b" not in line
