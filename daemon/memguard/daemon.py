@@ -76,6 +76,7 @@ class Daemon:
         self.snapshot: Snapshot | None = None
         self.notifier = Notifier()
         self._status_line = ""
+        self.protection = {"oom_score_adj": None, "memory_locked": False}   # how the guard protects itself
         self.watchers = Watchers(_gid(config.admin_group))
         self.private_incidents = {"yes": True, "no": False}.get(config.incidents.private) \
             if config.incidents.private != "auto" else proc_hides_pids(roots)
@@ -255,6 +256,24 @@ class Daemon:
             self.log.info("thawed", pid=item.pid, job=item.job, domain=item.domain, why=why, result=result)
         self.frozen.clear()
 
+    def _protect_self(self) -> None:
+        """oom_score_adj -1000: the kernel's OOM killer never takes the
+        guard.  Lowering it needs CAP_SYS_RESOURCE (the unit's
+        OOMScoreAdjust=-1000 does it for us); without, it is said once and
+        shown in status, and the daemon goes on."""
+        path = self.roots.proc_path("self", "oom_score_adj")
+        try:
+            with open(path, "w") as f:
+                f.write("-1000")
+        except OSError as e:
+            self.log.warning("not protected from the OOM killer", error=e.strerror,
+                             hint="run it under memguard.service (OOMScoreAdjust=-1000) or with CAP_SYS_RESOURCE")
+        try:
+            with open(path) as f:
+                self.protection["oom_score_adj"] = int(f.read())
+        except (OSError, ValueError):
+            pass
+
     def _lock_memory(self) -> None:
         """mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT): the guard's pages
         stay in memory when the host thrashes, without locking the address
@@ -266,6 +285,8 @@ class Daemon:
             err = ctypes.get_errno()
             self.log.warning("memory not locked", error=os.strerror(err),
                              hint="raise RLIMIT_MEMLOCK (LimitMEMLOCK=infinity in the unit)")
+        else:
+            self.protection["memory_locked"] = True
 
     def _notify_alive(self) -> None:
         """WATCHDOG=1 every tick, and STATUS (systemctl status' line) when it
@@ -491,6 +512,7 @@ class Daemon:
             self.log.info("removed partial incident files", count=removed)
         self._check_unclean_stop(self.clock.now())
         self._thaw_all("left frozen by a previous run")
+        self._protect_self()
         if self.config.lock_memory:
             self._lock_memory()
         control = ControlServer(self.socket_path, self.log, self.config.socket_mode)
@@ -573,7 +595,7 @@ class Daemon:
     def _status(self, params: dict, peer) -> dict:
         if self.snapshot is None:
             raise ProtocolError(NOT_READY, "the first tick has not finished yet")
-        return {**self.snapshot.to_json(), "metrics": {"url": self.metrics_url}}
+        return {**self.snapshot.to_json(), "metrics": {"url": self.metrics_url}, "protection": self.protection}
 
     def _jobs(self, params: dict, peer) -> dict:
         if self.snapshot is None:

@@ -55,6 +55,11 @@ def test_the_daemon_as_systemd_starts_it(tmp_path):
         with open(f"/proc/{d.proc.pid}/status") as f:
             locked = next(int(line.split()[1]) for line in f if line.startswith("VmLck:"))
         assert locked > 0, "--lock-memory: the daemon's pages are locked"
+        protection = d.status()["protection"]
+        with open(f"/proc/{d.proc.pid}/oom_score_adj") as f:
+            assert protection == {"oom_score_adj": int(f.read()), "memory_locked": True}
+        # -1000 needs CAP_SYS_RESOURCE (this host's root lacks it): otherwise it says so
+        assert protection["oom_score_adj"] == -1000 or "not protected from the OOM killer" in d.log()
     finally:
         assert d.stop() == 0, d.log()
     assert heard("STOPPING=1")
