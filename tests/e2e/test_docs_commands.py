@@ -48,6 +48,8 @@ NOT_RUN = {
         "where the README's root form `memguardctl status` is run"),
 }
 NOT_RUN_PATTERNS = {
+    r"^MEMGUARD_FUZZ_EXAMPLES=": ("a fuzz run of minutes, run by hand; make test runs the same properties with "
+                                  "150 examples each"),
     r"^kubectl ": ("needs a Kubernetes cluster, which neither this machine nor CI has; "
                    "tests/unit/test_kubernetes.py validates offline what it applies"),
     r"^(sudo )?(make (un)?install|systemd-sysusers|systemctl |usermod )": (
@@ -164,7 +166,7 @@ def _incident_of(env, pid: int) -> str | None:
 def test_every_command_shown_is_run_or_says_why_not():
     assert COMMANDS, "no command found in the docs: the collector is broken"
     for _, _, cmd in COMMANDS:
-        assert cmd.startswith(PROGRAMS + ("MEMGUARD_JOB=", "sudo ", "kubectl ")) or "memguardctl" in cmd, cmd
+        assert cmd.startswith(PROGRAMS + ("MEMGUARD_JOB=", "MEMGUARD_FUZZ_EXAMPLES=", "sudo ", "kubectl ")) or "memguardctl" in cmd, cmd
 
 
 @pytest.mark.parametrize("where, line, cmd", COMMANDS, ids=[c for _, _, c in COMMANDS])

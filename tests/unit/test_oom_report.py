@@ -21,7 +21,8 @@ from memguard.probes.oom_report import (MAX_TASK_ROWS, KmsgRecord, OomReport, Oo
 
 # Property tests: no deadline (a slow CI machine is not a failure), and under
 # CI the same examples every run, so a failure reproduces.
-PROPERTIES = settings(deadline=None, derandomize=bool(os.environ.get("CI")), max_examples=150,
+PROPERTIES = settings(deadline=None, derandomize=bool(os.environ.get("CI")),
+                      max_examples=int(os.environ.get("MEMGUARD_FUZZ_EXAMPLES", "150")),
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 KIB = 1024

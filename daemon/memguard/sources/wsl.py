@@ -54,7 +54,10 @@ def parse_wsl_size(text: str) -> int:
     if unit in ("K", "M", "G", "T"):
         unit += "B"
     try:
-        return int(float(number) * _WSL_UNITS[unit])
+        size = float(number) * _WSL_UNITS[unit]
+        if not 0 <= size < 2**63:            # inf, nan (found by fuzzing: memory=INF), negative
+            raise ValueError
+        return int(size)
     except (ValueError, KeyError):
         raise ValueError(f"expected a size such as 8GB or 512MB, got {text!r}") from None
 
