@@ -595,7 +595,12 @@ class Daemon:
     def _status(self, params: dict, peer) -> dict:
         if self.snapshot is None:
             raise ProtocolError(NOT_READY, "the first tick has not finished yet")
-        return {**self.snapshot.to_json(), "metrics": {"url": self.metrics_url}, "protection": self.protection}
+        doc = {**self.snapshot.to_json(), "metrics": {"url": self.metrics_url}, "protection": self.protection}
+        if self.writer.last_error is not None:
+            doc["healthy"] = False
+            doc["degraded"] = [*doc["degraded"], f"incidents: {len(self.writer.unwritten)} not written yet, "
+                                                  f"tried again each tick ({self.writer.last_error})"]
+        return doc
 
     def _jobs(self, params: dict, peer) -> dict:
         if self.snapshot is None:

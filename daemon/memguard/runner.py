@@ -171,18 +171,33 @@ class ProbeHost:
             self._close(probe)
 
 
+MAX_UNWRITTEN = 1000      # incidents kept for another try; beyond, a failure is only counted
+
+
 class IncidentWriter:
-    """Writes and removes incident files in order, on one thread."""
+    """Writes and removes incident files in order, on one thread.  A write
+    that fails (a full or read-only disk) is kept, the newest version of
+    each incident, and tried again at the next submit: an incident is not
+    lost because the disk was full for a while.  ``last_error`` says what
+    is wrong while any is unwritten."""
 
     def __init__(self, store, log) -> None:
         self.store = store
         self.log = log
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-store")
         self.failures = 0
+        self.unwritten: dict[str, object] = {}       # id -> the newest effect that failed
+        self.last_error: str | None = None
 
     def submit(self, effects: list) -> None:
         for effect in effects:
             self.pool.submit(self._apply, effect)
+        if self.unwritten:
+            self.pool.submit(self._retry)
+
+    def _retry(self) -> None:
+        for effect in list(self.unwritten.values()):
+            self._apply(effect)
 
     def _apply(self, effect) -> None:
         t0 = time.perf_counter()
@@ -196,7 +211,19 @@ class IncidentWriter:
                 self.store.remove(effect.id)
         except (OSError, ValueError, TypeError) as e:  # disk trouble, or a document JSON refuses
             self.failures += 1
-            self.log.error("incident not stored", id=effect.id, error=str(e))
+            if isinstance(e, OSError) and len(self.unwritten) < MAX_UNWRITTEN:
+                if effect.id not in self.unwritten:
+                    self.log.error("incident not stored; will try again", id=effect.id, error=str(e))
+                self.unwritten[effect.id] = effect
+                self.last_error = str(e)
+            else:
+                self.log.error("incident not stored", id=effect.id, error=str(e))
+            return
+        # Effects of one incident come in order: this one is its newest.
+        if self.unwritten.pop(effect.id, None) is not None:
+            self.log.info("incident stored after all", id=effect.id)
+        if not self.unwritten:
+            self.last_error = None
 
     def shutdown(self) -> None:
         """Finish what was queued (a clean stop loses no incident)."""
