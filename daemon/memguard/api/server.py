@@ -49,6 +49,9 @@ def peer_of(writer: asyncio.StreamWriter) -> Peer:
     return Peer(*struct.unpack("3i", creds), groups)
 
 
+BACKLOG = 4096
+
+
 class ControlServer:
     def __init__(self, path: str, log, mode: int = 0o666) -> None:
         self.path = path
@@ -64,8 +67,10 @@ class ControlServer:
         directory = os.path.dirname(self.path)
         os.makedirs(directory, mode=0o755, exist_ok=True)
         self._remove_stale()
+        # A backlog for a crowd (asyncio's default, 100, resets the
+        # connections of a thousand clients arriving at once: tests/e2e/test_load.py).
         self.server = await asyncio.start_unix_server(self._serve, path=self.path,
-                                                      limit=protocol.MAX_REQUEST)
+                                                      limit=protocol.MAX_REQUEST, backlog=BACKLOG)
         os.chmod(self.path, self.mode)
 
     def _remove_stale(self) -> None:
