@@ -81,3 +81,24 @@ def test_a_process_in_a_new_cgroup_brings_the_walk_forward(daemon, v1_cgroup, ho
     started = time.monotonic()
     daemon.wait_for_tick(lambda s: any(d["name"] == f"cgroup:{group.path}" for d in s["domains"]), timeout=5)
     assert time.monotonic() - started < 5.0
+
+
+def test_a_hundred_kills_in_ten_seconds_half_in_cgroups_made_during_it(daemon, v1_cgroup, hog):
+    # Issue 24's load: 100 OOM kills across 100 cgroups within 10 s, the
+    # second 50 made while the first 50 are being killed: every kill
+    # recorded once, with its own domain.
+    first = [v1_cgroup(32 * MIB) for _ in range(50)]
+    began = time.monotonic()
+    hogs = [hog(g, "grow", "16", "5") for g in first]
+    second = [v1_cgroup(32 * MIB) for _ in range(50)]         # made during the storm
+    hogs += [hog(g, "grow", "16", "5") for g in second]
+    for h in hogs:
+        assert h.wait_exit(30) == -9
+    took = time.monotonic() - began
+    print(f"100 OOM kills in {took:.1f} s")
+    assert took < 10.0, "the storm fits in 10 s"
+    docs = [find(daemon, h.pid, timeout=30, sealed=True) for h in hogs]
+    assert len({d["id"] for d in docs}) == 100, "one incident per kill"
+    wrong = [(d["domain"], g.path) for g, d in zip(first + second, docs) if d["domain"] != f"cgroup:{g.path}"]
+    assert not wrong, wrong[:5]
+    assert daemon.status()["unattributed_kills"] == 0
