@@ -413,6 +413,17 @@ def test_a_freezing_episode_outlives_the_rules_cooldown_and_thaws_only_with_room
     assert e.frozen == {}
 
 
+def test_before_any_peak_is_known_a_frozen_compiler_waits_for_the_others_or_for_half_the_limit():
+    """No scan has seen how large a compiler of this build grows: the rule
+    clearing at 60 % is no reason to thaw while another compiler holds
+    memory (a real make -j2 thawed so ended in a last-resort kill); at half
+    the limit there is room for everything held now to double."""
+    e, clock = build()
+    assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 13)]
+    assert [done(e, clock, tick(e, clock, 60 * MiB)) for _ in range(8)] == [[]] * 8, "11 and 12 run, 50 MiB each"
+    assert done(e, clock, tick(e, clock, 45 * MiB)) == [("thaw", 13)]
+
+
 def test_a_frozen_compiler_is_thawed_only_when_it_would_fit_at_the_jobs_peak():
     """make and three compilers; one reached 80 MiB (the job's peak) and
     ended.  Of the two frozen at 30 MiB, the first is thawed only when it and

@@ -675,15 +675,24 @@ class Engine:
         it and every running process of its job grew to the largest RSS a
         process of the job has reached (what a compiler of this build
         takes), the working set would stay under THAW_ROOM of the limit.
-        Before any process of the job has been seen that large, the rule's
-        condition alone decides (it no longer holds)."""
+        Before any process of the job has been seen that large, how large a
+        compiler grows is unknown: it is thawed once no other process of
+        its job there holds FREEZE_MIN_RSS (one climbing at a time), or the
+        working set is at most half the limit (room for everything held now
+        to double) - not as soon as the rule's condition lapses (a real
+        make -j2 thawed that way climbed again with both compilers and ended
+        in a last-resort kill)."""
         f = self.frozen[pid]
         job = self.jobs.jobs.get(f["job"])
         state = self.domains.get(f["domain"])
-        peak = self._member_peak.get(f["job"], 0)
-        if job is None or state is None or state.sample is None or peak < FREEZE_MIN_RSS:
+        if job is None or state is None or state.sample is None:
             return True
+        peak = self._member_peak.get(f["job"], 0)
         sample = state.sample
+        if peak < FREEZE_MIN_RSS:
+            return sample.working_set <= sample.limit / 2 or not any(
+                m != pid and m not in self.frozen and (p := self.process_table.get(m)) is not None
+                and p.domain == f["domain"] and p.rss >= FREEZE_MIN_RSS for m in job.members)
         need = 0
         for member in job.members:
             p = self.process_table.get(member)
