@@ -240,3 +240,17 @@ def test_a_log_line_stays_one_line_and_cannot_drive_a_terminal():
     line = out.getvalue()
     assert line == 'level=warning msg="oom kill seen" comm="evil\\x1b[2J\\nname\\t" cmdline="a \\"b\\" \\\\c"\n'
     assert line.count("\n") == 1 and "\x1b" not in line
+
+
+def test_state_files_are_never_read_or_written_through_a_link(tmp_path):
+    from memguard import state
+    target = tmp_path / "elsewhere"
+    target.write_text('{"seq": 1}')
+    (tmp_path / "cursor.json").symlink_to(target)
+    assert state.load(str(tmp_path / "cursor.json")) is None
+    (tmp_path / "beat.json.tmp").symlink_to(target)
+    with pytest.raises(OSError):
+        state.save(str(tmp_path / "beat.json"), {"wall": 1})
+    assert target.read_text() == '{"seq": 1}', "the link's target is untouched"
+    state.save(str(tmp_path / "ok.json"), [1, 2], durable=True)
+    assert state.read_json(str(tmp_path / "ok.json")) == [1, 2]

@@ -26,7 +26,6 @@ its deadline has passed.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -35,6 +34,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+from .. import state
 from ..roots import Roots, read_text
 from ..sources.cgroups import parse_mounts
 from ..sources.processes import PAGE_SIZE, parse_stat
@@ -84,21 +84,14 @@ class FrozenList:
             self._save()
 
     def _save(self) -> None:
-        tmp = f"{self.path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump([asdict(p) for p in self.items.values()], f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        state.save(self.path, [asdict(p) for p in self.items.values()], durable=True)
 
 
 def read_frozen(path: str) -> list[Frozen]:
     """The list in *path*; empty when there is none (or it is unreadable:
     resuming is always safe, so nothing is lost by starting empty)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return [Frozen(**item) for item in json.load(f)]
+        return [Frozen(**item) for item in state.read_json(path)]
     except (OSError, ValueError, TypeError):
         return []
 
