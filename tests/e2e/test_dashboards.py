@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from tests.e2e.daemon import Daemon
-from tests.e2e.test_prometheus import free_port
+from tests.e2e.test_prometheus import prometheus_server
 from tests.kernel import MIB, require, wait_until
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -196,21 +196,9 @@ def prometheus(tmp: Path, port: int):
     config["rule_files"] = [str(PROMETHEUS_DIR / f) for f in config["rule_files"]]
     config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    base = f"http://127.0.0.1:{free_port()}"
-    with open(tmp / "prometheus.log", "w") as log:
-        proc = subprocess.Popen(["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
-                                 f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address={base[7:]}",
-                                 "--log.level=warn"], stdout=log, stderr=log)
-        try:
-            wait_until(lambda: _ready(base, proc, tmp), timeout=30, what="Prometheus to be ready")
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+    with prometheus_server(tmp / "prometheus.yml", tmp) as (base, proc):
+        wait_until(lambda: _ready(base, proc, tmp), timeout=30, what="Prometheus to be ready")
+        yield base
 
 
 def _ready(base: str, proc: subprocess.Popen, tmp: Path) -> bool:

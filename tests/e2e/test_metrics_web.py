@@ -14,8 +14,8 @@ import urllib.request
 import pytest
 
 from tests.e2e.daemon import Daemon
-from tests.e2e.test_prometheus import free_port, query
-from tests.kernel import require, wait_until
+from tests.e2e.test_prometheus import prometheus_server, query
+from tests.kernel import wait_until
 
 bcrypt = pytest.importorskip("bcrypt", reason="bcrypt is a dependency: `make test` installs it")
 
@@ -51,7 +51,6 @@ def get(url: str, ca: str, user: str | None = None, password: str | None = None)
 
 
 def test_metrics_over_tls_with_basic_auth_scraped_by_prometheus(web, tmp_path):
-    require("prometheus")
     d = Daemon(str(tmp_path), "--no-probes", config="metrics:\n  web_config: web.yml\n")
     try:
         url, ca = f"https://127.0.0.1:{d.port}/metrics", str(web / "memguard.crt")
@@ -64,23 +63,14 @@ def test_metrics_over_tls_with_basic_auth_scraped_by_prometheus(web, tmp_path):
             urllib.request.urlopen(f"http://127.0.0.1:{d.port}/metrics", timeout=10)
         assert d.status()["metrics"]["url"] == url
 
-        port = free_port()
         (tmp_path / "prometheus.yml").write_text(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: memguard\n    scheme: https\n"
             f"    tls_config:\n      ca_file: {ca}\n"
             f"    basic_auth:\n      username: prometheus\n      password: '{PASSWORD}'\n"
             f"    static_configs:\n      - targets: ['127.0.0.1:{d.port}']\n")
-        with open(tmp_path / "prometheus.log", "w") as log:
-            prom = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
-                                     f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                     f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                                    stdout=log, stderr=log)
-        try:
-            wait_until(lambda: query(f"http://127.0.0.1:{port}", 'up{job="memguard"} == 1'), timeout=60,
+        with prometheus_server(tmp_path / "prometheus.yml", tmp_path) as (base, _):
+            wait_until(lambda: query(base, 'up{job="memguard"} == 1'), timeout=60,
                        what="Prometheus to scrape memguard over TLS with basic auth")
-        finally:
-            prom.terminate()
-            prom.wait(timeout=15)
     finally:
         assert d.stop() == 0, d.log()
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -33,29 +35,35 @@ def daemon(tmp_path):
     assert d.stop() == 0, d.log()
 
 
+@contextlib.contextmanager
+def prometheus_server(config: Path, tmp: Path):
+    """Debian's Prometheus with *config* on a free loopback port, its data
+    and log under *tmp*; yields (base URL, process), ended afterwards."""
+    require("prometheus")
+    base = f"http://127.0.0.1:{free_port()}"
+    with open(tmp / "prometheus.log", "w") as log:
+        proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+                                 f"--web.listen-address={base[7:]}", "--log.level=warn"], stdout=log, stderr=log)
+        try:
+            yield base, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+
+
 @pytest.fixture
 def prometheus(tmp_path, daemon):
-    require("prometheus")
-    port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n  - job_name: memguard\n    static_configs:\n"
         f"      - targets: ['127.0.0.1:{daemon.port}']\n")
-    log = open(tmp_path / "prometheus.log", "w")
-    proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                            stdout=log, stderr=log)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
+    with prometheus_server(config, tmp_path) as (base, _):
+        yield base
 
 
 def query(base: str, promql: str) -> list:

@@ -243,17 +243,23 @@ def rules_test(files: list[str], trace_path: str, as_json: bool) -> int:
     return EXIT_OK
 
 
-def ask_daemon(args: argparse.Namespace, method: str, params: dict) -> tuple[str, dict] | int:
-    """(the socket that answered, the result), or the exit code after
-    saying why there is none."""
+def said(command: str, talk):
+    """What *talk* (a conversation with the daemon) returns, or the exit
+    code after saying why the daemon did not answer or refused."""
     try:
-        return ask(sockets(args.socket), method, params, args.timeout)
+        return talk()
     except client.Unreachable as e:
         print(f"memguardctl: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except client.RemoteError as e:
-        print(f"memguardctl: {args.command}: {e.message} ({e.code})", file=sys.stderr)
+        print(f"memguardctl: {command}: {e.message} ({e.code})", file=sys.stderr)
         return EXIT_REFUSED
+
+
+def ask_daemon(args: argparse.Namespace, method: str, params: dict) -> tuple[str, dict] | int:
+    """(the socket that answered, the result), or the exit code after
+    saying why there is none."""
+    return said(args.command, lambda: ask(sockets(args.socket), method, params, args.timeout))
 
 
 def top_view(args: argparse.Namespace) -> int:
@@ -266,12 +272,12 @@ def top_view(args: argparse.Namespace) -> int:
 
     def fetch(method: str, params: dict | None = None):
         return ask(paths, method, params or {}, args.timeout)[1]
-    try:
+
+    def view() -> int:
         status = fetch("status")
         incidents = fetch("incidents")["incidents"][:5]
         if args.once:
-            view = top.View(sort=args.sort)
-            print("\n".join(top.frame(status, incidents, view, 80, 1000)))
+            print("\n".join(top.frame(status, incidents, top.View(sort=args.sort), 80, 1000)))
             return EXIT_OK
         if not sys.stdout.isatty():
             print("memguardctl: top: not a terminal (use --once to print one frame)", file=sys.stderr)
@@ -279,12 +285,7 @@ def top_view(args: argparse.Namespace) -> int:
         return top.run(lambda: fetch("status"), lambda: fetch("incidents")["incidents"],
                        lambda incident: render_incident(fetch("incident", {"id": incident})),
                        args.interval, args.sort)
-    except client.Unreachable as e:
-        print(f"memguardctl: {e}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except client.RemoteError as e:
-        print(f"memguardctl: top: {e.message} ({e.code})", file=sys.stderr)
-        return EXIT_REFUSED
+    return said("top", view)
 
 
 def watch_events(args: argparse.Namespace) -> int:
