@@ -346,6 +346,13 @@ def done(e, clock, fx, result="sent"):
     return [(a.kind, a.targets[0][0]) for a in fx.actions]
 
 
+def scanned(e, clock, rss):
+    """A full /proc scan that saw the job's processes at *rss* (MiB)."""
+    clock.advance(1)
+    e.step([SourceRun("processes", reading=Reading(pids={10, *rss}, pids_at=clock.now().mono,
+                                                   rss={pid: r * MiB for pid, r in rss.items()}))], clock.now())
+
+
 def test_a_freeze_level_stops_the_newest_compilers_one_at_a_time_never_the_last():
     e, clock = build()
     assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 13)]
@@ -358,7 +365,8 @@ def test_a_freeze_level_stops_the_newest_compilers_one_at_a_time_never_the_last(
     assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 12)]
     assert [done(e, clock, tick(e, clock, 90 * MiB)) for _ in range(10)] == [[]] * 10, \
         "11 is the last compiler running (10 is make): it goes on"
-    # room again: thawed one at a time, first frozen first
+    # room again (11 is small now): thawed one at a time, first frozen first
+    scanned(e, clock, {11: 5, 12: 50, 13: 50})
     assert done(e, clock, tick(e, clock, 20 * MiB)) == [("thaw", 13)]
     assert [done(e, clock, tick(e, clock, 20 * MiB)) for _ in range(4)] == [[]] * 4
     assert done(e, clock, tick(e, clock, 20 * MiB)) == [("thaw", 12)]
@@ -402,6 +410,7 @@ def test_a_freezing_episode_outlives_the_rules_cooldown_and_thaws_only_with_room
     for _ in range(4):
         tick(e, clock, 90 * MiB)
     assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 12)]
+    scanned(e, clock, {11: 5, 12: 50, 13: 50})
     assert done(e, clock, tick(e, clock, 20 * MiB)) == [("thaw", 13)], "room: the first frozen goes on"
     assert e.rules.firing() == [], "the rule cleared; its cooldown keeps it from firing again"
     assert [done(e, clock, tick(e, clock, 85 * MiB)) for _ in range(4)] == [[]] * 4, \
@@ -413,15 +422,19 @@ def test_a_freezing_episode_outlives_the_rules_cooldown_and_thaws_only_with_room
     assert e.frozen == {}
 
 
-def test_before_any_peak_is_known_a_frozen_compiler_waits_for_the_others_or_for_half_the_limit():
+def test_before_any_peak_is_known_a_frozen_compiler_waits_for_the_others():
     """No scan has seen how large a compiler of this build grows: the rule
-    clearing at 60 % is no reason to thaw while another compiler holds
-    memory (a real make -j2 thawed so ended in a last-resort kill); at half
-    the limit there is room for everything held now to double."""
+    clearing is no reason to thaw while another compiler holds memory (a
+    real make -j2 thawed so ended in a last-resort kill), even at 45 % of
+    the limit; once the others have ended, it goes on."""
     e, clock = build()
     assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 13)]
-    assert [done(e, clock, tick(e, clock, 60 * MiB)) for _ in range(8)] == [[]] * 8, "11 and 12 run, 50 MiB each"
-    assert done(e, clock, tick(e, clock, 45 * MiB)) == [("thaw", 13)]
+    assert [done(e, clock, tick(e, clock, 60 * MiB)) for _ in range(5)] == [[]] * 5, "11 and 12 run, 50 MiB each"
+    assert [done(e, clock, tick(e, clock, 45 * MiB)) for _ in range(3)] == [[]] * 3
+    clock.advance(1)
+    fx = e.step([SourceRun("processes", reading=Reading(pids={10, 13}, pids_at=clock.now().mono,
+                                                        rss={13: 12 * MiB}))], clock.now())
+    assert done(e, clock, fx) + done(e, clock, tick(e, clock, 15 * MiB)) == [("thaw", 13)]
 
 
 def test_a_frozen_compiler_is_thawed_only_when_it_would_fit_at_the_jobs_peak():

@@ -677,11 +677,11 @@ class Engine:
         takes), the working set would stay under THAW_ROOM of the limit.
         Before any process of the job has been seen that large, how large a
         compiler grows is unknown: it is thawed once no other process of
-        its job there holds FREEZE_MIN_RSS (one climbing at a time), or the
-        working set is at most half the limit (room for everything held now
-        to double) - not as soon as the rule's condition lapses (a real
-        make -j2 thawed that way climbed again with both compilers and ended
-        in a last-resort kill)."""
+        its job there holds FREEZE_MIN_RSS (one climbing at a time), not as
+        soon as the rule's condition lapses (a real make -j2 thawed that way
+        climbed again with both compilers and ended in a last-resort kill in
+        three full CI runs; a working set below half the limit did not make
+        it safe either: the compilers were still small)."""
         f = self.frozen[pid]
         job = self.jobs.jobs.get(f["job"])
         state = self.domains.get(f["domain"])
@@ -690,9 +690,8 @@ class Engine:
         peak = self._member_peak.get(f["job"], 0)
         sample = state.sample
         if peak < FREEZE_MIN_RSS:
-            return sample.working_set <= sample.limit / 2 or not any(
-                m != pid and m not in self.frozen and (p := self.process_table.get(m)) is not None
-                and p.domain == f["domain"] and p.rss >= FREEZE_MIN_RSS for m in job.members)
+            return not any(m != pid and m not in self.frozen and (p := self.process_table.get(m)) is not None
+                           and p.domain == f["domain"] and p.rss >= FREEZE_MIN_RSS for m in job.members)
         need = 0
         for member in job.members:
             p = self.process_table.get(member)
