@@ -231,13 +231,13 @@ class Daemon:
             result = thaw(self.roots, pid, start, item.how if item else "signal")
             self.frozen.remove(pid)
             return ActionDone(action.id, result, ({"pid": pid, "result": result},), now)
-        chosen, why = choose_to_freeze(self.roots, action.targets, action.choice)
+        chosen, why, seen = choose_to_freeze(self.roots, action.targets, action.choice)
         if chosen is None:
-            return ActionDone(action.id, "no_victim", ({"why": why},), now)
+            return ActionDone(action.id, "no_victim", ({"why": why, "seen": seen},), now)
         pid, start = chosen
         if action.dry_run:
-            return ActionDone(action.id, "dry_run", ({"pid": pid, "start": start, "result": "dry_run", "why": why},),
-                              now)
+            return ActionDone(action.id, "dry_run", ({"pid": pid, "start": start, "result": "dry_run", "why": why,
+                                                      "seen": seen},), now)
         since = boottime()
         how = own_freezer(self.roots, pid) or "signal"
         self.frozen.add(Frozen(pid, start, action.choice["jobs"].get(pid, action.job), action.domain, action.rule,
@@ -247,7 +247,7 @@ class Daemon:
         if result != "sent":
             self.frozen.remove(pid)
         return ActionDone(action.id, result, ({"pid": pid, "start": start, "result": result, "why": why,
-                                               "how": how},), self.clock.now().mono)
+                                               "how": how, "seen": seen},), self.clock.now().mono)
 
     def _thaw_all(self, why: str) -> None:
         """Thaw every process in the frozen list (a predecessor's, at start;

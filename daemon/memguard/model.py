@@ -72,6 +72,7 @@ class ProcessInfo:
     job: str | None = None      # registered job (filled by the jobs stage)
     ppid: int | None = None
     job_env: str | None = None  # its MEMGUARD_JOB value, read at exec (None: not set)
+    hwm: int | None = None      # the largest RSS it has had (VmHWM), where read
 
 
 @dataclass(frozen=True, slots=True)

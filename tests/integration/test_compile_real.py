@@ -120,9 +120,6 @@ def test_a_make_j4_that_the_kernel_breaks_finishes_with_its_compilers_paused(tre
     assert all((tree / f"{u}.log").read_text().split("\n")[-2].startswith("done ") for u in UNITS)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 19, open: in full runs of the suite this build failed in 4 of 6 "
-                   "(passes alone): a compiler is thawed before a scan has seen how large the other grows, "
-                   "and the two climb into a kill")
 def test_a_real_make_j2_that_the_kernel_breaks_succeeds_with_memguard(tmp_path, v1_cgroup, capsys):
     """bench/workloads/compile.sh: g++ -O2 on four generated template-heavy
     C++ units (~410 MiB of cc1plus each), make -j2, in 704 MiB: without

@@ -45,8 +45,8 @@ def tick(e, clock, a_used, b_used=0):
         Sample("cgroup:/b", "cgroup", b_used, b_used, 100 * MiB, identity=2)], domain_of=owners.get))], clock.now())
 
 
-def register(e, clock, pid, value, cgroup="/a", ppid=1, start=100.0, rss=MiB):
-    p = ProcessInfo(pid, "python3", rss, cgroup, None, start_time=start, uid=1000, ppid=ppid, job_env=value)
+def register(e, clock, pid, value, cgroup="/a", ppid=1, start=100.0, rss=MiB, comm="python3"):
+    p = ProcessInfo(pid, comm, rss, cgroup, None, start_time=start, uid=1000, ppid=ppid, job_env=value)
     e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(processes=[p]))])
 
 
@@ -333,9 +333,9 @@ def build(max_freeze=600.0):
                clock.now(), "t")
     e.step([], clock.now(), events=[RulesLoaded(tuple(parse_rules(FREEZING)), (), 0.0)])
     tick(e, clock, 10 * MiB)
-    register(e, clock, 10, "build")
+    register(e, clock, 10, "build", comm="make")
     for pid in (11, 12, 13):
-        register(e, clock, pid, "build", ppid=10, start=100.0 + pid, rss=50 * MiB)
+        register(e, clock, pid, "build", ppid=10, start=100.0 + pid, rss=50 * MiB, comm="cc1plus")
     return e, clock
 
 
@@ -365,8 +365,9 @@ def test_a_freeze_level_stops_the_newest_compilers_one_at_a_time_never_the_last(
     assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 12)]
     assert [done(e, clock, tick(e, clock, 90 * MiB)) for _ in range(10)] == [[]] * 10, \
         "11 is the last compiler running (10 is make): it goes on"
-    # room again (11 is small now): thawed one at a time, first frozen first
-    scanned(e, clock, {11: 5, 12: 50, 13: 50})
+    # room again (11 ended): thawed one at a time, first frozen first
+    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(exits=[11]))])
+    scanned(e, clock, {12: 50, 13: 50})
     assert done(e, clock, tick(e, clock, 20 * MiB)) == [("thaw", 13)]
     assert [done(e, clock, tick(e, clock, 20 * MiB)) for _ in range(4)] == [[]] * 4
     assert done(e, clock, tick(e, clock, 20 * MiB)) == [("thaw", 12)]
@@ -403,15 +404,15 @@ def test_a_freezing_episode_outlives_the_rules_cooldown_and_thaws_only_with_room
     e.step([], clock.now(), events=[RulesLoaded(tuple(parse_rules(
         FREEZING.replace("          - freeze: newest\n", "          - freeze: newest\n    cooldown: 10m\n"))), (), 0.0)])
     tick(e, clock, 10 * MiB)
-    register(e, clock, 10, "build")
-    for pid in (11, 12, 13):
-        register(e, clock, pid, "build", ppid=10, start=100.0 + pid, rss=50 * MiB)
+    register(e, clock, 10, "build", comm="make")
+    for pid in (11, 12, 13, 14):
+        register(e, clock, pid, "build", ppid=10, start=100.0 + pid, rss=50 * MiB, comm="cc1plus")
+    scanned(e, clock, {11: 5, 12: 50, 13: 50})    # 14 ended at 50 MiB: a compiler's peak here
     assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 13)]
     for _ in range(4):
         tick(e, clock, 90 * MiB)
     assert done(e, clock, tick(e, clock, 90 * MiB)) == [("freeze", 12)]
-    scanned(e, clock, {11: 5, 12: 50, 13: 50})
-    assert done(e, clock, tick(e, clock, 20 * MiB)) == [("thaw", 13)], "room: the first frozen goes on"
+    assert done(e, clock, tick(e, clock, 20 * MiB)) == [("thaw", 13)], "20 + 45 more for 11: room, 13 goes on"
     assert e.rules.firing() == [], "the rule cleared; its cooldown keeps it from firing again"
     assert [done(e, clock, tick(e, clock, 85 * MiB)) for _ in range(4)] == [[]] * 4, \
         "tight again: 12 stays frozen"
@@ -462,6 +463,26 @@ def test_a_frozen_compiler_is_thawed_only_when_it_would_fit_at_the_jobs_peak():
     e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(exits=[11]))])
     assert done(e, clock, scan({12: 30, 13: 30}, 45)) == []
     assert done(e, clock, scan({12: 30, 13: 30}, 38)) == [("thaw", 13)], "38 + 50 = 88 %: room"
+
+
+def test_a_compiler_just_started_counts_at_the_peak_its_program_reached():
+    """make -j2: 11 and 12 climb, 12 is frozen; the freezer read 11 at its
+    peak of 70 MiB (fresher than any scan), 11 ends and make starts 14. While
+    14 holds 2 MiB it still counts as a compiler that grows to 70: 12 (30
+    MiB) waits until 14 has ended too, though the working set is at 35 %."""
+    e, clock = build()
+    (first,) = tick(e, clock, 90 * MiB).actions
+    assert first.kind == "freeze"
+    e.step([], clock.now(), events=[ActionDone(first.id, "sent", (
+        {"pid": 12, "start": 112.0, "result": "sent", "seen": [[13, 20 * MiB, 20 * MiB], [12, 30 * MiB, 30 * MiB],
+                                                               [11, 60 * MiB, 70 * MiB]]},), clock.now().mono)])
+    assert sorted(e.frozen) == [12]
+    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(exits=[11, 13]))])
+    register(e, clock, 14, "build", ppid=10, start=120.0, rss=2 * MiB, comm="cc1plus")
+    assert [done(e, clock, tick(e, clock, 35 * MiB)) for _ in range(8)] == [[]] * 8, \
+        "35 + 40 for 12 + 68 for 14: no room"
+    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(exits=[14]))])
+    assert done(e, clock, tick(e, clock, 35 * MiB)) == [("thaw", 12)], "35 + 40 = 75 %: room"
 
 
 def test_a_freeze_that_found_no_process_holding_enough_is_tried_again_at_the_next_tick():

@@ -37,11 +37,12 @@ def test_top_consumers_from_a_proc_tree(tree):
         tree.write(f"proc/{pid}/stat", STAT.replace("4711 (cc1plus (x) y)", f"{pid} (p{pid})").replace(" 25600 ", f" {rss} "))
         tree.write(f"proc/{pid}/cgroup", f"4:memory:/g{pid}\n")
         tree.write(f"proc/{pid}/cmdline", f"prog\0--n\0{pid}\0")
-        tree.write(f"proc/{pid}/status", f"Name:\tp{pid}\nUid:\t{pid}\t{pid}\t{pid}\t{pid}\n")
+        tree.write(f"proc/{pid}/status", f"Name:\tp{pid}\nUid:\t{pid}\t{pid}\t{pid}\t{pid}\n"
+                   + (f"VmHWM:\t{rss * 8} kB\nVmRSS:\t{rss * 4} kB\n" if rss else ""))
     tree.write("proc/14/stat", "14 (half")   # exited mid-read: truncated
     reading = ProcessSource(tree.roots, top=2).collect(FakeClock().now())
-    assert [(p.pid, p.comm, p.cgroup, p.cmdline, p.uid) for p in reading.processes] == [
-        (11, "p11", "/g11", "prog --n 11", 11), (13, "p13", "/g13", "prog --n 13", 13)]
+    assert [(p.pid, p.comm, p.cgroup, p.cmdline, p.uid, p.hwm) for p in reading.processes] == [
+        (11, "p11", "/g11", "prog --n 11", 11, 5000 * 8192), (13, "p13", "/g13", "prog --n 13", 13, 300 * 8192)]
     assert reading.skipped["malformed"] == 1
 
 

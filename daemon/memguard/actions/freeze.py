@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from .. import state
 from ..roots import Roots, read_text
 from ..sources.cgroups import parse_mounts
-from ..sources.processes import PAGE_SIZE, parse_stat
+from ..sources.processes import PAGE_SIZE, parse_stat, parse_status_hwm
 from .pidfd import pin
 from .act import signal_process
 
@@ -96,31 +96,35 @@ def read_frozen(path: str) -> list[Frozen]:
         return []
 
 
-def choose_to_freeze(roots: Roots, targets, choice: dict) -> tuple[tuple[int, float] | None, str]:
+def choose_to_freeze(roots: Roots, targets, choice: dict) -> tuple[tuple[int, float] | None, str, list]:
     """Which of *targets* ((pid, start time), the engine's likeliest first)
     to stop, by what they hold now: of those still there holding
     ``min_rss`` or more (a make, a shell or a compiler driver holds less:
     stopping it frees no room for the others), the newest or the largest
     (``pick``), provided another one stays running.  ((pid, start) or
-    None, why, for a person)."""
-    holding = []
+    None, why, for a person, and [pid, RSS, peak RSS] of each still there:
+    fresher than the engine's last scan, for its estimate of how large a
+    process of the job grows)."""
+    holding, seen = [], []
     for pid, start in targets:
         try:
             _, rss_pages, now_start = parse_stat(read_text(roots.proc_path(str(pid), "stat")))
+            hwm = parse_status_hwm(read_text(roots.proc_path(str(pid), "status")))
         except (OSError, ValueError, IndexError):
             continue                  # gone
         if start is not None and abs(now_start - start) > 0.02:
             continue                  # another process has the pid now
+        seen.append([pid, rss_pages * PAGE_SIZE, hwm])
         if rss_pages * PAGE_SIZE >= choice["min_rss"]:
             holding.append((pid, now_start, rss_pages * PAGE_SIZE))
     mib = choice["min_rss"] >> 20
     if len(holding) < 2:
-        return None, f"{len(holding)} process(es) of the job hold {mib} MiB or more: the last one runs on"
+        return None, f"{len(holding)} process(es) of the job hold {mib} MiB or more: the last one runs on", seen
     if choice["pick"] == "largest":
         pid, start, _ = max(holding, key=lambda h: h[2])
     else:
         pid, start, _ = max(holding, key=lambda h: (h[1], h[0]))
-    return (pid, start), f"the {choice['pick']} of {len(holding)} holding {mib} MiB or more"
+    return (pid, start), f"the {choice['pick']} of {len(holding)} holding {mib} MiB or more", seen
 
 
 def own_freezer(roots: Roots, pid: int) -> str | None:

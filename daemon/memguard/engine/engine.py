@@ -48,8 +48,8 @@ TRANSITIONS_KEPT = 600.0
 # wrapper): freezing it frees no room for the others.
 FREEZE_MIN_RSS = 16 << 20
 # A frozen process is thawed only when it and its job's running processes,
-# grown to the largest a process of the job has reached, fit under this
-# share of the limit (Engine._room_to_thaw).
+# each grown to the largest a process of the same program in the job has
+# reached, fit under this share of the limit (Engine._room_to_thaw).
 THAW_ROOM = 0.9
 # A job's CUDA allocator figures older than this no longer say what its
 # cache holds (Engine._allocator_cache).
@@ -148,7 +148,11 @@ class Engine:
         self._froze_at: dict[tuple[str, str], float] = {}
         self._thawed_at: dict[tuple[str, str], float] = {}
         self._froze_too_long: set[int] = set()     # thawed at max_freeze: not frozen again
-        self._member_peak: dict[str, int] = {}    # job id -> the largest RSS one of its processes reached
+        # job id -> program (comm) -> the largest RSS one of its processes
+        # reached; and the programs of which one has run to its end (its
+        # peak is known, not only a lower bound): see _room_to_thaw.
+        self._program_peak: dict[str, dict[str, int]] = {}
+        self._programs_ended: dict[str, set[str]] = {}
         # job id -> GPU domain -> its CUDA allocator's last figures (memguard.client.report_allocator)
         self.allocators: dict[str, dict[str, dict]] = {}
         # Kills under way and when each (rule, domain) last killed: see _kill_if_due.
@@ -278,6 +282,7 @@ class Engine:
             for parent, child, start in reading.forks:
                 self.jobs.forked(parent, child, start, now.mono)
         for pid in reading.exits:
+            self._ran_to_end(pid, self.jobs.member_of.get(pid))
             fx.log += self.jobs.exited(pid)
             self.frozen.pop(pid, None)
             self._froze_too_long.discard(pid)
@@ -423,20 +428,25 @@ class Engine:
         if reading.known:
             self._remember_all(reading.known, at_exec=False, log=log)
         if reading.pids is not None:
+            before = dict(self.jobs.member_of)
             log += self.jobs.alive(reading.pids, reading.pids_at)
+            for pid in [p for p in before if p not in self.jobs.member_of]:
+                self._ran_to_end(pid, before[pid])
         if reading.rss is not None:
             self.jobs.scanned(reading.rss, reading.pids_at)
-            peaks = self._member_peak
             for pid, job_id in self.jobs.member_of.items():   # what freezing picks by: their RSS now
                 if (p := self.process_table.get(pid)) is not None and (rss := reading.rss.get(pid)) is not None:
                     self.process_table[pid] = replace(p, rss=rss)
-                    if rss > peaks.get(job_id, 0):
-                        peaks[job_id] = rss
-            for job_id in [j for j in peaks if j not in self.jobs.jobs]:
-                del peaks[job_id]
+                    self._note_peak(pid, rss)
+            for job_id in [j for j in self._program_peak if j not in self.jobs.jobs]:
+                del self._program_peak[job_id]
+                self._programs_ended.pop(job_id, None)
         if reading.processes is not None:
             self.processes = tuple(self._attribute(p) for p in reading.processes)
             self._remember_all(list(self.processes), at_exec=False)
+            for p in self.processes:
+                if p.hwm is not None:
+                    self._note_peak(p.pid, p.hwm)
         seen = set()
         for sample in reading.samples:
             seen.add(sample.domain)
@@ -670,35 +680,58 @@ class Engine:
                     self._froze_too_long.add(pid)
         return wanted
 
+    def _note_peak(self, pid: int, rss: int) -> None:
+        """*rss* was read of member *pid* (now, or as its peak): the largest
+        its program reached in its job."""
+        job_id = self.jobs.member_of.get(pid)
+        if job_id is not None and (p := self.process_table.get(pid)) is not None:
+            peaks = self._program_peak.setdefault(job_id, {})
+            if rss > peaks.get(p.comm, 0):
+                peaks[p.comm] = rss
+
+    def _ran_to_end(self, pid: int, job_id: str | None) -> None:
+        """Member *pid* of *job_id* ended: how large its program grows in
+        the job is known."""
+        if job_id is not None and (p := self.process_table.get(pid)) is not None:
+            self._programs_ended.setdefault(job_id, set()).add(p.comm)
+
     def _room_to_thaw(self, pid: int) -> bool:
-        """Whether the domain has room for frozen *pid* to grow again: if
-        it and every running process of its job grew to the largest RSS a
-        process of the job has reached (what a compiler of this build
-        takes), the working set would stay under THAW_ROOM of the limit.
-        Before any process of the job has been seen that large, how large a
-        compiler grows is unknown: it is thawed once no other process of
-        its job there holds FREEZE_MIN_RSS (one climbing at a time), not as
-        soon as the rule's condition lapses (a real make -j2 thawed that way
-        climbed again with both compilers and ended in a last-resort kill in
-        three full CI runs; a working set below half the limit did not make
-        it safe either: the compilers were still small)."""
+        """Whether the domain has room for frozen *pid* to grow again.
+
+        A process of a build grows, as a rule, as large as the others of
+        the same program did (each cc1plus to a few hundred MiB; make, the
+        shells and the compiler drivers stay small), so: if *pid* and each
+        running process of its job (not its leader) grew to the largest RSS
+        a process of its program in the job has reached, the working set
+        would stay under THAW_ROOM of the limit.  While no process of a
+        program holding FREEZE_MIN_RSS or more has run to its end, that
+        largest is only a lower bound, and the scans (every
+        processes_interval) lag a compiler taking hundreds of MiB a second:
+        a frozen process waits while any runs.  A compiler just started
+        counts as one at that peak, not as the few MiB it holds yet (a real
+        make -j2 thawed so, its two compilers climbed again together and
+        ended in a kill, in 4 of 6 full runs of the suite)."""
         f = self.frozen[pid]
         job = self.jobs.jobs.get(f["job"])
         state = self.domains.get(f["domain"])
         if job is None or state is None or state.sample is None:
             return True
-        peak = self._member_peak.get(f["job"], 0)
-        sample = state.sample
-        if peak < FREEZE_MIN_RSS:
-            return not any(m != pid and m not in self.frozen and (p := self.process_table.get(m)) is not None
-                           and p.domain == f["domain"] and p.rss >= FREEZE_MIN_RSS for m in job.members)
+        peaks = dict(self._program_peak.get(f["job"], {}))
+        members = [(m, p) for m in job.members if (p := self.process_table.get(m)) is not None]
+        for _, p in members:                      # what they hold now, if no scan has seen it yet
+            peaks[p.comm] = max(peaks.get(p.comm, 0), p.rss)
+        ended = self._programs_ended.get(f["job"], set())
         need = 0
-        for member in job.members:
-            p = self.process_table.get(member)
-            if p is None or p.domain != f["domain"] or p.rss < FREEZE_MIN_RSS and member != pid:
+        for member, p in members:
+            if p.domain != f["domain"] or member == job.leader or member != pid and member in self.frozen:
                 continue
-            if member == pid or member not in self.frozen:
-                need += max(0, peak - p.rss)
+            peak = peaks[p.comm]
+            if peak < FREEZE_MIN_RSS:
+                continue                 # a program of the job that stays small
+            if member != pid and p.comm not in ended:
+                return False
+            need += max(0, peak - p.rss)
+        sample = state.sample
         return sample.working_set + need <= THAW_ROOM * sample.limit
 
     def _freeze_candidates(self, rule, spec, domain: str, job_id: str | None) -> list | None:
@@ -908,6 +941,9 @@ class Engine:
             if done.result in ("terminated", "killed") or action.dry_run:
                 doc = kill_document(action, done, now.wall - now.mono, self.redact)
                 fx.incidents.append(Write(doc["id"], doc))
+        if action.kind == "freeze":
+            for pid, rss, hwm in (done.details[0].get("seen", ()) if done.details else ()):
+                self._note_peak(pid, max(rss, hwm or 0))
         if action.kind == "freeze" and done.result == "sent":
             pid, start = done.details[0]["pid"], done.details[0].get("start")
             job = self.jobs.member_of.get(pid) or action.choice["jobs"].get(pid, action.job)

@@ -76,6 +76,16 @@ def parse_status_uid(text: str) -> int:
     raise ValueError("status lacks the Uid line")
 
 
+def parse_status_hwm(text: str) -> int | None:
+    """The largest RSS the process has had, in bytes, from /proc/PID/status
+    (``VmHWM:\t  409600 kB``); None where it has none (a kernel thread, a
+    zombie)."""
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
 def parse_cmdline(raw: bytes) -> str:
     return raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
 
@@ -134,7 +144,8 @@ class ProcessSource:
         base = self.roots.proc_path(str(pid))
         ppid = job_env = None
         try:
-            uid = parse_status_uid(read_text(os.path.join(base, "status")))
+            status = read_text(os.path.join(base, "status"))
+            uid, hwm = parse_status_uid(status), parse_status_hwm(status)
             cgroup = parse_proc_cgroup(read_text(os.path.join(base, "cgroup")))
             with open(os.path.join(base, "cmdline"), "rb") as f:
                 cmdline = parse_cmdline(f.read(4096)) or f"[{comm}]"
@@ -150,4 +161,4 @@ class ProcessSource:
             except OSError:
                 job_env = None   # not root: jobs are found by root only
         return ProcessInfo(pid=pid, comm=comm, rss=rss, cgroup=cgroup, domain=None,
-                           cmdline=cmdline, start_time=start, uid=uid, ppid=ppid, job_env=job_env)
+                           cmdline=cmdline, start_time=start, uid=uid, ppid=ppid, job_env=job_env, hwm=hwm)
