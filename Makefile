@@ -13,9 +13,10 @@ STAMP := $(VENV)/.installed
 # for promtool and a real server scraping the daemon in a test; systemd for
 # systemd-analyze (the unit is verified and scored), util-linux for setpriv,
 # tmux to drive memguardctl top in a real terminal, dbus-daemon for a real
-# session bus the notifications go to, man-db to read the man pages.
+# session bus the notifications go to, man-db to read the man pages,
+# strace to SIGKILL the daemon at each write point of its state files.
 APT_RUN := python3 python3-venv python3-bpfcc bpfcc-tools linux-headers-amd64
-APT_TEST := $(APT_RUN) gcc g++ make libc6-dev prometheus systemd util-linux tmux dbus-daemon man-db
+APT_TEST := $(APT_RUN) gcc g++ make libc6-dev prometheus systemd util-linux tmux dbus-daemon man-db strace
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Tests on pytest; -ra lists every skip with its reason. CI (CI=true) turns
