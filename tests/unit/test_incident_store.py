@@ -311,7 +311,7 @@ def test_retention_by_count_applies_to_files_from_before_a_restart(tmp_path):
 
 def test_retention_by_age_on_the_injected_clock(tmp_path):
     clock = Clock()
-    store = IncidentStore(str(tmp_path / "incidents"), max_age_seconds=90 * DAY, clock=clock)
+    store = IncidentStore(str(tmp_path / "incidents"), max_age_seconds=90 * DAY, clock=clock, mono=clock)
     store.write("20261101T000000.000Z-1-oom", doc(1))
     clock.t += 30 * DAY
     store.write("20261201T000000.000Z-2-oom", doc(1))
@@ -321,9 +321,27 @@ def test_retention_by_age_on_the_injected_clock(tmp_path):
     assert store.ids() == ["20261201T000000.000Z-2-oom"]
 
 
+def test_a_wall_clock_stepped_forward_does_not_age_what_this_store_wrote(tmp_path):
+    """NTP corrects a clock that booted a year behind: what was written a
+    minute before is not 'a year old'.  Incidents from before this store
+    (another run) have only their mtime to go by."""
+    wall, mono = Clock(), Clock(t=5000.0)
+    directory = str(tmp_path / "incidents")
+    IncidentStore(directory, max_age_seconds=90 * DAY, clock=wall, mono=mono).write("a-0", doc(1))  # a past run
+    store = IncidentStore(directory, max_age_seconds=90 * DAY, clock=wall, mono=mono)
+    store.write("a-1", doc(1))
+    wall.t += 365 * DAY                  # stepped; a minute passes
+    mono.t += 60
+    store.write("a-2", doc(1))
+    assert store.prune() == ["a-0"] and store.ids() == ["a-2", "a-1"]
+    wall.t -= 2 * 365 * DAY              # and back, a year behind
+    mono.t += 91 * DAY                   # 91 days pass
+    assert store.prune() == ["a-2", "a-1"]
+
+
 def test_age_is_checked_by_writes_once_an_hour(tmp_path):
     clock = Clock()
-    store = IncidentStore(str(tmp_path / "incidents"), max_age_seconds=DAY, clock=clock)
+    store = IncidentStore(str(tmp_path / "incidents"), max_age_seconds=DAY, clock=clock, mono=clock)
     store.write("a-1", doc(1))
     clock.t += DAY + 60
     store.write("a-2", doc(1))           # first age pass of this store was at a-1: due
@@ -336,7 +354,7 @@ def test_age_is_checked_by_writes_once_an_hour(tmp_path):
 
 def test_a_rewrite_refreshes_the_age(tmp_path):
     clock = Clock()
-    store = IncidentStore(str(tmp_path / "incidents"), max_age_seconds=DAY, clock=clock)
+    store = IncidentStore(str(tmp_path / "incidents"), max_age_seconds=DAY, clock=clock, mono=clock)
     store.write(ID, doc(1))
     clock.t += DAY - 1
     store.write(ID, doc(2))

@@ -20,7 +20,10 @@ The ids are the caller's (``20261125T101530.123Z-4711-oom``): sortable, so
 "newest first" is a reverse sort of the names.  Retention keeps the newest
 ``max_count`` and drops any older than ``max_age_seconds``; age is the file's
 mtime, which each write stamps with the store's clock (so a test's fake clock
-drives retention, and in production it is the time of the last write).
+drives retention, and in production it is the time of the last write).  An
+incident this store wrote is aged by the monotonic clock instead: a wall
+clock stepped forward (NTP correcting a clock that booted years behind)
+does not make what was written a minute ago look months old.
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ class IncidentStore:
 
     def __init__(self, directory: str, *, max_count: int = 1000,
                  max_age_seconds: float = 90 * 86400, hook: Hook | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic) -> None:
         if max_count < 1 or not max_age_seconds > 0:
             raise ValueError("max_count must be >= 1 and max_age_seconds > 0")
         self.directory = os.fspath(directory)
@@ -141,8 +144,10 @@ class IncidentStore:
         self.max_age_seconds = max_age_seconds
         self._hook = hook
         self._clock = clock
+        self._mono = mono
+        self._written_at: dict[str, float] = {}   # id -> the monotonic time this store last wrote it
         self._count: int | None = None   # sealed files at the last scan, then counted
-        self._next_age_prune = -math.inf
+        self._next_age_prune = -math.inf          # monotonic
         # list()'s summaries by id: (inode, mtime_ns, size) and the summary,
         # None for a corrupt file.  Holds only the files of the last listing.
         self._summaries: dict[str, tuple[tuple, IncidentSummary | None]] = {}
@@ -189,6 +194,7 @@ class IncidentStore:
             self._discard(tmp, e)
             raise self._error(e, f"cannot write incident {incident_id}") from e
         self._at("renamed", path)
+        self._written_at[incident_id] = self._mono()
         try:
             _fsync_directory(self.directory)
         except OSError as e:
@@ -225,9 +231,8 @@ class IncidentStore:
     def _after_write(self, existed: bool) -> None:
         if self._count is not None and not existed:
             self._count += 1
-        now = self._clock()
-        if self._count is None or self._count > self.max_count or now >= self._next_age_prune:
-            self.prune(now)
+        if self._count is None or self._count > self.max_count or self._mono() >= self._next_age_prune:
+            self.prune()
 
     def remove(self, incident_id: str) -> bool:
         """Remove one incident; return False when there was none.
@@ -241,6 +246,7 @@ class IncidentStore:
             return False
         except OSError as e:
             raise self._error(e, f"cannot remove incident {incident_id}") from e
+        self._written_at.pop(incident_id, None)
         _fsync_directory(self.directory)
         if self._count is not None:
             self._count -= 1
@@ -270,10 +276,15 @@ class IncidentStore:
         more than ``max_age_seconds`` before *now* (the store's clock when
         None); return the removed ids, newest first (empty when none)."""
         now = self._clock() if now is None else now
+        mono = self._mono()
         sealed = sorted(self._scan(), key=lambda e: e[0], reverse=True)
         cutoff = now - self.max_age_seconds
-        removed = [name for i, (name, entry) in enumerate(sealed)
-                   if i >= self.max_count or _mtime(entry, cutoff) < cutoff]
+
+        def too_old(name: str, entry: os.DirEntry) -> bool:
+            if name in self._written_at:
+                return mono - self._written_at[name] > self.max_age_seconds
+            return _mtime(entry, cutoff) < cutoff
+        removed = [name for i, (name, entry) in enumerate(sealed) if i >= self.max_count or too_old(name, entry)]
         for incident_id in removed:
             try:
                 os.unlink(os.path.join(self.directory, incident_id + SUFFIX))
@@ -281,10 +292,11 @@ class IncidentStore:
                 pass
             except OSError as e:
                 raise self._error(e, f"cannot remove old incident {incident_id}") from e
+            self._written_at.pop(incident_id, None)
         if removed:
             _fsync_directory(self.directory)
         self._count = len(sealed) - len(removed)
-        self._next_age_prune = now + AGE_PRUNE_INTERVAL
+        self._next_age_prune = mono + AGE_PRUNE_INTERVAL
         return removed
 
     # -- reading -----------------------------------------------------------------
