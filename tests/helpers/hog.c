@@ -18,6 +18,10 @@
  *                                        it HOLD_MS, "done <bytes>", exit 0:
  *                                        a compiler's curve (a frozen one
  *                                        grows no further until thawed)
+ *   hog procs N                          fork N - 1 children that pause (each
+ *                                        SIGKILLed when the hog ends),
+ *                                        "ready <N>", pause: many processes
+ *                                        for one Popen
  *
  * Every line on stdout is flushed at once. SIGTERM and SIGINT end the hog
  * with status 0 at any point; an OOM kill shows as death by SIGKILL.
@@ -38,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -84,7 +89,8 @@ static int usage(void)
 		"usage: hog anon MIB\n"
 		"       hog file PATH MIB\n"
 		"       hog grow STEP_MIB INTERVAL_MS [MAX_MIB]\n"
-		"       hog compile STEP_MIB INTERVAL_MS MAX_MIB HOLD_MS\n");
+		"       hog compile STEP_MIB INTERVAL_MS MAX_MIB HOLD_MS\n"
+		"       hog procs N\n");
 	return 2;
 }
 
@@ -188,6 +194,28 @@ static int run_grow(unsigned long long step_mib, unsigned long long interval_ms,
 	return 0;
 }
 
+static int run_procs(unsigned long long n)
+{
+	pid_t parent = getpid();
+
+	for (unsigned long long i = 1; i < n; i++) {
+		pid_t pid = fork();
+
+		if (pid < 0) {
+			perror("hog: fork");
+			return 1;
+		}
+		if (pid == 0) {
+			if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+				_exit(0);
+			pause_forever();
+		}
+	}
+	say("ready", n);
+	pause_forever();
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	unsigned long long a, b, c = 0;
@@ -209,6 +237,11 @@ int main(int argc, char **argv)
 		if (argc == 5 && parse_count(argv[4], &c) != 0)
 			return usage();
 		return run_grow(a, b, c, 0);
+	}
+	if (argc == 3 && strcmp(argv[1], "procs") == 0) {
+		if (parse_count(argv[2], &a) != 0)
+			return usage();
+		return run_procs(a);
 	}
 	if (argc == 6 && strcmp(argv[1], "compile") == 0) {
 		unsigned long long d;
