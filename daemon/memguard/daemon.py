@@ -261,7 +261,7 @@ class Daemon:
         guard.  Lowering it needs CAP_SYS_RESOURCE (the unit's
         OOMScoreAdjust=-1000 does it for us); without, it is said once and
         shown in status, and the daemon goes on."""
-        path = self.roots.proc_path("self", "oom_score_adj")
+        path = "/proc/self/oom_score_adj"      # this process's own, whatever tree roots reads the host from
         try:
             with open(path, "w") as f:
                 f.write("-1000")
