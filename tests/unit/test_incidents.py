@@ -219,3 +219,79 @@ def test_a_stale_scan_does_not_overwrite_what_the_exec_told():
     # a new process under the same pid (another start time) is taken from the scan
     seen(e, clock, ProcessInfo(7, "sh", 1, "/b", None, start_time=99.0), at_exec=False)
     assert e.process_table[7].cgroup == "/b"
+
+
+def test_a_kill_nothing_placed_is_placed_by_the_counter_of_a_cgroup_made_during_it():
+    """A storm: the kernel printed only the kill line (no cgroup), and the
+    victim was read at its exec only as it exited (the kernel had already
+    moved it to the root cgroup: its cgroup is unknown). The next walk
+    finds a cgroup it never saw, its oom_kill counter at 1 already: the
+    kill is placed there, and nothing is unattributed. The counters the
+    first walk found (/old: kills of long ago) place nothing."""
+    clock = FakeClock()
+    e = Engine(Config(), clock.now(), "t")
+    owners = {"/old": "cgroup:/old", "/new": "cgroup:/new"}
+
+    def walk(*samples):
+        return [SourceRun("cgroups", reading=Reading(samples=list(samples),
+                                                     domain_of=lambda path: owners.get(path, "host")))]
+    old = Sample("cgroup:/old", "cgroup", 1, 1, 32 * MiB, identity=1, oom_kills=3)
+    e.step(walk(old), clock.now())
+    seen(e, clock, ProcessInfo(77, "hog", 0, None, None, cmdline="[hog]", start_time=1.0, uid=0))
+    fx = e.step([], clock.now(), events=[kill("kmsg", 77, clock.now().mono, comm="hog",
+                                              constraint="CONSTRAINT_MEMCG")])
+    (opened,) = writes(fx.incidents)
+    assert opened.document["domain"] is None
+    clock.advance(0.5)
+    e.step(walk(old, Sample("cgroup:/new", "cgroup", 1, 1, 32 * MiB, identity=1, oom_kills=1)), clock.now())
+    clock.advance(COUNT_GRACE + 3)
+    written = writes(e.step([], clock.now()).incidents)
+    assert {w.id for w in written} == {opened.id}
+    placed = written[-1]
+    assert placed.document["domain"] == "cgroup:/new"
+    assert any("Placed in /new by the kernel's own count" in n for n in placed.document["notes"])
+    assert e.incidents.unattributed == 0 and e.incidents.pending == []
+
+
+def test_a_victim_read_only_as_it_exited_is_placed_where_it_last_moved():
+    """The tracefs probe saw the process move into /new (cgroup_attach_task)
+    before its exec was read, as it exited (no cgroup): the process table
+    takes the move, and the kill is in /new's domain."""
+    from memguard.engine.messages import ProbeRun
+    from memguard.probes.base import ProbeReading
+    e, clock = engine_with(("cgroup:/a", "cgroup:/new"))
+    e.step([], clock.now(), events=[ProbeRun("tracefs", "active", None, ProbeReading(moves=[(78, "/new")]))])
+    seen(e, clock, ProcessInfo(78, "hog", 0, None, None, cmdline="[hog]", start_time=1.0, uid=0))
+    assert (e.process_table[78].cgroup, e.process_table[78].domain) == ("/new", "cgroup:/new")
+    fx = e.step([], clock.now(), events=[kill("kmsg", 78, clock.now().mono, comm="hog",
+                                              constraint="CONSTRAINT_MEMCG")])
+    (w,) = writes(fx.incidents)
+    assert w.document["domain"] == "cgroup:/new"
+    # and a process moved after it was read is followed too
+    seen(e, clock, ProcessInfo(79, "sh", MiB, "/a", None, cmdline="sh", start_time=2.0, uid=0))
+    e.step([], clock.now(), events=[ProbeRun("tracefs", "active", None, ProbeReading(moves=[(79, "/new")]))])
+    assert e.process_table[79].domain == "cgroup:/new"
+
+
+def test_two_unplaced_kills_and_two_fresh_counters_are_not_guessed_at():
+    """Two kills with no place and two cgroups made since the walk, each
+    counting one: which is which cannot be told, so neither is placed (a
+    storm placed one in its neighbour's cgroup before this rule)."""
+    clock = FakeClock()
+    e = Engine(Config(), clock.now(), "t")
+    owners = {"/p": "cgroup:/p", "/q": "cgroup:/q", "/r": "cgroup:/r"}
+    r = Sample("cgroup:/r", "cgroup", 1, 1, 32 * MiB, identity=1, oom_kills=0)
+
+    def walk(*samples):
+        return [SourceRun("cgroups", reading=Reading(samples=[r, *samples],
+                                                     domain_of=lambda path: owners.get(path, "host")))]
+    e.step(walk(), clock.now())
+    e.step([], clock.now(), events=[kill("kmsg", pid, clock.now().mono, comm="hog", constraint="CONSTRAINT_MEMCG")
+                                    for pid in (81, 82)])
+    clock.advance(0.5)
+    e.step(walk(*(Sample(f"cgroup:/{n}", "cgroup", 1, 1, 32 * MiB, identity=1, oom_kills=1) for n in "pq")),
+           clock.now())
+    clock.advance(COUNT_GRACE + 3)
+    e.step([], clock.now())
+    assert [inc.domain for inc in e.incidents.incidents.values()] == [None, None]
+    assert e.incidents.unattributed == 0

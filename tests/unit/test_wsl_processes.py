@@ -98,3 +98,18 @@ def test_wslconfig_missing_and_off(tree):
     tree.write("proc/meminfo", MEMINFO)
     assert "defaults" in WslSource(tree.roots).collect(FakeClock().now()).facts["wslconfig"]
     assert "off" in WslSource(tree.roots, "off").collect(FakeClock().now()).facts["wslconfig"]
+
+
+def test_a_process_read_as_it_exits_has_no_cgroup_not_the_root(tree):
+    """An exiting process has no memory left (an empty command line) and
+    the kernel has moved it to the root cgroup: /proc says "/", which is
+    not where it ran (a victim read so was blamed on the host)."""
+    from memguard.probes.procevents import describe
+    for pid, cmdline in [(20, b"hog\0grow\0"), (21, b"")]:
+        tree.write(f"proc/{pid}/stat", STAT.replace("4711 (cc1plus (x) y)", f"{pid} (hog)"))
+        tree.write(f"proc/{pid}/cgroup", "4:memory:/\n" if not cmdline else "4:memory:/mgtest-a\n")
+        tree.write(f"proc/{pid}/cmdline", cmdline.decode())
+        tree.write(f"proc/{pid}/status", f"Name:\thog\nUid:\t0\t0\t0\t0\n")
+    running, exiting = describe(tree.roots, 20), describe(tree.roots, 21)
+    assert (running.cgroup, running.cmdline) == ("/mgtest-a", "hog grow")
+    assert (exiting.cgroup, exiting.cmdline) == (None, "[hog]")

@@ -148,6 +148,11 @@ class Engine:
         self._froze_at: dict[tuple[str, str], float] = {}
         self._thawed_at: dict[tuple[str, str], float] = {}
         self._froze_too_long: set[int] = set()     # thawed at max_freeze: not frozen again
+        self._sampled_sources: set[str] = set()    # sources that have delivered samples before
+        # pid -> the memory cgroup it last moved into (the tracefs probe's
+        # cgroup_attach_task), for a process /proc could tell only as it
+        # exited, when the kernel had put it back in the root cgroup.
+        self._moved_to: dict[int, str] = {}
         # job id -> program (comm) -> the largest RSS one of its processes
         # reached; and the programs of which one has run to its end (its
         # peak is known, not only a lower bound): see _room_to_thaw.
@@ -281,6 +286,8 @@ class Engine:
             self._remember_all(reading.processes, log=fx.log)
             for parent, child, start in reading.forks:
                 self.jobs.forked(parent, child, start, now.mono)
+        for pid, path in reading.moves:
+            self._moved(pid, path)
         for pid in reading.exits:
             self._ran_to_end(pid, self.jobs.member_of.get(pid))
             fx.log += self.jobs.exited(pid)
@@ -354,7 +361,18 @@ class Engine:
                     log += lines
             self._remember(p)
 
+    def _moved(self, pid: int, path: str) -> None:
+        """*pid* moved into memory cgroup *path* (as it happened)."""
+        self._moved_to.pop(pid, None)
+        self._moved_to[pid] = path
+        while len(self._moved_to) > PROCESS_TABLE_SIZE:
+            del self._moved_to[next(iter(self._moved_to))]
+        if (p := self.process_table.get(pid)) is not None and p.cgroup != path:
+            self._remember(replace(p, cgroup=path, domain=None))
+
     def _remember(self, p: ProcessInfo) -> None:
+        if p.cgroup is None and p.pid in self._moved_to:     # read as it exited: where it last moved to
+            p = replace(p, cgroup=self._moved_to[p.pid], domain=None)
         if p.domain is None:
             p = self._attribute(p)
         self.process_table.pop(p.pid, None)
@@ -456,6 +474,8 @@ class Engine:
                 cached = min(cached, sample.used)
                 sample = replace(sample, reclaimable=cached, working_set=sample.used - cached)
             self._record(source, sample, now, log)
+        if reading.samples:
+            self._sampled_sources.add(source)
         tracked = reading.tracked if reading.tracked is not None else seen
         for name in [n for n, s in self.domains.items() if s.source == source and n not in tracked]:
             del self.domains[name]
@@ -505,6 +525,11 @@ class Engine:
         if old is not None and old.oom_kills is not None and sample.oom_kills is not None \
                 and sample.oom_kills > old.oom_kills:
             self.incidents.counted(sample.domain, sample.oom_kills - old.oom_kills, now)
+        elif old is None and sample.kind == "cgroup" and sample.oom_kills and source in self._sampled_sources:
+            # a cgroup made since the last walk, killed already: what places
+            # a kill nothing else placed (those found by the first walk may
+            # count kills from long before)
+            self.incidents.counted(sample.domain, sample.oom_kills, now, first_sight=True)
         state.sample = sample
         state.recorder.record(now.mono, sample)
 

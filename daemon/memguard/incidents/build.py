@@ -197,12 +197,16 @@ class OpenIncident:
 
 @dataclass
 class Counted:
-    """A domain's kernel OOM-kill counter went up by ``count`` at ``seen``."""
+    """A domain's kernel OOM-kill counter went up by ``count`` at ``seen``;
+    *first_sight*: the counter as the domain was first sampled (a cgroup
+    made a moment ago, killed before any walk saw it, or kills from long
+    before): it places kills nothing else placed, never stands for one."""
 
     domain: str
     count: int
     seen: float
     wall_offset: float
+    first_sight: bool = False
 
 
 @dataclass
@@ -373,10 +377,11 @@ class IncidentBuilder:
 
     # -- the kernel's own counters ------------------------------------------------
 
-    def counted(self, domain: str, count: int, now: Instant) -> None:
+    def counted(self, domain: str, count: int, now: Instant, first_sight: bool = False) -> None:
         """The kernel counted *count* kills in *domain* (cgroup oom_kill or
-        /proc/vmstat); each must be matched by an incident within COUNT_GRACE."""
-        self.pending.append(Counted(domain, count, now.mono, now.wall - now.mono))
+        /proc/vmstat); each must be matched by an incident within COUNT_GRACE
+        (see Counted for *first_sight*)."""
+        self.pending.append(Counted(domain, count, now.mono, now.wall - now.mono, first_sight))
 
     def check_counts(self, now: Instant, ctx: "Context") -> list:
         """Match counted kills whose grace is over against incidents; what no
@@ -390,15 +395,22 @@ class IncidentBuilder:
         effects = []
         for c in sorted(due, key=lambda c: -_depth(c.domain)):
             missing = c.count
-            for inc in sorted(self.incidents.values(), key=lambda i: i.first_seen):
+            candidates = [inc for inc in self.incidents.values()
+                          if c.domain not in inc.explains and self._within(inc, c)]
+            unplaced = [inc for inc in candidates if inc.kind == "oom_kill" and inc.domain is None]
+            # kills with a known place first; one with none is placed by this
+            # count only when it is the only one in the window (in a storm,
+            # two such kills and two such counts cannot be told apart)
+            for inc in sorted(candidates, key=lambda i: (i.domain is None, i.first_seen)):
                 if missing <= 0:
                     break
-                if c.domain in inc.explains or not self._within(inc, c):
-                    continue
                 if self._explains(inc, c.domain):
                     inc.explains.add(c.domain)
                     missing -= inc.count
-            if missing > 0:
+                    if unplaced == [inc] and c.domain.startswith("cgroup:"):
+                        self._placed(inc, c)
+                        effects.append(Write(inc.id, self.document(inc, ctx)))
+            if missing > 0 and not c.first_sight:
                 inc = self._unattributed(c, missing, ctx)
                 effects.append(Write(inc.id, self.document(inc, ctx)))
         return effects
@@ -418,6 +430,18 @@ class IncidentBuilder:
         if not cgroups:
             return True  # we do not know where it was: let it account for this one
         return any(g == path or g.startswith(path.rstrip("/") + "/") for g in cgroups)
+
+    @staticmethod
+    def _placed(inc: OpenIncident, c: Counted) -> None:
+        """A kill no probe placed (its report rate-limited, its victim read
+        only as it exited, when the kernel had already moved it to the root
+        cgroup) is the one *c*'s cgroup counted: the deepest counter that
+        went up in its window."""
+        inc.domain = c.domain
+        inc.task_memcg = c.domain.removeprefix("cgroup:")
+        inc.notes.append(f"Placed in {inc.task_memcg} by the kernel's own count of OOM kills there "
+                         "(memory.oom_control or memory.events): neither the report nor the victim's "
+                         "/proc entry said which cgroup it was in.")
 
     def _unattributed(self, c: Counted, count: int, ctx: "Context") -> OpenIncident:
         self.unattributed += count

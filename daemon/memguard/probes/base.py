@@ -33,6 +33,8 @@ class ProbeReading:
     # data loader's workers fork and never exec.
     forks: list[tuple[int, int, float]] = field(default_factory=list)   # (parent, child, child's start)
     exits: list[int] = field(default_factory=list)
+    # Processes moved into a memory cgroup (pid, its path), as they moved.
+    moves: list[tuple[int, str]] = field(default_factory=list)
     # Reclaim stalls per cgroup2 path: (count, seconds), cumulative since the
     # probe started (the BPF probe's leading indicator); None: no news.
     reclaim: dict[str, tuple[int, float]] | None = None

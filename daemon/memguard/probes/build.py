@@ -28,7 +28,7 @@ def build_probes(config: Config, roots: Roots, kmsg_resume_seq: int | None = Non
         probes.append(BpfProbe(python=p.bpf_python or sys.executable))
     if p.tracefs:
         probes.append(TracefsProbe(tracing=roots.sys_path("kernel", "tracing"), instance=p.tracefs_instance,
-                                   mount=p.mount_tracefs))
+                                   mount=p.mount_tracefs, proc_cgroups=roots.proc_path("cgroups")))
     if p.kmsg:
         probes.append(KmsgProbe(path=f"{roots.dev}/kmsg", resume_seq=kmsg_resume_seq))
     if p.memcg_events:

@@ -32,14 +32,17 @@ RCVBUF = 4 << 20
 
 def describe(roots: Roots, pid: int) -> ProcessInfo | None:
     """What /proc says of *pid* now, with its parent and its MEMGUARD_JOB
-    value; None when it is already gone."""
+    value; None when it is already gone.  A process already exiting (no
+    memory left: an empty command line) has been moved to the root cgroup
+    by the kernel (cgroup_exit): where it ran is unknown, not "/"."""
     base = roots.proc_path(str(pid))
     try:
         stat = read_text(os.path.join(base, "stat"))
         comm, rss_pages, start = parse_stat(stat)
         with open(os.path.join(base, "cmdline"), "rb") as f:
-            cmdline = parse_cmdline(f.read(4096)) or f"[{comm}]"
-        cgroup = parse_proc_cgroup(read_text(os.path.join(base, "cgroup")))
+            raw = f.read(4096)
+        cmdline = parse_cmdline(raw) or f"[{comm}]"
+        cgroup = parse_proc_cgroup(read_text(os.path.join(base, "cgroup"))) if raw else None
         uid = parse_status_uid(read_text(os.path.join(base, "status")))
         ppid = parse_ppid(stat)
     except (OSError, ValueError, IndexError):

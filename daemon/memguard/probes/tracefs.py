@@ -11,6 +11,18 @@ ours), enables ``oom/mark_victim`` there and reads its ``trace_pipe``::
 
 (one line; the fields after ``pid`` came in 6.9 and are absent before).  The
 instance is removed when the daemon stops; one left by a crash is replaced.
+
+It also enables ``cgroup/cgroup_attach_task``, filtered to the hierarchy
+of the memory controller: each move of a process into a memory cgroup, as
+it happens::
+
+    sleep-11455   [000] d..1. 26015.928165: cgroup_attach_task: dst_root=4 dst_id=234071 dst_level=1
+        dst_path=/mgtest-x y pid=11455 comm=bash
+
+(one line).  A process moved and killed within milliseconds (a build tool's
+sandbox, a CI step, a storm of them) is often read from /proc only as it
+exits, when the kernel has already put it back in the root cgroup: the move
+says where it ran.
 """
 
 from __future__ import annotations
@@ -30,6 +42,8 @@ INSTANCE = "memguard"
 
 _LINE = re.compile(r"^\s*.*?-\d+\s+\[\d+\]\s+(?:\S+\s+)?(?P<ts>\d+\.\d+):\s+mark_victim:\s+(?P<rest>.*)$")
 _FIELD = re.compile(r"([a-z_-]+)[=:](\S+)")
+_ATTACH = re.compile(r"^\s*.*?-\d+\s+\[\d+\]\s+(?:\S+\s+)?\d+\.\d+:\s+cgroup_attach_task:\s+dst_root=-?\d+ "
+                     r"dst_id=\d+ dst_level=-?\d+ dst_path=(?P<path>.*) pid=(?P<pid>\d+) comm=.*$")
 _KB_FIELDS = {"total-vm": "total_vm", "anon-rss": "anon_rss", "file-rss": "file_rss",
               "shmem-rss": "shmem_rss", "pgtables": "pgtables"}
 
@@ -61,6 +75,23 @@ def parse_mark_victim(line: str, seen: float) -> OomKill | None:
                    kernel_time=float(m.group("ts")), comm=comm, **kw)
 
 
+def parse_attach(line: str) -> tuple[int, str] | None:
+    """(pid, memory cgroup path) from a cgroup_attach_task line; None when
+    it is not one."""
+    m = _ATTACH.match(line)
+    return None if m is None else (int(m.group("pid")), m.group("path"))
+
+
+def memory_hierarchy(text: str) -> int | None:
+    """The memory controller's hierarchy id in /proc/cgroups (0: cgroup2's),
+    None when the kernel has no memory controller."""
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[0] == "memory" and fields[3] == "1":
+            return int(fields[1])
+    return None
+
+
 def _write(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
@@ -77,8 +108,10 @@ def mount_tracefs(path: str = TRACING) -> None:
 class TracefsProbe:
     name = "tracefs"
 
-    def __init__(self, tracing: str = TRACING, instance: str = INSTANCE, mount: bool = True) -> None:
+    def __init__(self, tracing: str = TRACING, instance: str = INSTANCE, mount: bool = True,
+                 proc_cgroups: str = "/proc/cgroups") -> None:
         self.tracing = tracing
+        self.proc_cgroups = proc_cgroups
         self.instance = os.path.join(tracing, "instances", instance)
         self.mount = mount
         self.fd: int | None = None
@@ -116,11 +149,26 @@ class TracefsProbe:
             if os.path.exists(percent):  # since 5.1; 0: wake the reader at every event, not half a buffer
                 _write(percent, "0")
             _write(os.path.join(self.instance, "events", "oom", "mark_victim", "enable"), "1")
+            self._follow_moves()
             self.fd = os.open(os.path.join(self.instance, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except PermissionError:
             self._remove_instance()
             raise Unavailable(f"cannot create a trace instance under {self.tracing}: run memguardd as root") from None
         return self.fd
+
+    def _follow_moves(self) -> None:
+        """Enable cgroup_attach_task for the memory hierarchy, where the
+        kernel has it (a help, not a need: without it, nothing fails)."""
+        attach = os.path.join(self.instance, "events", "cgroup", "cgroup_attach_task")
+        try:
+            with open(self.proc_cgroups) as f:
+                hierarchy = memory_hierarchy(f.read())
+        except OSError:
+            hierarchy = None
+        if hierarchy is None or not os.path.isdir(attach):
+            return
+        _write(os.path.join(attach, "filter"), f"dst_root == {hierarchy}")
+        _write(os.path.join(attach, "enable"), "1")
 
     def read(self, now: Instant) -> ProbeReading:
         reading = ProbeReading()
@@ -134,8 +182,12 @@ class TracefsProbe:
             self.buffer += chunk
         *lines, self.buffer = self.buffer.split(b"\n")
         for raw in lines:
+            line = raw.decode("utf-8", "replace")
+            if (moved := parse_attach(line)) is not None:
+                reading.moves.append(moved)
+                continue
             try:
-                kill = parse_mark_victim(raw.decode("utf-8", "replace"), now.mono)
+                kill = parse_mark_victim(line, now.mono)
             except ValueError:
                 reading.malformed += 1
                 continue
