@@ -49,7 +49,7 @@ from .sources.cgroups import Binding, CgroupSource
 from .probes.procevents import describe
 from .probes.base import ProbeReading
 from .roots import Roots
-from .runner import IncidentWriter, ProbeHost, SlowSources, run_source
+from .runner import IncidentWriter, ProbeHost, SlowSources, TickSources, run_source
 from .sources import build_sources
 from .systemd import Notifier, listen_sockets
 
@@ -70,6 +70,7 @@ class Daemon:
         self.log = log or Logger()
         self.socket_path, self.state_dir = config.resolved_paths()
         self.tick_sources, slow = build_sources(config, roots)
+        self.ticking = TickSources(self.tick_sources)
         self.slow = SlowSources(slow, config.sampling.processes_interval, config.wsl.read_timeout)
         self.engine = Engine(config, self.clock.now(), __version__, redact=redact_cmdline)
         self.metrics = Metrics()
@@ -129,7 +130,7 @@ class Daemon:
     def _tick(self) -> float:
         now = self.clock.now()
         t0 = time.perf_counter()
-        runs = [run_source(s, now) for s in self.tick_sources]
+        runs = self.ticking.run(now)
         runs += self.slow.poll(now)
         duration = time.perf_counter() - t0
         dropped = self.slow.take_dropped()
@@ -566,6 +567,7 @@ class Daemon:
             if metrics_server is not None:
                 await metrics_server.stop()
             self.slow.shutdown()
+            self.ticking.shutdown()
             self._lookups.shutdown(wait=False, cancel_futures=True)
             self._actuator.shutdown(wait=False, cancel_futures=True)
             self._killer.shutdown(wait=False, cancel_futures=True)
@@ -922,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, OSError) as e:
         log.error("cannot start", error=str(e))
         return EXIT_STARTUP
-    stuck = daemon.slow.stuck()
+    stuck = daemon.slow.stuck() + sorted(daemon.ticking.hung)
     if stuck:
         # A read blocked in a wedged driver (NVML) or a hung mount would hold
         # the exit until it returns, if ever: everything is saved by now.

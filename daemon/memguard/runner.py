@@ -1,7 +1,8 @@
 """Running sources and probes for the daemon's event loop.
 
-``SlowSources`` runs the sources whose reads can block in worker threads at
-their own cadence; ``ProbeHost`` registers each probe's file descriptor with
+``TickSources`` runs the tick's own sources on a worker the loop waits for,
+a bounded time; ``SlowSources`` runs the sources whose reads can block in
+worker threads at their own cadence; ``ProbeHost`` registers each probe's file descriptor with
 the loop and hands what it reads to a callback at once (a kill must not wait
 for the next tick); ``IncidentWriter`` writes incidents in order on one
 thread, so an fsync never stalls the loop.
@@ -23,6 +24,8 @@ from .sources.base import Unavailable as SourceUnavailable
 
 # A probe that failed is opened again after this long, doubling up to the cap.
 REOPEN_BACKOFF = (1.0, 60.0)
+# A tick's sources that have not answered in this long are hung in the kernel.
+TICK_SOURCES_TIMEOUT = 2.0
 
 
 def run_source(source: Source, now: Instant) -> SourceRun:
@@ -35,6 +38,56 @@ def run_source(source: Source, now: Instant) -> SourceRun:
     except (OSError, ValueError) as e:
         return SourceRun(source.name, error=f"{type(e).__name__}: {e}", duration=time.perf_counter() - t0)
     return SourceRun(source.name, reading=reading, duration=time.perf_counter() - t0)
+
+
+class TickSources:
+    """The tick's own sources (meminfo, PSI, cgroupfs: in-kernel reads of a
+    millisecond), run one after another on a worker thread that the loop
+    waits for at most *timeout*.  A read that blocks in the kernel (a
+    cgroupfs file behind a stuck cgroup_mutex, a hung mount under a fixture
+    root) costs that one tick the wait: the tick goes on with what the
+    others read, the hung source is reported failed, and it is skipped until
+    its read returns; the run it blocked is abandoned, so no source is ever
+    read from two threads at once.  A thread handoff per tick (tens of
+    microseconds) is the price."""
+
+    def __init__(self, sources: list[Source], timeout: float = TICK_SOURCES_TIMEOUT) -> None:
+        self.sources = sources
+        self.timeout = timeout
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(sources) + 1,
+                                                          thread_name_prefix="memguard-tick")
+        self.hung: dict[str, float] = {}          # source name -> since when (monotonic)
+
+    def run(self, now: Instant) -> list[SourceRun]:
+        ready = [s for s in self.sources if s.name not in self.hung]
+        runs: list[SourceRun] = []
+        state = {"current": None, "abandoned": False}
+        future = self.pool.submit(self._run_all, ready, now, runs, state)
+        try:
+            future.result(self.timeout)
+        except concurrent.futures.TimeoutError:
+            state["abandoned"] = True
+            runs = list(runs)                     # what was read before; nothing the run adds later
+            name = state["current"]
+            self.hung[name] = now.mono
+            future.add_done_callback(lambda _: self.hung.pop(name, None))
+        done = {r.name for r in runs}
+        return runs + [SourceRun(name, error=f"hung: a read has not returned for {now.mono - since + self.timeout:.0f} s "
+                                 "(blocked in the kernel); skipped until it does")
+                       for name, since in list(self.hung.items()) if name not in done]
+
+    @staticmethod
+    def _run_all(sources: list[Source], now: Instant, runs: list, state: dict) -> None:
+        for source in sources:
+            if state["abandoned"]:
+                return
+            state["current"] = source.name
+            run = run_source(source, now)
+            if not state["abandoned"]:
+                runs.append(run)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 class SlowSources:

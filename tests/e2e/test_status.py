@@ -245,3 +245,32 @@ def test_a_user_without_a_daemon_of_their_own_reaches_the_system_one(daemon, mon
     assert cli.main(["status"]) == 3
     err = capsys.readouterr().err
     assert f"no answer on {own} nor on {tmp_path / 'nothing.sock'}" in err
+
+
+def test_a_read_that_hangs_costs_one_tick_and_the_rest_goes_on(tmp_path, host):
+    """/build's memory.usage_in_bytes is a FIFO no one writes: opening it
+    blocks in the kernel, as a cgroupfs read behind a stuck lock does. The
+    daemon goes on ticking and answering, the cgroups source is failed
+    (hung), status is degraded; once the read returns, all is well again."""
+    usage = os.path.join(host.top, "sys/fs/cgroup/memory/build/memory.usage_in_bytes")
+    os.unlink(usage)
+    os.mkfifo(usage)
+    d = Daemon(str(tmp_path), "--proc-root", host.roots.proc, "--sys-root", host.roots.sys,
+               "--rootfs", host.top, "--no-probes")
+    try:
+        hung = d.wait_for_tick(lambda s: any("hung" in (x["reason"] or "") for x in s["sources"]), timeout=20)
+        ticks = hung["counters"]["ticks"]
+        later = d.wait_for_tick(lambda s: s["counters"]["ticks"] >= ticks + 3, timeout=20)
+        states = {x["name"]: x["state"] for x in later["sources"]}
+        assert states["cgroups"] == "failed" and states["meminfo"] == "active" and states["psi"] == "active"
+        assert not later["healthy"] and any("cgroups" in why for why in later["degraded"]), later["degraded"]
+        fifo = os.open(usage, os.O_WRONLY | os.O_NONBLOCK)   # the blocked open returns; a file replaces the FIFO
+        with open(usage + ".new", "w") as f:
+            f.write(f"{250 * MiB}\n")
+        os.replace(usage + ".new", usage)
+        os.write(fifo, f"{250 * MiB}\n".encode())
+        os.close(fifo)
+        well = d.wait_for_tick(lambda s: s["healthy"], timeout=20)
+        assert {x["name"]: x["state"] for x in well["sources"]}["cgroups"] == "active"
+    finally:
+        assert d.stop() == 0, d.log()
