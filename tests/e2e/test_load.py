@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 import urllib.request
@@ -13,6 +14,7 @@ import urllib.request
 import pytest
 
 from memguard.api import protocol
+from memguard.api.server import FIRST_REQUEST_TIMEOUT
 from tests.e2e.daemon import Daemon
 
 CLIENTS = 1000
@@ -67,3 +69,27 @@ def test_two_hundred_scrapes_a_second_while_ticking_every_100ms(daemon):
     assert not errors, errors[:3]
     assert scrapes[0] >= 1000, f"fewer than 200 scrapes a second: {scrapes[0]} in 5 s"
     assert ticks >= 25, f"scrapes held the ticks back: {ticks} in 5 s at 100 ms"
+
+
+def test_a_client_that_never_finishes_its_request_is_let_go(daemon):
+    """Half-open clients (connected, silent; a line begun and never ended)
+    are closed after FIRST_REQUEST_TIMEOUT; a registered job's connection,
+    idle after its request, is not."""
+    silent, partial, answered = (socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(3))
+    for s in (silent, partial, answered):
+        s.connect(daemon.socket)
+        s.settimeout(FIRST_REQUEST_TIMEOUT + 10)
+    partial.sendall(b'{"v": 1, "method": "vers')
+    answered.sendall(protocol.request("version"))
+    assert json.loads(answered.recv(65536))["ok"]
+    t0 = time.monotonic()
+    assert silent.recv(1) == b"" and partial.recv(1) == b"", "closed by the daemon"
+    assert FIRST_REQUEST_TIMEOUT - 1 <= time.monotonic() - t0 <= FIRST_REQUEST_TIMEOUT + 5
+    answered.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        answered.recv(1)                  # still open: it asked something
+    answered.sendall(protocol.request("version"))
+    answered.setblocking(True)
+    assert json.loads(answered.recv(65536))["ok"]
+    for s in (silent, partial, answered):
+        s.close()

@@ -4,13 +4,17 @@ runs and the processes it kills."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from memguard.api.server import MAX_CONNECTIONS_PER_USER
+from tests.e2e.daemon import Daemon
 from tests.kernel import NOBODY, require
 
 pytestmark = pytest.mark.root
@@ -96,5 +100,51 @@ def test_where_incidents_are_private_a_user_reads_only_their_own(tmp_path, publi
                             roots], capture_output=True, text=True, timeout=30,
                            env={**os.environ, "PYTHONPATH": str(package.parent)})
         assert r.returncode == 5 and "about another user's processes" in r.stderr, r.stderr
+    finally:
+        assert d.stop() == 0, d.log()
+
+
+HOARD = """\
+import json, socket, sys, time
+conns = []
+for _ in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sys.argv[1])
+    conns.append(s)
+time.sleep(1.0)
+refused = held = 0
+for s in conns:
+    s.setblocking(False)
+    try:
+        data = s.recv(4096)
+    except BlockingIOError:
+        held += 1                 # open, waiting for our request
+        continue
+    refused += b"holds" in data
+print(json.dumps({"refused": refused, "held": held}))
+"""
+
+
+def test_one_user_cannot_hold_the_daemons_connections(public_dir):
+    """Any local user may connect; none may take every file descriptor the
+    daemon has (its sources would fail to open /proc): past
+    MAX_CONNECTIONS_PER_USER, a user's connections are refused at once,
+    while root is still answered."""
+    require("root")
+    d = Daemon(str(public_dir), "--no-probes")
+    os.chmod(os.path.dirname(d.socket), 0o755)
+    try:
+        hoarder = subprocess.Popen(["/usr/bin/python3", "-c", HOARD, d.socket, str(MAX_CONNECTIONS_PER_USER + 50)],
+                                   user=NOBODY, group=NOBODY, extra_groups=[], stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.5)
+            assert d.status()["healthy"], "root is answered while nobody holds its share"
+            out, _ = hoarder.communicate(timeout=30)
+        finally:
+            if hoarder.poll() is None:
+                hoarder.kill()
+                hoarder.wait()
+        assert json.loads(out) == {"refused": 50, "held": MAX_CONNECTIONS_PER_USER}
+        assert d.status()["healthy"]
     finally:
         assert d.stop() == 0, d.log()

@@ -4,6 +4,12 @@ Who may do what is decided from the peer's credentials (SO_PEERCRED): reading
 (status, version) is open to every local user, as /proc is; methods that
 change the daemon are for root and the daemon's own user.  The socket is
 made mode 0666 for that reason; the check is per request, not per file mode.
+
+Since any local user may connect, no user may hold the daemon's file
+descriptors: a connection that has not sent a whole first request within
+FIRST_REQUEST_TIMEOUT is closed, and a user other than root and the
+daemon's own holds at most MAX_CONNECTIONS_PER_USER at once (a job's
+registration and a watch stay open by design: the cap bounds them).
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ def peer_of(writer: asyncio.StreamWriter) -> Peer:
 
 
 BACKLOG = 4096
+FIRST_REQUEST_TIMEOUT = 10.0
+MAX_CONNECTIONS_PER_USER = 128
 
 
 class ControlServer:
@@ -59,6 +67,8 @@ class ControlServer:
         self.mode = mode
         self.methods: dict[str, tuple[Handler, bool]] = {}
         self.server: asyncio.AbstractServer | None = None
+        self.connections: dict[int, int] = {}       # uid -> connections open now
+        self.refused = 0                            # connections closed at once: their user held too many
 
     def route(self, method: str, handler: Handler, privileged: bool = False) -> None:
         self.methods[method] = (handler, privileged)
@@ -103,15 +113,31 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = peer_of(writer)
         peer.writer = writer
+        held = self.connections.get(peer.uid, 0)
+        if not peer.privileged and held >= MAX_CONNECTIONS_PER_USER:
+            self.refused += 1
+            writer.write(protocol.error(protocol.NOT_PERMITTED,
+                                        f"uid {peer.uid} holds {held} connections already, "
+                                        f"the most one user may ({MAX_CONNECTIONS_PER_USER})"))
+            writer.close()
+            return
+        self.connections[peer.uid] = held + 1
         try:
-            while line := await reader.readline():
+            line = await asyncio.wait_for(reader.readline(), FIRST_REQUEST_TIMEOUT)
+            while line:
                 writer.write(await self._answer(line, peer))
                 await writer.drain()
+                line = await reader.readline()
+        except TimeoutError:          # connected, said nothing whole: a half-open client holds no fd of ours
+            pass
         except (ConnectionResetError, BrokenPipeError):
             pass
         except ValueError:  # a line over MAX_REQUEST
             writer.write(protocol.error(protocol.BAD_REQUEST, "request too long"))
         finally:
+            self.connections[peer.uid] -= 1
+            if not self.connections[peer.uid]:
+                del self.connections[peer.uid]
             for callback in peer.on_close:
                 callback()
             writer.close()
