@@ -2,9 +2,9 @@
 
 ``TickSources`` runs the tick's own sources on a worker the loop waits for,
 a bounded time; ``SlowSources`` runs the sources whose reads can block in
-worker threads at their own cadence; ``ProbeHost`` registers each probe's file descriptor with
-the loop and hands what it reads to a callback at once (a kill must not wait
-for the next tick); ``IncidentWriter`` writes incidents in order on one
+worker threads at their own cadence; ``ProbeHost`` registers each probe's
+file descriptor with the loop and hands what it reads to a callback at once
+(a kill must not wait for the next tick); ``IncidentWriter`` writes incidents in order on one
 thread, so an fsync never stalls the loop.
 """
 

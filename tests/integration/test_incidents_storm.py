@@ -101,7 +101,7 @@ def test_a_hundred_kills_in_ten_seconds_half_in_cgroups_made_during_it(daemon, v
     docs = [find(daemon, h.pid, timeout=30, sealed=True) for h in hogs]
     assert len({d["id"] for d in docs}) == 100, "one incident per kill"
     wrong = [(g.path, {k: d.get(k) for k in ("domain", "constraint", "constraint_source", "limit_source",
-                                              "missing_reason", "sources", "notes", "victims")})
+                                              "missing_reason", "probes", "notes", "victims")})
              for g, d in zip(first + second, docs) if d["domain"] != f"cgroup:{g.path}"]
     assert not wrong, json.dumps(wrong[:3], indent=1)
     assert daemon.status()["unattributed_kills"] == 0

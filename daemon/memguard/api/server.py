@@ -68,7 +68,6 @@ class ControlServer:
         self.methods: dict[str, tuple[Handler, bool]] = {}
         self.server: asyncio.AbstractServer | None = None
         self.connections: dict[int, int] = {}       # uid -> connections open now
-        self.refused = 0                            # connections closed at once: their user held too many
 
     def route(self, method: str, handler: Handler, privileged: bool = False) -> None:
         self.methods[method] = (handler, privileged)
@@ -115,7 +114,6 @@ class ControlServer:
         peer.writer = writer
         held = self.connections.get(peer.uid, 0)
         if not peer.privileged and held >= MAX_CONNECTIONS_PER_USER:
-            self.refused += 1
             writer.write(protocol.error(protocol.NOT_PERMITTED,
                                         f"uid {peer.uid} holds {held} connections already, "
                                         f"the most one user may ({MAX_CONNECTIONS_PER_USER})"))
