@@ -20,6 +20,7 @@ traces that were not killed.  Issue 17's targets, per set:
 from __future__ import annotations
 
 import argparse
+import bisect
 import glob
 import os
 import statistics
@@ -28,10 +29,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench._cgroups import section_head, table, write_section  # noqa: E402
-from memguard.replay import load_trace, replay, score  # noqa: E402
+from memguard.replay import load_trace, ramp_start, replay, score  # noqa: E402
 from memguard.rules.load import load_rules  # noqa: E402
 
 TRACES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traces")
+SAME_RATE = 0.25      # twins' climbs within a quarter of each other's rate: the same climb
+RATE_WINDOW = 10.0    # seconds of the working set's 1 s peaks a climb's rate is read over
 
 
 def fmt(x, digits=1, pct=False):
@@ -85,6 +88,46 @@ def run(traces: list, rules, horizon: float) -> tuple[str, str, bool]:
                   "TTO error (60 s)", "warnings (not killed)", "criticals", "verdict"], rows), summary, met
 
 
+def _ratio_at(trace, t: float) -> float:
+    i = max(0, bisect.bisect_right(trace.t, t) - 1)
+    return trace.working_set[i] / trace.limit
+
+
+def _rate_at(trace, t: float) -> float:
+    """Share of the limit a second the working set's 1 s peaks rose over the
+    RATE_WINDOW seconds before *t*."""
+    def peak(a, b):
+        return max((v for s, v in zip(trace.t, trace.working_set) if a <= s < b), default=0) / trace.limit
+    return (peak(t - 1, t) - peak(t - RATE_WINDOW - 1, t - RATE_WINDOW)) / RATE_WINDOW
+
+
+def twins(traces: list) -> str:
+    """For every run not killed and every killed run of the same family: the
+    working set the killed one had when it had to be warned (its needed lead
+    before the kill) and how fast it rose then, and when the run not killed
+    reached that working set and how fast it rose there.  Where the two rise
+    alike, nothing in the domain's own memory tells them apart when the
+    warning is due: the killed run's target forces a warning on the other."""
+    rows = []
+    for k in (t for t in traces if t.killed):
+        kill = k.kills[0]
+        climb = kill - ramp_start(k, floor=0.5, from_curve=True)
+        if climb < 10:
+            continue
+        due = kill - 0.8 * min(60.0, climb)
+        ratio, rate = _ratio_at(k, due), _rate_at(k, due)
+        for q in (t for t in traces if not t.killed and t.family == k.family and t.family):
+            reached = next((s for s, v in zip(q.t, q.working_set) if v / q.limit >= ratio), None)
+            q_rate = None if reached is None else _rate_at(q, reached)
+            alike = q_rate is not None and rate > 0 and abs(q_rate - rate) <= SAME_RATE * rate
+            rows.append([k.name, f"{due:.1f}", f"{ratio:.0%}", f"{100 * rate:.2f}", q.name,
+                         f"{max(q.working_set) / q.limit:.0%}", "-" if reached is None else f"{reached:.1f}",
+                         "-" if q_rate is None else f"{100 * q_rate:.2f}",
+                         "the same climb" if alike else "told apart"])
+    return table(["killed run", "warning due s", "its working set", "rising %/s", "run not killed", "its peak",
+                  "reaches it at s", "rising %/s", "when the warning is due"], rows)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--set", default="all", choices=("tuning", "heldout", "round2", "fresh", "all"))
@@ -100,11 +143,13 @@ def main() -> int:
     for name in sets:
         chosen = [t for t in traces if t.set == name]
         if not chosen:
-            out.append((name, "(no traces)", "no traces in this set", False))
+            out.append((name, "(no traces)", "no traces in this set", False, ""))
             continue
         result, summary, met = run(chosen, rules, horizon)
         out.append((name, result, summary, met))
-        print(f"== {name} set: {len(chosen)} traces\n{result}\n{summary}\n")
+        pairs = twins(chosen)
+        out[-1] += (pairs,)
+        print(f"== {name} set: {len(chosen)} traces\n{result}\n{summary}\n\ntwins:\n{pairs}\n")
     if args.write:
         body = [*section_head("Prediction and rules on the recorded corpus (`bench/predict.py`)",
                               f".venv/bin/python bench/predict.py --set {args.set} --rules {args.rules} --write"),
@@ -113,8 +158,12 @@ def main() -> int:
                 "needed = 0.8 x min(60 s, climb), climb = kill - the last time the working set was under half the "
                 "limit; peak = the largest working set / limit; the sets are split by workload family "
                 "(bench/traces/README.md), nothing is tuned on the held-out set."]
-        for name, result, summary, _ in out:
+        for name, result, summary, _, pairs in out:
             body += ["", f"### {name} set", "", result, "", summary]
+            if pairs:
+                body += ["", f"Twins in the {name} set (`twins()` in bench/predict.py): a killed run's working set "
+                         "and rate when its warning was due, and a run of its family that was not killed at "
+                         "the same working set.", "", pairs]
         write_section("predict", "\n".join(body))
     return 0
 

@@ -1,9 +1,10 @@
 """The shipped rule sets replayed on the recorded corpus (bench/traces).
 
-The default rules are held to issue 17's targets on both sets of the
+The default rules are held to issue 17's targets on three sets of the
 corpus: the tuning set (the seed traces and the families the split put
-there; the predictor and rules were tuned on it) and the held-out set
-(never tuned on). A trace that misses is a strict xfail naming why, so the
+there; the predictor and rules were tuned on it), the held-out set (never
+tuned on) and round 2 (held out until reported once, tuned on since). The
+fresh set (round 3) is not replayed here: bench/traces/README.md. A trace that misses is a strict xfail naming why, so the
 summary lists every miss and a fix makes the test fail until it is taken
 off the list. The other rule sets are checked for what each is for."""
 
@@ -30,19 +31,25 @@ MISSES = {
                    "climb, which reached 96 % and did not kill; compile_fits is the same curve without the kill",
     "torch_leak": "warned 39.4 s before the kill, 48.0 s needed: the climb from half the limit includes the "
                   "steady sawtooth before the leak; torch_steady is the same curve until the leak",
-    "loader-cache_oom": "warned 16.1 s before the kill, 16.2 s needed",
     "loader-cow_oom": "warned 38.7 s before the kill, 48.0 s needed",
     "loader-cache_persistent": "warned though it peaked at 75 % of its limit (a straight 1 %/s climb that stops)",
     # held-out set, scored after tuning (2026-12-04), not tuned on
     "compile-json_j4_oom": "warned 37.1 s before the kill, 37.3 s needed",
     "compile-json_j1_fits": "warned though it peaked at 77 % of its limit",
     "jvm-heap_fits": "warned though it peaked at 67 % of its limit",
-    "shm-writer_keep": "called critical though never killed (shmem kept at 82 % of the limit)",
+    # round 2: reported once (2026-12-06), tuned on since
+    "compile-simdjson_j2_oom": "no warning: the second compiler's climb, 46 % to the kill in 13 s, starts from "
+                               "a release and is read as a burst (confidence 0.2), then as levelling off",
+    "git-repack_w250_oom": "no warning: the climb after the release at 16 s is a burst, then levelling off; "
+                           "git-repack_w250_fits is the same curve and was warned",
+    "xz-compress_9e_T2_oom": "warned 36.5 s before the kill, 38.7 s needed",
 }
 # Set-wide targets missed: tuning 3 of 14 runs not killed warned (target
-# <= 20 %) and a median TTO error of 33 % (<= 25 %); held-out 6 of 14 warned.
+# <= 20 %) and a median TTO error of 33 % (<= 25 %); held-out 6 of 14 warned;
+# round 2 6 of 10 warned and 49 %.
 SET_MISSES = {"tuning": "3 of 14 runs not killed warned; median TTO error 33 %",
-              "heldout": "6 of 14 runs not killed warned"}
+              "heldout": "6 of 14 runs not killed warned",
+              "round2": "6 of 10 runs not killed warned; median TTO error 49 %"}
 
 
 def traces(which: str) -> list:
@@ -88,8 +95,13 @@ def test_heldout_set(name):
     check(name)
 
 
+@pytest.mark.parametrize("name", traces("round2"))
+def test_round2_set(name):
+    check(name)
+
+
 @pytest.mark.parametrize("which", [pytest.param(w, marks=pytest.mark.xfail(strict=True, reason=SET_MISSES[w]))
-                                   for w in ("tuning", "heldout")])
+                                   for w in ("tuning", "heldout", "round2")])
 def test_the_sets_together(which):
     """<= 20 % of the runs not killed warned; median TTO error <= 25 %."""
     names = [p.values[0] for p in traces(which)]

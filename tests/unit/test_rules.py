@@ -279,9 +279,9 @@ SHIPPED_RULES = {
     ],
     "default.yaml": [
         ("memory-running-out", ALL_KINDS, "*", 120.0, [
-            ("warning", "tto < 5m && confidence >= 0.6", 2.0, 30.0),
-            ("critical", "tto < 60s && confidence >= 0.9 && usage_ratio > 0.8 || usage_ratio > 0.95", 2.0, 10.0),
-            ("last_resort", "tto < 10s && confidence >= 0.9 && usage_ratio > 0.8 || usage_ratio > 0.98", 2.0, 2.0)]),
+            ("warning", "tto < 5m && confidence >= 0.5", 2.0, 30.0),
+            ("critical", "tto < 30s && confidence >= 0.9 && usage_ratio > 0.9 || usage_ratio > 0.97", 2.0, 10.0),
+            ("last_resort", "tto < 10s && confidence >= 0.9 && usage_ratio > 0.93 || usage_ratio > 0.98", 2.0, 2.0)]),
         ("memory-pressure-stalls", ALL_KINDS, "*", 300.0, [
             ("warning", "psi.full.avg10 > 20 || psi.some.avg10 > 40", 30.0, 0.0)]),
         ("memory-leak", ALL_KINDS, "*", 1800.0, [
@@ -320,9 +320,9 @@ def test_the_shipped_sets_are_all_there():
 def test_default_rules_escalate_on_a_shortening_prediction():
     engine = RuleEngine(load_rules([p for p in SHIPPED if p.endswith("default.yaml")]))
     seen = []
-    for t, tto in enumerate([600, 240, 240, 240, 240, 240, 240, 240, 50, 50, 50, 5, 5, 5]):
+    for t, tto in enumerate([600, 240, 240, 240, 240, 240, 240, 240, 25, 25, 25, 5, 5, 5]):
         e = {"cgroup:/a": {"domain": "cgroup:/a", "kind": "cgroup", "tto": tto, "confidence": 0.9,
-                           "usage_ratio": 0.5 if tto > 60 else 0.85}}   # critical needs 80 % too
+                           "usage_ratio": 0.5 if tto > 60 else 0.91 if tto > 10 else 0.94}}   # and 90 %, 93 % too
         seen += [(tr.kind, tr.severity) for tr in engine.evaluate(e, float(t))]
     assert seen == [("fire", "warning"), ("escalate", "critical"), ("escalate", "last_resort")]
 
