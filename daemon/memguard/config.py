@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .units import parse_duration
+from .units import parse_duration, parse_size
 
 
 class ConfigError(ValueError):
@@ -40,8 +40,14 @@ def _duration(**kw):
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    interval: float = _duration(default=1.0)            # when every domain is far from its limit
+    interval: float = _duration(default=1.0)            # when a domain is neither at rest nor close
     fast_interval: float = _duration(default=0.25)      # when any domain is close to it
+    rest_interval: float = _duration(default=30.0)      # when every domain is at rest (0s: never rest)
+    rest_below: float = 0.5                             # a domain under this share of its limit is at rest
+    rest_step: float = 0.05                             # at rest, a v1 cgroup growing by this share of its limit wakes us
+    # a domain the kernel cannot wake us for (host, v2 cgroups, GPUs) is
+    # assumed to grow at most this much a second while the daemon rests
+    rest_growth: int = field(default=1 << 30, metadata={"parse": parse_size, "expect": "a size (1GiB) per second"})
     fast_above: float = 0.85                            # usage ratio that counts as close
     fast_below_tto: float = _duration(default=120.0)    # ...or a predicted time to OOM this short
     processes_interval: float = _duration(default=5.0)  # top consumers: slower, costlier

@@ -26,7 +26,7 @@ from .api.server import ControlServer
 from .api.watch import Watchers
 from .clock import Clock, Instant, SystemClock
 from .config import Config, ConfigError, load_config, octal_mode, untrusted
-from .engine.engine import Engine, SourceRun
+from .engine.engine import Engine, SourceRun, wake_threshold
 from .engine.messages import (AllocatorReported, ChannelClosed, Dropped, GpuOomReported, JobRegistered, JobUnregistered, LookupWanted, ProbeRun,
                               RulesLoaded, RulesRejected)
 from .jobs.spec import JobSpecError, parse_job
@@ -111,6 +111,7 @@ class Daemon:
         self.reload_rules(initial=True)
         self._saved_seq = None
         self._heartbeat_at = 0.0
+        self._arm_errors: set[str] = set()
 
     # -- ticks and events -------------------------------------------------------
 
@@ -139,6 +140,7 @@ class Daemon:
         self.metrics.tick_duration.observe(duration)
         self._persist(now)
         self._track_memcg()
+        self._arm_rest()
         return effects.interval
 
     def _track_memcg(self) -> None:
@@ -153,6 +155,25 @@ class Daemon:
                 self.log.warning("memcg notification not registered", error=error)
             self._memcg_tracked = domains
 
+    def _arm_rest(self) -> None:
+        """While every domain is at rest, have the kernel wake us when a v1
+        cgroup's usage moves a step (memcg probe); the engine rests fully
+        only on the cgroups so armed."""
+        memcg = next((p for p in self.probes or () if isinstance(p, MemcgProbe)), None)
+        if memcg is None or not self.engine.at_rest:
+            self.engine.armed = frozenset()
+            return
+        sampling = self.config.sampling
+        usage = {name: (s.used, wake_threshold(s.used, s.limit, sampling))
+                 for name, state in self.engine.domains.items()
+                 if (s := state.sample) is not None and s.kind == "cgroup" and s.limit}
+        armed, errors = memcg.arm(usage)
+        for error in errors:
+            if error not in self._arm_errors:   # said once, not at every tick
+                self._arm_errors.add(error)
+                self.log.warning("memcg usage threshold not registered", error=error)
+        self.engine.armed = armed
+
     def on_probe(self, name: str, reading: ProbeReading | None, probe_state: str,
                  reason: str | None, now: Instant) -> None:
         """A probe read something (or changed state): fold it in at once."""
@@ -165,7 +186,7 @@ class Daemon:
         if reading.kills:
             self.log.log("debug", "kill folded in", probe=name,
                          at=round(time.clock_gettime(time.CLOCK_MONOTONIC), 4))
-        if reading.wake:
+        if reading.wake or (reading.moved and self.engine.at_rest):
             self.wake.set()
 
     def _cgroup_source(self) -> CgroupSource | None:
@@ -551,8 +572,9 @@ class Daemon:
         self.notifier.notify(f"READY=1\nSTATUS=watching {len(self.snapshot.domains)} domains")
         try:
             while not self.stopping.is_set():
-                try:  # the interval, or until a probe or a signal wakes us
-                    await asyncio.wait_for(self.wake.wait(), timeout=interval)
+                try:  # the interval (no longer than systemd's watchdog allows), or until a probe or a signal wakes us
+                    await asyncio.wait_for(self.wake.wait(), timeout=min(interval, self.notifier.watchdog_interval
+                                                                         or interval))
                     await asyncio.sleep(MIN_TICK_SPACING)  # coalesce a burst of wake-ups
                 except asyncio.TimeoutError:
                     pass

@@ -5,8 +5,10 @@ A trace is what ``bench/record.py`` writes: ``NAME.json`` (the workload, its
 limit, whether and when the kernel killed it) beside ``NAME.csv[.gz]``
 (samples every 50 ms: ``t_ms``, ``usage_kib``, ``working_set_kib``,
 ``psi_some_avg10``, ``psi_full_avg10``, ``limit_kib`` among others).  The
-replay samples it as the daemon would: every ``sampling.interval``, or
-``fast_interval`` once a domain is close or a prediction is short.
+replay samples it as the daemon would: every ``sampling.interval``,
+``fast_interval`` once a domain is close or a prediction is short, and at
+rest every ``rest_interval`` or as soon as the usage crosses the threshold
+the daemon would have registered with the kernel (a v1 cgroup's).
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from dataclasses import dataclass, field
 
 from .clock import FakeClock
 from .config import Config
-from .engine.engine import Engine, SourceRun
+from .engine.engine import Engine, SourceRun, wake_threshold
 from .engine.messages import RulesLoaded
 from .model import PSI, Pressure, Sample
 from .rules.load import SEVERITIES, Rule
 from .sources.base import Reading
 
 DOMAIN = "cgroup:/trace"
+WAKE_LATENCY = 0.05   # seconds from the kernel's wake-up to the tick (the daemon's MIN_TICK_SPACING)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,8 @@ def replay(trace: Trace, rules: list[Rule], config: Config | None = None, kind: 
     config = config or Config()
     clock = FakeClock(mono=0.0)
     engine = Engine(config, clock.now(), "replay")
+    if kind == "cgroup":
+        engine.armed = frozenset({DOMAIN})   # a v1 cgroup: its usage thresholds wake the daemon
     engine.step([], clock.now(), events=[RulesLoaded(tuple(rules), (), 0.0)])
     out = Replay(trace)
     end = trace.kills[0] if trace.kills else trace.t[-1]
@@ -125,8 +130,25 @@ def replay(trace: Trace, rules: list[Rule], config: Config | None = None, kind: 
         fx = engine.step([SourceRun("cgroups", reading=Reading(samples=[sample]))], clock.now())
         out.ticks.append((t, engine.domains[DOMAIN].prediction))
         out.transitions += [(t, tr.rule, tr.kind, tr.severity) for tr in fx.transitions]
-        t += fx.interval
+        resting = kind == "cgroup" and engine.interval > config.sampling.interval
+        t = _next_tick(trace, i, t + fx.interval,
+                       wake_threshold(trace.used[i], trace.limit, config.sampling) if resting else None)
     return out
+
+
+def _next_tick(trace: Trace, i: int, due: float, threshold: int | None) -> float:
+    """When the daemon ticks next after sample *i*: at *due*, or sooner at
+    the first sample whose usage crossed *threshold* (the kernel's wake-up;
+    the daemon ticks a moment after it)."""
+    if threshold is None:
+        return due
+    below = trace.used[i] < threshold
+    for j in range(i + 1, len(trace.t)):
+        if trace.t[j] >= due:
+            break
+        if (trace.used[j] < threshold) != below:
+            return trace.t[j] + WAKE_LATENCY
+    return due
 
 
 def ramp_start(trace: Trace, floor: float = 0.2, from_curve: bool = False) -> float:

@@ -104,6 +104,57 @@ def test_interval_goes_fast_near_a_limit_and_back():
     assert engine.step([run(sample(used=250 * MiB, ws=20 * MiB))], clock.now()).interval == near(2.0, rel=JITTER)
 
 
+def watch(engine, clock, *samples, seconds=31):
+    """A tick a second for *seconds*; the last interval."""
+    for _ in range(seconds):
+        fx = engine.step([run(*samples)], clock.now())
+        clock.mono += 1.0
+    return fx.interval
+
+
+def test_a_quiet_cgroup_rests_once_watched_and_armed_and_wakes_when_it_moves():
+    engine, clock = make()
+    near = pytest.approx
+    quiet = sample(used=20 * MiB)
+    # watched at the interval for its first 30 s, then at rest but not
+    # armed: no longer than growing at 1 GiB/s would take to bring it close
+    assert watch(engine, clock, quiet, seconds=10) == near(1.0, rel=JITTER)
+    assert watch(engine, clock, quiet, seconds=25) == near(1.0, rel=JITTER)
+    assert engine.at_rest
+    engine.armed = frozenset({"cgroup:/a"})   # the daemon registered its usage threshold
+    assert watch(engine, clock, quiet, seconds=1) == near(30.0, rel=JITTER)
+    # it moved a step (5 % of 256 MiB): watched at the interval again for 30 s
+    assert watch(engine, clock, sample(used=34 * MiB), seconds=1) == near(1.0, rel=JITTER)
+    assert watch(engine, clock, sample(used=34 * MiB), seconds=29) == near(1.0, rel=JITTER)
+    assert watch(engine, clock, sample(used=34 * MiB), seconds=2) == near(30.0, rel=JITTER)
+
+
+def test_a_host_rests_only_as_long_as_growth_would_take_to_bring_it_close():
+    engine, clock = make()
+    host = sample("host", kind="host", used=12 * 2**30, ws=2 * 2**30, limit=16 * 2**30, identity=None)
+    # page cache counts for nothing; 0.85 x 16 GiB - 2 GiB at 1 GiB/s
+    assert watch(engine, clock, host) == pytest.approx(11.6, rel=JITTER)
+
+
+@pytest.mark.parametrize("case", ["over rest_below", "usage over rest_below", "a sawtooth", "growing"])
+def test_what_keeps_a_domain_from_resting(case):
+    engine, clock = make()
+    engine.armed = frozenset({"cgroup:/a"})
+    if case == "over rest_below":
+        last = watch(engine, clock, sample(used=130 * MiB))
+    elif case == "usage over rest_below":   # a v1 threshold is on usage: page cache over it hides growth
+        last = watch(engine, clock, sample(used=200 * MiB, ws=20 * MiB))
+    elif case == "a sawtooth":
+        for i in range(31):
+            last = engine.step([run(sample(used=(20 + 30 * (i % 2)) * MiB))], clock.now()).interval
+            clock.mono += 1.0
+    else:
+        for i in range(31):
+            last = engine.step([run(sample(used=(20 + i) * MiB))], clock.now()).interval
+            clock.mono += 1.0
+    assert last == pytest.approx(1.0, rel=JITTER) and not engine.at_rest
+
+
 def test_intervals_are_spread_over_every_phase_of_a_periodic_workload():
     # Sampling a 2 s training step every 1 s would see it at one phase only.
     engine, clock = make(Config(sampling=SamplingConfig(interval=1.0)))
@@ -146,7 +197,7 @@ def test_source_states_and_health():
 
 
 def test_overrun_counted():
-    engine, clock = make()
+    engine, clock = make(Config(sampling=SamplingConfig(rest_interval=0.0)))   # 1 s ticks, no rest
     engine.step([], clock.now(), tick_duration=0.5)
     engine.step([], clock.now(), tick_duration=1.5)
     assert engine.counters.tick_overruns == 1

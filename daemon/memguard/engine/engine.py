@@ -54,6 +54,8 @@ THAW_ROOM = 0.9
 # A job's CUDA allocator figures older than this no longer say what its
 # cache holds (Engine._allocator_cache).
 ALLOCATOR_FRESH = 60.0
+# After a domain moved by a rest step, no rest for this long (the shortest horizon).
+RESTLESS = 30.0
 # Tick intervals vary by up to this fraction either way (Engine._spread).
 JITTER = 0.1
 GOLDEN = (math.sqrt(5) - 1) / 2
@@ -116,6 +118,16 @@ class Effects:
     registered: list[str | None] = field(default_factory=list)   # the job ids of JobRegistered inputs, in order
 
 
+def wake_threshold(used: int, limit: int, sampling) -> int:
+    """The usage at which the kernel is asked to wake a resting daemon for a
+    v1 cgroup (a ``memory.usage_in_bytes`` threshold): the next multiple of
+    ``rest_step`` of the limit above *used*, and no higher than
+    ``fast_above`` of it.  On a grid, so it moves only when the usage has
+    moved a whole step and need not be registered again at every tick."""
+    step = max(1, int(sampling.rest_step * limit))
+    return min(int(sampling.fast_above * limit), (used // step + 1) * step)
+
+
 class Engine:
     def __init__(self, config: Config, started: Instant, version: str, redact=lambda text: text) -> None:
         self.config = config
@@ -145,6 +157,13 @@ class Engine:
         # state "frozen" | "thawing"), and when each (rule,
         # domain) last froze or thawed one: see _freeze_and_thaw.
         self.frozen: dict[int, dict] = {}
+        # Domains whose leaving rest the kernel tells the daemon of (memcg
+        # usage thresholds it registered): set by the daemon.
+        self.armed: frozenset[str] = frozenset()
+        self.at_rest = False                     # every domain at rest at the last tick (_rest)
+        self._held: dict[str, int] = {}          # what each domain held at the last tick (_rest)
+        self._restless_until = -math.inf
+        self._now = -math.inf
         self._froze_at: dict[tuple[str, str], float] = {}
         self._thawed_at: dict[tuple[str, str], float] = {}
         self._froze_too_long: set[int] = set()     # thawed at max_freeze: not frozen again
@@ -409,6 +428,7 @@ class Engine:
         for job_id in [j for j in self.allocators if j not in self.jobs.jobs]:
             del self.allocators[job_id]      # the job ended
         self._evaluate_rules(now, fx)
+        self._now = now.mono
         self.interval = self._next_interval()
 
     def _check_suspend(self, now: Instant, log: list) -> None:
@@ -1007,7 +1027,9 @@ class Engine:
         return predict(envs, recent, state.sample.limit, now, lows)
 
     def _next_interval(self) -> float:
-        """Fast when any domain is close to its limit or predicted to reach it soon."""
+        """Fast when any domain is close to its limit or predicted to reach
+        it soon; longer, up to the rest interval, when every domain is at
+        rest (_rest)."""
         sampling = self.config.sampling
         for state in self.domains.values():
             ratio = state.sample.usage_ratio if state.sample else None
@@ -1016,7 +1038,53 @@ class Engine:
             p = state.prediction
             if p is not None and p.tto is not None and p.tto <= sampling.fast_below_tto:
                 return sampling.fast_interval
-        return sampling.interval
+        return max(sampling.interval, self._rest())
+
+    def _rest(self) -> float:
+        """How long the daemon may sleep: 0 unless every domain is far from
+        its limit (under rest_below of it, by working set and, for a cgroup,
+        by usage) and not growing towards it, and nothing is in flight that
+        ticks carry on (a rule firing, a process frozen, an incident open).
+        A domain the kernel wakes the daemon for (``armed``: memcg usage
+        thresholds) allows the whole rest interval; any other only as long
+        as growing at ``rest_growth`` would take it to ``fast_above``."""
+        sampling = self.config.sampling
+        rest = sampling.rest_interval
+        seen, self._held = self._held, {}
+        swinging = False      # a domain's last RESTLESS seconds span a step or more (a sawtooth)
+        for name, state in self.domains.items():
+            s = state.sample
+            if s is not None and s.limit:
+                recent = [p.working_set for p in state.recorder.fine.recent(self._now - RESTLESS)] \
+                    or [s.working_set]
+                peak = max(recent)  # a sawtooth rests by its peaks, not its troughs
+                self._held[name] = held = max(peak, s.used) if s.kind == "cgroup" else peak
+                step = sampling.rest_step * s.limit
+                if held - seen.get(name, held) >= step:
+                    # It moved (the kernel's threshold woke us, or it grew
+                    # between two rests): watch it at the interval for a
+                    # while; samples taken only as it rises past a threshold
+                    # would show a climb that is not there.
+                    self._restless_until = self._now + RESTLESS
+                if peak - min(recent) >= step:
+                    swinging = True
+        self.at_rest = False
+        if rest <= 0 or swinging or self._now < self._restless_until or self.rules.firing() or self.frozen \
+                or self.incidents.incidents:
+            return 0.0
+        for name, state in self.domains.items():
+            s, held = state.sample, self._held.get(name)
+            if held is None:
+                continue
+            p = state.prediction
+            if held >= sampling.rest_below * s.limit or (p is not None and (p.tto is not None
+                                                                             or p.leak_rate is not None)) \
+                    or self._now - state.first_seen < RESTLESS:   # a new domain is watched a while first
+                return 0.0
+            if name not in self.armed:
+                rest = min(rest, (sampling.fast_above * s.limit - held) / sampling.rest_growth)
+        self.at_rest = True
+        return rest
 
     def _spread(self, interval: float) -> float:
         """*interval* varied by up to JITTER either way, so that a workload

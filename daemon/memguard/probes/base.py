@@ -26,6 +26,9 @@ class ProbeReading:
     # Sample the domains now: a cgroup reported an OOM event (its counters
     # and a fresh sample beat waiting for the next tick).
     wake: bool = False
+    # A cgroup's usage crossed the threshold registered for a resting daemon
+    # (memcg probe): sample now if resting, else it changes nothing.
+    moved: bool = False
     # Processes as they were at exec (the proc connector): the table that
     # names a victim after its /proc entry is gone.
     processes: list[ProcessInfo] = field(default_factory=list)

@@ -32,7 +32,7 @@ def build_probes(config: Config, roots: Roots, kmsg_resume_seq: int | None = Non
     if p.kmsg:
         probes.append(KmsgProbe(path=f"{roots.dev}/kmsg", resume_seq=kmsg_resume_seq))
     if p.memcg_events:
-        probes.append(MemcgProbe())
+        probes.append(MemcgProbe(fast_above=config.sampling.fast_above))
     if p.proc_events:
         probes.append(ProcEventsProbe(roots))
     return probes

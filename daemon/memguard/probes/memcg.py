@@ -12,6 +12,21 @@
 Either way the probe only wakes the daemon: it samples the domains at once,
 and the kernel's ``oom_kill`` counters it reads then are cross-checked
 against the incidents the other probes produced.
+
+And it wakes the daemon as a v1 cgroup's usage crosses thresholds on
+``memory.usage_in_bytes`` (the same file, "Memory thresholds"; the kernel
+signals an eventfd when the usage crosses one either way):
+
+- ``sampling.fast_above`` of the limit, always: a cgroup climbing fast is
+  sampled at ``fast_interval`` from the moment it is close, not from the
+  next tick;
+- while every domain is at rest (docs/configuration.md, ``sampling.rest_*``),
+  the next step of the limit above the usage (engine.wake_threshold):
+  ``arm`` moves it when the usage has moved a step; the cgroups whose
+  threshold stands are ``armed``, and the daemon may sleep long on them.
+
+v2 has no usage thresholds: there the daemon rests only as long as the
+growth it assumes would take to bring a domain close.
 """
 
 from __future__ import annotations
@@ -31,11 +46,15 @@ IN_CLOEXEC = os.O_CLOEXEC
 class MemcgProbe:
     name = "memcg"
 
-    def __init__(self) -> None:
+    def __init__(self, fast_above: float | None = None) -> None:
+        self.fast_above = fast_above
+        self.fast: dict[tuple, tuple[int, int]] = {}        # v1: (domain, inode) -> (eventfd, usage threshold)
         self.epoll: select.epoll | None = None
         self.eventfds: dict[tuple, int] = {}    # v1: (domain, inode) -> eventfd
         self.inotify: int | None = None
         self.watches: dict[tuple, int] = {}     # v2: (domain, inode) -> watch descriptor
+        self.thresholds: dict[tuple, tuple[int, int]] = {}  # v1: (domain, inode) -> (eventfd, usage threshold)
+        self.paths: dict[tuple, str] = {}       # v1: (domain, inode) -> its directory
         self._libc = ctypes.CDLL(None, use_errno=True)
 
     def open(self, now: Instant) -> int:
@@ -62,10 +81,19 @@ class MemcgProbe:
             os.close(efd)  # the kernel drops the registration with it
         for name in [n for n in self.watches if n not in wanted]:
             self._libc.inotify_rm_watch(self.inotify, self.watches.pop(name))
+        for name in [n for n in self.thresholds if n not in wanted]:
+            self._drop_threshold(self.thresholds, name)
+        for name in [n for n in self.fast if n not in wanted]:
+            self._drop_threshold(self.fast, name)
+        self.paths = {key: d.fs_path for key, d in wanted.items() if d.version == 1}
         for key, d in wanted.items():
-            if key in self.eventfds or key in self.watches:
-                continue
             try:
+                if d.version == 1 and self.fast_above and d.limit and \
+                        self.fast.get(key, (0, None))[1] != (close := int(self.fast_above * d.limit)):
+                    self._drop_threshold(self.fast, key)
+                    self.fast[key] = (self._register_v1(d.fs_path, "memory.usage_in_bytes", close), close)
+                if key in self.eventfds or key in self.watches:
+                    continue
                 if d.version == 1:
                     self.eventfds[key] = self._register_v1(d.fs_path)
                 else:
@@ -76,13 +104,47 @@ class MemcgProbe:
                 errors.append(f"{d.name}: {e}")
         return errors
 
-    def _register_v1(self, fs_path: str) -> int:
+    def arm(self, usage: dict[str, tuple[int, int]]) -> tuple[frozenset[str], list[str]]:
+        """Move each v1 cgroup's usage threshold to *usage*'s
+        ``(used, threshold)`` for it (by domain name) where it is not there
+        yet; returns the domains whose threshold now stands, and the errors
+        met (one line each)."""
+        armed, errors = set(), []
+        if self.epoll is None:
+            return frozenset(), errors
+        for key, fs_path in self.paths.items():
+            name = key[0]
+            if name not in usage:
+                continue
+            used, threshold = usage[name]
+            if key in self.thresholds and self.thresholds[key][1] == threshold:
+                armed.add(name)
+                continue
+            self._drop_threshold(self.thresholds, key)
+            try:
+                self.thresholds[key] = (self._register_v1(fs_path, "memory.usage_in_bytes", threshold), threshold)
+                with open(os.path.join(fs_path, "memory.usage_in_bytes"), "rb") as f:
+                    if int(f.read()) < threshold:   # else it passed it before the registration
+                        armed.add(name)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as e:
+                errors.append(f"{name}: usage threshold: {e}")
+        return frozenset(armed), errors
+
+    def _drop_threshold(self, table: dict, key: tuple) -> None:
+        entry = table.pop(key, None)
+        if entry is not None:
+            self.epoll.unregister(entry[0])
+            os.close(entry[0])
+
+    def _register_v1(self, fs_path: str, control: str = "memory.oom_control", threshold: int | None = None) -> int:
         efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         try:
-            cfd = os.open(os.path.join(fs_path, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+            cfd = os.open(os.path.join(fs_path, control), os.O_RDONLY | os.O_CLOEXEC)
             try:
                 with open(os.path.join(fs_path, "cgroup.event_control"), "w") as f:
-                    f.write(f"{efd} {cfd}")
+                    f.write(f"{efd} {cfd}" + ("" if threshold is None else f" {threshold}"))
             finally:
                 os.close(cfd)  # the registration holds what it needs
         except OSError:
@@ -101,21 +163,28 @@ class MemcgProbe:
 
     def read(self, now: Instant) -> ProbeReading:
         reading = ProbeReading()
+        thresholds = {efd for efd, _ in self.thresholds.values()}
         for fd, _ in self.epoll.poll(0):
             # Which cgroup does not matter: the wake-up samples them all.
             # Drain inotify's events, or the eventfd's counter (reading resets it).
             size = 4096 if fd == self.inotify else 8
             while True:
                 try:
-                    reading.wake |= bool(os.read(fd, size))
+                    signalled = bool(os.read(fd, size))
                 except BlockingIOError:
                     break
+                if fd in thresholds:
+                    reading.moved |= signalled
+                else:
+                    reading.wake |= signalled
         return reading
 
     def close(self) -> None:
-        for efd in self.eventfds.values():
+        for efd in [*self.eventfds.values(), *(efd for efd, _ in [*self.thresholds.values(), *self.fast.values()])]:
             os.close(efd)
         self.eventfds.clear()
+        self.thresholds.clear()
+        self.fast.clear()
         self.watches.clear()
         if self.inotify is not None:
             os.close(self.inotify)

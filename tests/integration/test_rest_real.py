@@ -1,0 +1,70 @@
+"""memguardd at rest on the real kernel (issue 23): it sleeps long while
+every domain is far from its limit, and the kernel's memcg usage thresholds
+wake it the moment a v1 cgroup moves, so that a cgroup climbing at 200 MB/s
+from rest is sampled at the fast interval before it reaches 90 % of its
+limit."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from memguard.cli.client import call
+from tests.e2e.daemon import Daemon
+from tests.kernel import MIB, require, wait_until
+
+pytestmark = pytest.mark.root
+
+CONFIG = """\
+sampling:
+  rest_interval: 30s
+recorder:
+  fine_step: 50ms
+cgroups:
+  include: ["/mgtest-*"]
+"""
+LIMIT = 1024 * MIB
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    require("root")
+    require("v1_memory")
+    d = Daemon(str(tmp_path), config=CONFIG)
+    yield d
+    assert d.stop() == 0, d.log()
+
+
+def test_a_cgroup_climbing_at_200_mb_s_from_rest_is_sampled_fast_before_90_percent(daemon, v1_cgroup, hog):
+    group = v1_cgroup(LIMIT)
+    name = f"cgroup:{group.path}"
+    hog(group, "anon", "20").wait_ready()
+    # watched at the interval for its first 30 s, then at rest: the tick
+    # interval stretches to the rest interval (the host allows ~19 s here:
+    # growing at 1 GiB/s, the time to bring its working set close)
+    rested = daemon.wait_for_tick(lambda s: s["interval_seconds"] >= 5 and any(d["name"] == name
+                                                                              for d in s["domains"]),
+                                  timeout=90)
+    ticks = rested["counters"]["ticks"]
+    time.sleep(8)
+    extra = daemon.status()["counters"]["ticks"] - ticks
+    assert extra <= 2, f"at rest, a tick in 8 s at most: {extra}\n{daemon.log()[-3000:]}"
+    start = time.monotonic()
+    grower = hog(group, "grow", "10", "50", "970")       # 200 MiB/s to 95 % of the limit
+    grower.wait_ready(timeout=30)
+    climb = time.monotonic() - start
+    history = call(daemon.socket, "history", {"seconds": 30, "domains": [name]})["domains"][name]
+    points = [(t, ws / LIMIT) for t, ws in zip(history["t"], history["working_set_bytes"])]
+    climbing = [(t, r) for t, r in points if t >= -climb - 2 and r > 0.1]
+    first_90 = next(t for t, r in climbing if r >= 0.9)
+    before = [(t, r) for t, r in climbing if t < first_90]
+    assert before and before[-1][1] >= 0.85, \
+        f"sampled between 85 and 90 % of the limit (the fast_above threshold woke it): {climbing}"
+    gaps = [b[0] - a[0] for a, b in zip(before, before[1:])]
+    assert len(before) >= 2, f"the climb ({climb:.1f} s) was sampled on its way: {climbing}"
+    assert all(g < 1.5 for g in gaps), f"no rest once it moved: {climbing}"
+    # and fast from then on
+    after = [t for t, r in points if t >= first_90]
+    assert all(b - a <= 0.4 for a, b in zip(after, after[1:])), f"fast once close: {after}"
+    wait_until(lambda: daemon.status()["interval_seconds"] <= 0.3, timeout=5, what="the fast interval")
