@@ -5,9 +5,10 @@ Kernel: drivers/connector/cn_proc.c (CONFIG_PROC_EVENTS), needs root
 owner and memory cgroup are read at once, so an incident can name a victim
 whose /proc entry is gone by the time the kill is reported.
 
-pyroute2's netlink sockets run an asyncio loop of their own, which cannot
-run inside the daemon's: the socket lives in a thread here, which posts what
-it reads through a pipe the daemon's loop watches.
+The socket (cn_proc.py, a plain netlink socket) lives in a thread here: at
+every exec the thread reads /proc (a dying process's command line waits on
+its mmap lock), off the loop, and posts what it read through a pipe the
+daemon's loop watches.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..roots import Roots, read_text
 from ..sources.processes import (ENVIRON_READ, JOB_ENV, PAGE_SIZE, parse_cmdline, parse_environ_var,
                                  parse_ppid, parse_proc_cgroup, parse_stat, parse_status_uid)
 from .base import ProbeReading, Unavailable
+from .cn_proc import ProcEventSocket
 
 # Execs waiting for the loop; a burst beyond this drops the oldest (counted).
 QUEUE_LIMIT = 4096
@@ -73,6 +75,7 @@ class ProcEventsProbe:
         # ProcessInfo at an exec, ("fork", parent, child, start), ("exit", pid)
         self.queue: collections.deque = collections.deque(maxlen=QUEUE_LIMIT)
         self.dropped = 0
+        self.malformed = 0
         self.error: str | None = None
         self.rfd = self.wfd = None
         self.thread: threading.Thread | None = None
@@ -82,10 +85,6 @@ class ProcEventsProbe:
     def open(self, now: Instant) -> int:
         if os.geteuid() != 0:
             raise Unavailable("the proc connector needs root (CAP_NET_ADMIN)")
-        try:
-            from pyroute2.netlink.connector.cn_proc import ProcEventSocket
-        except ImportError:
-            raise Unavailable("pyroute2 is not installed (pip install pyroute2)") from None
         self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.error = None
         self.ready.clear()
@@ -99,38 +98,43 @@ class ProcEventsProbe:
         return self.rfd
 
     def _listen(self, socket_class, wfd: int) -> None:
-        """The thread: owns the pipe's write end and closes it when it ends,
-        so the descriptor number is never written to after reuse."""
+        """The thread: owns the socket and the pipe's write end and closes
+        them when it ends, so no descriptor number is used after reuse."""
+        sock = None
         try:
-            self._serve(socket_class, wfd)
-        finally:
-            os.close(wfd)
-
-    def _serve(self, socket_class, wfd: int) -> None:
-        try:
-            self.socket = socket_class()
+            sock = self.socket = socket_class()
             # A burst of forks (make -j) overflows the default buffer: ENOBUFS
             # loses events. 4 MiB holds ~50,000 of them.
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-            self.socket.bind()
-            self.socket.control(listen=True)
-        except Exception as e:  # noqa: BLE001 - whatever pyroute2 raises, the probe is unavailable
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            sock.bind()
+            sock.control(listen=True)
+        except OSError as e:
             self.error = f"{type(e).__name__}: {e}"
             self.ready.set()
+            os.close(wfd)
+            if sock is not None:
+                sock.release()
             return
         self.ready.set()
+        try:
+            self._serve(sock, wfd)
+        finally:
+            os.close(wfd)
+            sock.release()
+
+    def _serve(self, sock: ProcEventSocket, wfd: int) -> None:
         while True:
             try:
-                messages = self.socket.get()
+                messages = sock.get()
             except OSError as e:
                 if e.errno == errno.ENOBUFS:  # events were lost; the socket goes on
                     self.dropped += 1
                     continue
                 self.error = f"{type(e).__name__}: {e}"
                 break
-            except Exception as e:  # noqa: BLE001 - the socket was closed, or broke
-                self.error = f"{type(e).__name__}: {e}"
-                break
+            except ValueError:            # a datagram we could not read: counted, the socket goes on
+                self.malformed += 1
+                continue
             for m in messages:
                 event = m.get("event")
                 item = None
@@ -172,11 +176,12 @@ class ProcEventsProbe:
             else:
                 reading.exits.append(item[1])
         reading.lost, self.dropped = self.dropped, 0
+        reading.malformed, self.malformed = self.malformed, 0
         return reading
 
     def close(self) -> None:
         if self.socket is not None:
-            self.socket.close()  # the thread's next get() or write fails and it ends
+            self.socket.close()  # the thread's get() wakes and it ends
             self.socket = None
         if self.rfd is not None:
             os.close(self.rfd)
