@@ -80,6 +80,19 @@ def test_no_driver_is_unavailable_said_why(scripted):
         GpuSource().collect(FakeClock().now())
 
 
+def test_a_failed_init_is_tried_again_a_minute_later_not_at_every_tick(scripted):
+    source, clock = GpuSource(), FakeClock()
+    scripted("init 9")
+    with pytest.raises(Unavailable, match="Driver Not Loaded"):
+        source.collect(clock.now())
+    scripted(A100.format(used=GiB, state="ok"))       # the driver is loaded now
+    clock.mono += 59.0
+    with pytest.raises(Unavailable, match="Driver Not Loaded"):   # not asked again yet
+        source.collect(clock.now())
+    clock.mono += 1.0
+    assert [s.domain for s in source.collect(clock.now()).samples] == ["gpu:0"]
+
+
 def test_each_mig_instance_is_a_domain_with_its_own_limit_and_processes(scripted):
     scripted(A100.format(used=5 * GiB, state="ok"), MIG0.format(used=4 * GiB, state="ok"),
              MIG2.format(used=GiB, state="v1"), L4, "mig-process 0 0 4242 4294967296",

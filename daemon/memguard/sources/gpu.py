@@ -96,6 +96,9 @@ def _instance(index: int, slot: int) -> tuple[str, dict]:
     return f"gpu:{index}/mig:{slot}", {"index": index, "mig_index": slot, "parent": f"gpu:{index}"}
 
 
+RETRY_INIT = 60.0   # seconds between two attempts to initialise NVML
+
+
 class GpuSource:
     name = "gpu"
     every_tick = True        # off the loop, but at the domain interval, not the process scan's
@@ -105,23 +108,35 @@ class GpuSource:
         self.names: dict[str, tuple[str, str]] = {}     # domain -> (name, uuid), as last read
         self.instances: dict[int, list[int]] = {}       # GPU index -> the MIG slots it used, as last read
         self.errors: dict[str, str] = {}                # domain -> the last NVML error
+        self._failed_at: tuple[float, str] | None = None  # (when, why) NVML last failed to initialise
 
-    def _init(self):
+    def _init(self, now: Instant):
+        """NVML, initialised; Unavailable (the same, without trying again)
+        until RETRY_INIT seconds after a failure: a driver installed or
+        loaded later is found, and a host without one does not dlopen() at
+        every tick."""
+        if self._failed_at is not None and now.mono - self._failed_at[0] < RETRY_INIT:
+            raise Unavailable(self._failed_at[1])
         try:
             import pynvml
         except ImportError:
-            raise Unavailable("pynvml (nvidia-ml-py) is not installed") from None
+            return self._unavailable(now, "pynvml (nvidia-ml-py) is not installed")
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError_LibraryNotFound:
-            raise Unavailable("no NVIDIA driver (libnvidia-ml.so.1 not found)") from None
+            return self._unavailable(now, "no NVIDIA driver (libnvidia-ml.so.1 not found)")
         except pynvml.NVMLError as e:
-            raise Unavailable(f"NVML: {e}") from None
+            return self._unavailable(now, f"NVML: {e}")
+        self._failed_at = None
         self.nvml = pynvml
         return pynvml
 
+    def _unavailable(self, now: Instant, reason: str):
+        self._failed_at = (now.mono, reason)
+        raise Unavailable(reason)
+
     def collect(self, now: Instant) -> Reading:
-        nvml = self.nvml or self._init()
+        nvml = self.nvml or self._init(now)
         reading = Reading(tracked=set())
         devices: dict[str, dict] = {}
         for index in range(nvml.nvmlDeviceGetCount()):
