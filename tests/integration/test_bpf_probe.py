@@ -10,7 +10,7 @@ headers, 2 cores): compile and attach 0.6-0.8 s; the child's VmRSS after
 load ~112 MB, of which ~26 MB anonymous (the rest is libbcc's code, clean
 file pages the kernel can drop; peak 142 MB while compiling); from the
 kernel's mark_victim (ktime) to the line in the parent 0.35-0.8 ms (3.7 ms
-once, cold); an idle child uses ~0.1% of a core (one reclaim record a second).
+once, cold); an idle child writes no reclaim record while no reclaim tracepoint fires.
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ format's version, 1):
   "count", "stall_ns_total", "max_stall_ns", "memcg_count",
   "memcg_stall_ns", "direct_count", "direct_stall_ns"}], "tasks": [{"tgid",
   ...same totals}], "events": {...}, "decode_errors"}`` every
-  ``--reclaim-interval`` seconds: cumulative totals since load. ``cgroup_id``
+  ``--reclaim-interval`` seconds when a reclaim tracepoint fired (or a
+  record failed to decode) since the last one: cumulative totals since load. ``cgroup_id``
   is the cgroup2 id (on a hybrid host not the v1 memory cgroup: map through
   ``tasks`` and /proc/PID/cgroup); ``path`` is its path under the cgroup2
   mount, or null. A task's entry is reported one last time after it exits,
@@ -409,18 +410,26 @@ class ReclaimReporter:
         self.by_tgid = bpf["stall_by_tgid"]
         self.counters = bpf["counters"]
         self.paths = CgroupPaths()
+        self.last: tuple | None = None     # (events, decode errors) of the last report
 
-    def record(self, decode_errors: int) -> dict:
+    def record(self, decode_errors: int) -> dict | None:
+        """The report, or None when no reclaim tracepoint fired and no record
+        failed to decode since the last one (its totals would be the same:
+        an idle host's child neither walks its maps nor wakes the daemon)."""
+        counters = self.counters[0]
+        events = {name: getattr(counters, name) for name, _ in counters._fields_}
+        if (events, decode_errors) == self.last:
+            return None
+        self.last = (events, decode_errors)
         cgroups = {k.value: _totals(v) for k, v in self.by_cgroup.items()}
         paths = self.paths.lookup(cgroups)
         tasks = {k.value: _totals(v) for k, v in self.by_tgid.items()}
-        counters = self.counters[0]
         record = {
             "type": "reclaim", "v": FORMAT_VERSION,
             "ktime_ns": time.clock_gettime_ns(time.CLOCK_MONOTONIC),
             "cgroups": [{"cgroup_id": i, "path": paths[i], **t} for i, t in sorted(cgroups.items())],
             "tasks": [{"tgid": i, **t} for i, t in sorted(tasks.items())],
-            "events": {name: getattr(counters, name) for name, _ in counters._fields_},
+            "events": events,
             "decode_errors": decode_errors,
         }
         self._prune(tasks, paths)
@@ -541,7 +550,9 @@ def run(bpf, pending: list[dict], state: dict, out: Emitter, args) -> None:
         if out.peer_closed():
             return
         if time.monotonic_ns() >= next_report:
-            out.emit(reporter.record(state["decode_errors"]))
+            report = reporter.record(state["decode_errors"])
+            if report is not None:
+                out.emit(report)
             next_report = max(next_report + interval_ns, time.monotonic_ns())
 
 
