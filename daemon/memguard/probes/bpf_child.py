@@ -44,7 +44,8 @@ format's version, 1):
   "memcg_stall_ns", "direct_count", "direct_stall_ns"}], "tasks": [{"tgid",
   ...same totals}], "events": {...}, "decode_errors"}`` every
   ``--reclaim-interval`` seconds when a reclaim tracepoint fired (or a
-  record failed to decode) since the last one: cumulative totals since load. ``cgroup_id``
+  record failed to decode, or the last one had a cgroup without its path)
+  since the last one: cumulative totals since load. ``cgroup_id``
   is the cgroup2 id (on a hybrid host not the v1 memory cgroup: map through
   ``tasks`` and /proc/PID/cgroup); ``path`` is its path under the cgroup2
   mount, or null. A task's entry is reported one last time after it exits,
@@ -286,14 +287,36 @@ def memory_kb() -> tuple[int | None, int | None]:
     return values.get("VmRSS"), values.get("RssAnon")
 
 
+MADV_PAGEOUT = 21   # since 5.4: reclaim these pages now (clean file pages are dropped)
+
+
 def release_compiler_memory(bpf) -> None:
-    """Give back what compiling left on the heap (LLVM's caches). Afterwards
-    most of the RSS is libbcc's own code, clean file pages the kernel can drop."""
+    """Give back what compiling left on the heap (LLVM's caches), and the
+    pages of libbcc's code the compile touched once (LLVM and clang are
+    linked into it: ~80 MB of clean file pages that stay resident, counted
+    in this process' RSS, until memory runs short): paged out now, they
+    come back only if the code runs again."""
     bpf.free_bcc_memory()
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
+        libc.malloc_trim(0)
+    except AttributeError:  # not glibc: nothing to trim
         pass
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    for start, end in _library_mappings(("libbcc", "libLLVM", "libclang")):
+        libc.madvise(start, end - start, MADV_PAGEOUT)   # best effort: an old kernel says EINVAL
+
+
+def _library_mappings(names: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(start, end) of this process' file mappings of the libraries whose
+    file name starts with one of *names*."""
+    out = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and os.path.basename(fields[5]).startswith(names):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            out.append((start, end))
+    return out
 
 
 # ---------------------------------------------------------------- decoding
@@ -411,6 +434,7 @@ class ReclaimReporter:
         self.counters = bpf["counters"]
         self.paths = CgroupPaths()
         self.last: tuple | None = None     # (events, decode errors) of the last report
+        self.unresolved = False            # the last report had a cgroup without its path
 
     def record(self, decode_errors: int) -> dict | None:
         """The report, or None when no reclaim tracepoint fired and no record
@@ -418,21 +442,24 @@ class ReclaimReporter:
         an idle host's child neither walks its maps nor wakes the daemon)."""
         counters = self.counters[0]
         events = {name: getattr(counters, name) for name, _ in counters._fields_}
-        if (events, decode_errors) == self.last:
+        if (events, decode_errors) == self.last and not self.unresolved:
             return None
         self.last = (events, decode_errors)
         cgroups = {k.value: _totals(v) for k, v in self.by_cgroup.items()}
         paths = self.paths.lookup(cgroups)
         tasks = {k.value: _totals(v) for k, v in self.by_tgid.items()}
+        counters = self.counters[0]    # again, after the maps: the totals never run ahead of the events
         record = {
             "type": "reclaim", "v": FORMAT_VERSION,
             "ktime_ns": time.clock_gettime_ns(time.CLOCK_MONOTONIC),
             "cgroups": [{"cgroup_id": i, "path": paths[i], **t} for i, t in sorted(cgroups.items())],
             "tasks": [{"tgid": i, **t} for i, t in sorted(tasks.items())],
-            "events": events,
+            "events": {name: getattr(counters, name) for name, _ in counters._fields_},
             "decode_errors": decode_errors,
         }
         self._prune(tasks, paths)
+        # a cgroup made since the last walk has no path yet: report again once it has
+        self.unresolved = any(c["path"] is None for c in record["cgroups"])
         return record
 
     def _prune(self, tasks, paths) -> None:
