@@ -96,6 +96,7 @@ class Daemon:
         self.probes = None
         self._rendered: Snapshot | None = None
         self._memcg_tracked = None
+        self._memcg_dirs = None
         self.metrics_url: str | None = None   # where /metrics is served, once it is
         self._lookups = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-proc")
         self._actuator = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-act")
@@ -154,6 +155,11 @@ class Daemon:
             for error in memcg.track(domains):
                 self.log.warning("memcg notification not registered", error=error)
             self._memcg_tracked = domains
+        if cgroups.hierarchy.dirs is not self._memcg_dirs:
+            errors = memcg.watch_dirs(cgroups.hierarchy.dirs)
+            if errors:
+                self.log.warning("cgroup directories not watched", count=len(errors), first=errors[0])
+            self._memcg_dirs = cgroups.hierarchy.dirs
 
     def _arm_rest(self) -> None:
         """While every domain is at rest, have the kernel wake us when a v1
@@ -186,6 +192,10 @@ class Daemon:
         if reading.kills:
             self.log.log("debug", "kill folded in", probe=name,
                          at=round(time.clock_gettime(time.CLOCK_MONOTONIC), 4))
+        if reading.created and cgroups is not None:
+            cgroups.changed()            # walked at the next tick, which comes now
+            self.engine.stir(now.mono)   # and a cgroup just made gets its limit a moment later
+            self.wake.set()
         if reading.wake or (reading.moved and self.engine.at_rest):
             self.wake.set()
 

@@ -68,3 +68,13 @@ def test_a_cgroup_climbing_at_200_mb_s_from_rest_is_sampled_fast_before_90_perce
     after = [t for t, r in points if t >= first_90]
     assert all(b - a <= 0.4 for a, b in zip(after, after[1:])), f"fast once close: {after}"
     wait_until(lambda: daemon.status()["interval_seconds"] <= 0.3, timeout=5, what="the fast interval")
+
+
+def test_a_cgroup_made_while_the_daemon_rests_is_found_at_once(daemon, v1_cgroup):
+    daemon.wait_for_tick(lambda s: s["interval_seconds"] >= 5, timeout=90)
+    start = time.monotonic()
+    group = v1_cgroup(256 * MIB)        # mkdir, then the limit: inotify wakes the daemon at the mkdir
+    found = daemon.wait_for_tick(lambda s: any(d["name"] == f"cgroup:{group.path}" for d in s["domains"]),
+                                 timeout=10)
+    took = time.monotonic() - start
+    assert took < 3, f"found {took:.1f} s after it was made (the daemon rested {found['interval_seconds']:.0f} s)"

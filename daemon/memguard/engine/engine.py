@@ -1040,6 +1040,11 @@ class Engine:
                 return sampling.fast_interval
         return max(sampling.interval, self._rest())
 
+    def stir(self, now: float) -> None:
+        """Something changed that ticks must follow (a cgroup made or
+        removed): no rest for RESTLESS seconds."""
+        self._restless_until = max(self._restless_until, now + RESTLESS)
+
     def _rest(self) -> float:
         """How long the daemon may sleep: 0 unless every domain is far from
         its limit (under rest_below of it, by working set and, for a cgroup,

@@ -29,6 +29,8 @@ class ProbeReading:
     # A cgroup's usage crossed the threshold registered for a resting daemon
     # (memcg probe): sample now if resting, else it changes nothing.
     moved: bool = False
+    # A cgroup was made or removed (memcg probe): walk the hierarchy now.
+    created: bool = False
     # Processes as they were at exec (the proc connector): the table that
     # names a victim after its /proc entry is gone.
     processes: list[ProcessInfo] = field(default_factory=list)

@@ -27,18 +27,31 @@ signals an eventfd when the usage crosses one either way):
 
 v2 has no usage thresholds: there the daemon rests only as long as the
 growth it assumes would take to bring a domain close.
+
+Last, it watches every cgroup directory of the memory hierarchy with
+inotify (``watch_dirs``): a cgroup made or removed (a mkdir by systemd, a
+container runtime, a test) is reported as ``created``, and the daemon walks
+the hierarchy at once instead of at its next discovery, however long it
+rests.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import select
+import struct
 
 from ..clock import Instant
 from .base import ProbeReading, Unavailable
 
 IN_MODIFY = 0x2
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_ONLYDIR = 0x01000000
+IN_ISDIR = 0x40000000
+_EVENT = struct.Struct("iIII")   # struct inotify_event: wd, mask, cookie, len (then len bytes of name)
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
@@ -55,6 +68,8 @@ class MemcgProbe:
         self.watches: dict[tuple, int] = {}     # v2: (domain, inode) -> watch descriptor
         self.thresholds: dict[tuple, tuple[int, int]] = {}  # v1: (domain, inode) -> (eventfd, usage threshold)
         self.paths: dict[tuple, str] = {}       # v1: (domain, inode) -> its directory
+        self.dirs: dict[str, int] = {}          # every cgroup directory -> its watch descriptor
+        self._dir_wds: set[int] = set()
         self._libc = ctypes.CDLL(None, use_errno=True)
 
     def open(self, now: Instant) -> int:
@@ -153,6 +168,27 @@ class MemcgProbe:
         self.epoll.register(efd, select.EPOLLIN)
         return efd
 
+    def watch_dirs(self, dirs) -> list[str]:
+        """Watch exactly these cgroup directories for subdirectories made or
+        removed; returns the errors met (a directory that vanished is not one)."""
+        if self.inotify is None:
+            return []
+        wanted, errors = set(dirs), []
+        for path in [p for p in self.dirs if p not in wanted]:
+            wd = self.dirs.pop(path)
+            self._dir_wds.discard(wd)
+            self._libc.inotify_rm_watch(self.inotify, wd)   # gone with the directory: harmless EINVAL
+        for path in wanted - set(self.dirs):
+            wd = self._libc.inotify_add_watch(self.inotify, path.encode(), IN_CREATE | IN_DELETE | IN_ONLYDIR)
+            if wd < 0:
+                err = ctypes.get_errno()
+                if err != errno.ENOENT:
+                    errors.append(f"{path}: {os.strerror(err)}")
+                continue
+            self.dirs[path] = wd
+            self._dir_wds.add(wd)
+        return errors
+
     def _watch_v2(self, key: tuple, fs_path: str) -> None:
         path = os.path.join(fs_path, "memory.events").encode()
         wd = self._libc.inotify_add_watch(self.inotify, path, IN_MODIFY)
@@ -167,23 +203,38 @@ class MemcgProbe:
         for fd, _ in self.epoll.poll(0):
             # Which cgroup does not matter: the wake-up samples them all.
             # Drain inotify's events, or the eventfd's counter (reading resets it).
-            size = 4096 if fd == self.inotify else 8
             while True:
                 try:
-                    signalled = bool(os.read(fd, size))
+                    data = os.read(fd, 65536 if fd == self.inotify else 8)
                 except BlockingIOError:
                     break
-                if fd in thresholds:
-                    reading.moved |= signalled
+                if fd == self.inotify:
+                    self._inotify_events(data, reading)
+                elif fd in thresholds:
+                    reading.moved = True
                 else:
-                    reading.wake |= signalled
+                    reading.wake = True
         return reading
+
+    def _inotify_events(self, data: bytes, reading: ProbeReading) -> None:
+        """A cgroup directory's subdirectory made or removed: ``created``;
+        a v2 memory.events modified: ``wake``."""
+        at = 0
+        while at + _EVENT.size <= len(data):
+            wd, mask, _cookie, length = _EVENT.unpack_from(data, at)
+            at += _EVENT.size + length
+            if wd in self._dir_wds:
+                reading.created |= bool(mask & IN_ISDIR and mask & (IN_CREATE | IN_DELETE))
+            else:
+                reading.wake = True
 
     def close(self) -> None:
         for efd in [*self.eventfds.values(), *(efd for efd, _ in [*self.thresholds.values(), *self.fast.values()])]:
             os.close(efd)
         self.eventfds.clear()
         self.thresholds.clear()
+        self.dirs.clear()
+        self._dir_wds.clear()
         self.fast.clear()
         self.watches.clear()
         if self.inotify is not None:

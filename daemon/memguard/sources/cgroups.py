@@ -95,6 +95,7 @@ class Hierarchy:
     untracked: int = 0         # limited cgroups beyond max_tracked
     excluded: int = 0          # limited cgroups left out by include/exclude
     skipped: Counter[str] = field(default_factory=Counter)
+    dirs: tuple[str, ...] = ()  # the directory of every cgroup walked (the memcg probe watches them)
 
     def domain_of(self, cgroup_path: str, host_domain: str) -> str | None:
         """The domain whose limit binds a process in *cgroup_path*; None for a
@@ -166,6 +167,7 @@ def discover(mounts: Mounts, host_total: int, host_domain: str, *,
     owner: dict[str, str] = {}
     skipped: Counter[str] = Counter()
     untracked = excluded = 0
+    dirs: list[str] = []
     # (cgroup path, fs path, inode, effective limit above, owning domain)
     queue = [("/", top, os.stat(top).st_ino, None, host_domain)]
     while queue:
@@ -194,6 +196,7 @@ def discover(mounts: Mounts, host_total: int, host_domain: str, *,
                     this_owner = name
                 this_limit = own
             owner[path] = this_owner
+            dirs.append(fs_path)
             try:
                 with os.scandir(fs_path) as it:
                     entries = sorted(it, key=lambda e: e.name)  # path order: a stable cap
@@ -205,7 +208,7 @@ def discover(mounts: Mounts, host_total: int, host_domain: str, *,
             except OSError as e:
                 skipped[skip_reason(e)] += 1
         queue = next_queue
-    return Hierarchy(tuple(domains), owner, untracked, excluded, skipped)
+    return Hierarchy(tuple(domains), owner, untracked, excluded, skipped, tuple(dirs))
 
 
 class CgroupSource:
@@ -247,6 +250,11 @@ class CgroupSource:
         keep = {d.fs_path for d in self.hierarchy.domains}
         keep |= {os.path.dirname(d.psi_path) for d in self.hierarchy.domains if d.psi_path}
         self.files.retain(keep)
+
+    def changed(self) -> None:
+        """A cgroup was made or removed (the memcg probe saw it): walk the
+        hierarchy again at the next tick."""
+        self._stale = True
 
     def notice(self, cgroup_paths) -> bool:
         """Processes started in these cgroups: True (and the next tick walks
