@@ -37,13 +37,23 @@ SYSUSERSDIR ?= /usr/lib/sysusers.d
 CONFDIR ?= /etc/memguard
 XDGDIR ?= /etc/xdg/autostart
 
-.PHONY: run test deps-run deps-test venv probe-setup install uninstall clean
+.PHONY: run test bench deps-run deps-test venv probe-setup install uninstall clean
 
 run: deps-run venv probe-setup
 	$(VENV)/bin/memguardd --config packaging/memguard.yaml $(if $(filter 0,$(shell id -u)),,--state-dir .state --socket .state/memguard.sock)
 
 test: deps-test venv probe-setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Every benchmark (bench/README.md), ~20 minutes, as root: each rewrites its
+# section of docs/benchmarks.md. earlyoom and nohang, which bench/rivals.py
+# runs beside memguardd, are Debian's packages, downloaded and unpacked by
+# the script itself (installing them would start them as services).
+bench: deps-test venv probe-setup
+	$(PY) bench/rivals.py --write
+	$(PY) bench/oom_latency.py --write
+	$(PY) bench/tick.py --write
+	$(PY) bench/rules.py --write
 
 # As root: mount tracefs and link the kernel headers BCC needs where they are
 # missing (HOST.md). The daemon itself never creates those links.
@@ -62,7 +72,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,plot]'
+	$(PY) -m pip install --quiet -e '.[test,plot,bench]'
 	@# For examples/ and its test: the CPU build HOST.md says lies on disk
 	@# (any other version downloads GBs). memguard itself never needs it.
 	$(PY) -m pip install --quiet torch==2.13.0

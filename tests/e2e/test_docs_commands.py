@@ -37,6 +37,7 @@ NOT_RUN = {
     "make run": "run by this module's fixture, exactly as written, for the others",
     "memguardd --config FILE": "a synopsis: make run runs it with FILE=packaging/memguard.yaml",
     "make -j": "a build of the user's, not ours",
+    "make bench": "every benchmark, ~20 minutes: run by hand; its figures are in docs/benchmarks.md",
     "memguardctl top": "full-screen until q: tests/integration/test_top.py drives it in a real terminal (tmux)",
     "memguardctl watch": "follows events until stopped: tests/integration/test_watch.py runs it as root and two users",
     "memguardctl notify-agent": ("runs in a desktop session until stopped: tests/integration/test_notify.py runs it as a "

@@ -7,10 +7,11 @@ away when its pipe is closed or its parent dies.
 
 Figures measured on the build host (Linux 6.18, BCC 0.26, Debian's 6.1
 headers, 2 cores): compile and attach 0.6-0.8 s; the child's VmRSS after
-load ~112 MB, of which ~26 MB anonymous (the rest is libbcc's code, clean
-file pages the kernel can drop; peak 142 MB while compiling); from the
+load ~34 MB, of which ~23 MB anonymous (peak 142 MB while compiling; the
+~80 MB of LLVM's code the compile touched is paged out after it); from the
 kernel's mark_victim (ktime) to the line in the parent 0.35-0.8 ms (3.7 ms
-once, cold); an idle child writes no reclaim record while no reclaim tracepoint fires.
+once, cold); an idle child writes no reclaim record while no reclaim
+tracepoint fires.
 """
 
 from __future__ import annotations
