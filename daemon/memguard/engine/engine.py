@@ -54,8 +54,8 @@ THAW_ROOM = 0.9
 # A job's CUDA allocator figures older than this no longer say what its
 # cache holds (Engine._allocator_cache).
 ALLOCATOR_FRESH = 60.0
-# After a domain moved by a rest step, no rest for this long (the shortest horizon).
-RESTLESS = 30.0
+# After a domain moved by a rest step, no rest for this long: the shortest horizon, whose envelope says it.
+RESTLESS = HORIZONS[0]
 # Tick intervals vary by up to this fraction either way (Engine._spread).
 JITTER = 0.1
 GOLDEN = (math.sqrt(5) - 1) / 2
@@ -1055,14 +1055,20 @@ class Engine:
         as growing at ``rest_growth`` would take it to ``fast_above``."""
         sampling = self.config.sampling
         rest = sampling.rest_interval
+        self.at_rest = False
+        if rest <= 0:
+            return 0.0
         seen, self._held = self._held, {}
         swinging = False      # a domain's last RESTLESS seconds span a step or more (a sawtooth)
         for name, state in self.domains.items():
             s = state.sample
             if s is not None and s.limit:
-                recent = [p.working_set for p in state.recorder.fine.recent(self._now - RESTLESS)] \
-                    or [s.working_set]
-                peak = max(recent)  # a sawtooth rests by its peaks, not its troughs
+                # the shortest horizon's envelope: its buckets' peaks and lows
+                envelope = state.recorder.envelopes[width(HORIZONS[0])]
+                since = self._now - RESTLESS
+                peak = max((v for _, v in envelope.points(since)), default=s.working_set)
+                low = min(envelope.lows(since), default=s.working_set)
+                # a sawtooth rests by its peaks, not its troughs
                 self._held[name] = held = max(peak, s.used) if s.kind == "cgroup" else peak
                 step = sampling.rest_step * s.limit
                 if held - seen.get(name, held) >= step:
@@ -1071,10 +1077,9 @@ class Engine:
                     # while; samples taken only as it rises past a threshold
                     # would show a climb that is not there.
                     self._restless_until = self._now + RESTLESS
-                if peak - min(recent) >= step:
+                if peak - low >= step:
                     swinging = True
-        self.at_rest = False
-        if rest <= 0 or swinging or self._now < self._restless_until or self.rules.firing() or self.frozen \
+        if swinging or self._now < self._restless_until or self.rules.firing() or self.frozen \
                 or self.incidents.incidents:
             return 0.0
         for name, state in self.domains.items():
