@@ -193,9 +193,10 @@ class Daemon:
             self.log.log("debug", "kill folded in", probe=name,
                          at=round(time.clock_gettime(time.CLOCK_MONOTONIC), 4))
         if reading.created and cgroups is not None:
-            cgroups.changed()            # walked at the next tick, which comes now
+            cgroups.changed()            # walked at the next tick
+            if self.engine.at_rest:      # which comes now; awake, within the interval
+                self.wake.set()
             self.engine.stir(now.mono)   # and a cgroup just made gets its limit a moment later
-            self.wake.set()
         if reading.wake or (reading.moved and self.engine.at_rest):
             self.wake.set()
 

@@ -253,8 +253,9 @@ class CgroupSource:
 
     def changed(self) -> None:
         """A cgroup was made or removed (the memcg probe saw it): walk the
-        hierarchy again at the next tick."""
-        self._stale = True
+        hierarchy again at the next tick, at most every NOTICE_SPACING
+        seconds (a thousand mkdirs in a second are one walk, not a thousand)."""
+        self._noticed = True
 
     def notice(self, cgroup_paths) -> bool:
         """Processes started in these cgroups: True (and the next tick walks
