@@ -32,6 +32,11 @@ class Daemon:
         self.config = os.path.join(tmp, "memguard.yaml")
         self.state_dir = os.path.join(tmp, "state")
         self.instance = f"mgtest-{os.getpid()}-{id(self):x}"
+        if "cgroups:" not in config and "roots:" not in config:
+            # Only the tests' own cgroups: on the real kernel a daemon whose
+            # rules act (freeze, kill) would act on anyone's cgroup it sees,
+            # another workload's on this machine included.
+            config += 'cgroups:\n  include: ["/mgtest-*"]\n'
         with open(self.config, "w") as f:
             f.write(config + "probes:\n" + probes + f"  tracefs_instance: {self.instance}\n")
         extra = ("--config", self.config, *extra)

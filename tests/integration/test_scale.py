@@ -37,7 +37,7 @@ def test_ten_thousand_processes_in_a_thousand_cgroups(tmp_path, v1_cgroup, hog):
     hogs = [hog(g, "procs", str(PROCESSES_EACH)) for g in groups]
     assert sum(h.wait_ready(120) for h in hogs) == CGROUPS * PROCESSES_EACH
     made = time.monotonic() - began
-    d = Daemon(str(tmp_path), config=f"cgroups:\n  max_tracked: {CGROUPS + 100}\nincidents:\n  settle: 1s\n",
+    d = Daemon(str(tmp_path), config=f"cgroups:\n  include: [\"/mgtest-*\"]\n  max_tracked: {CGROUPS + 100}\nincidents:\n  settle: 1s\n",
                probes="  bpf: false\n")
     try:
         names = {f"cgroup:{g.path}" for g in groups}
