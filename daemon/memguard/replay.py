@@ -48,7 +48,7 @@ class Trace:
     description: str = ""
     ramp_start: float | None = None  # the final climb's start, read off the curve (README)
     family: str | None = None        # the workload family; None: the seed corpus
-    round: int = 1                   # the recording round (README): 2 is "round2", 3 and later "fresh"
+    round: int = 1                   # the recording round (README): "round2", "round3", 4 and later "fresh"
 
     @property
     def killed(self) -> bool:
@@ -60,16 +60,16 @@ class Trace:
 
 
 def trace_set(family: str | None, round: int = 1) -> str:
-    """"tuning", "heldout", "round2" or "fresh", by the rules
+    """"tuning", "heldout", "round2", "round3" or "fresh", by the rules
     bench/traces/README.md fixed before the traces were recorded: the seed
     corpus (no family) was tuned on; round 1's families split by a hash of
-    the name; round 2 was held out until it was reported once (it may be
-    tuned on since); every trace of round 3 and later is held out and is not
-    replayed while a change is chosen."""
-    if round >= 3:
+    the name; rounds 2 and 3 were held out until each was reported once
+    (they may be tuned on since); every trace of round 4 and later is held
+    out and is not replayed while a change is chosen."""
+    if round >= 4:
         return "fresh"
-    if round == 2:
-        return "round2"
+    if round in (2, 3):
+        return f"round{round}"
     if family is None:
         return "tuning"
     return "heldout" if int(hashlib.sha256(family.encode()).hexdigest()[:8], 16) % 2 == 1 else "tuning"
