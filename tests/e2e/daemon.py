@@ -32,7 +32,7 @@ class Daemon:
         self.config = os.path.join(tmp, "memguard.yaml")
         self.state_dir = os.path.join(tmp, "state")
         self.instance = f"mgtest-{os.getpid()}-{id(self):x}"
-        if "cgroups:" not in config and "roots:" not in config:
+        if "cgroups:" not in config and "roots:" not in config and "--sys-root" not in extra:
             # Only the tests' own cgroups: on the real kernel a daemon whose
             # rules act (freeze, kill) would act on anyone's cgroup it sees,
             # another workload's on this machine included.
