@@ -58,6 +58,7 @@ EXIT_CONFIG = 2     # the config file or a flag is wrong
 EXIT_STARTUP = 3    # a socket or port could not be opened
 
 HEARTBEAT_INTERVAL = 5.0
+HEARTBEAT_AT_REST = 60.0   # no domain near its limit: the heartbeat says little more than "alive"
 MIN_TICK_SPACING = 0.05  # a probe's wake-up samples at most this often beyond the interval
 
 
@@ -112,6 +113,7 @@ class Daemon:
         self.reload_rules(initial=True)
         self._saved_seq = None
         self._heartbeat_at = 0.0
+        self._heartbeat_near = False       # the last heartbeat listed a domain near its limit
         self._arm_errors: set[str] = set()
 
     # -- ticks and events -------------------------------------------------------
@@ -133,7 +135,7 @@ class Daemon:
         now = self.clock.now()
         t0 = time.perf_counter()
         runs = self.ticking.run(now)
-        runs += self.slow.poll(now)
+        runs += self.slow.poll(now, resting=self.engine.at_rest)
         duration = time.perf_counter() - t0
         dropped = self.slow.take_dropped()
         effects = self.engine.step(runs, now, tick_duration=duration, events=[Dropped(dropped)] if dropped else [])
@@ -501,19 +503,27 @@ class Daemon:
             if seq is not None and seq != self._saved_seq:
                 state.save(self.cursor_path, {"boot_id": self.boot_id, "seq": seq})
                 self._saved_seq = seq
-            if now.mono - self._heartbeat_at >= HEARTBEAT_INTERVAL:
+            near = self._near_limit()
+            # every 5 s while a domain is near its limit (what an unclean stop
+            # would be reported with), else when that changes or once a minute
+            if now.mono - self._heartbeat_at >= (HEARTBEAT_INTERVAL if near else HEARTBEAT_AT_REST) \
+                    or bool(near) != self._heartbeat_near:
                 self._heartbeat(now, clean=False)
         except OSError as e:
             self.log.warning("state not saved", error=str(e))
 
-    def _heartbeat(self, now: Instant, clean: bool) -> None:
-        near = [{"domain": d.name, "usage_ratio": d.sample.usage_ratio, "limit_bytes": d.sample.limit,
+    def _near_limit(self) -> list[dict]:
+        return [{"domain": d.name, "usage_ratio": d.sample.usage_ratio, "limit_bytes": d.sample.limit,
                  "working_set_bytes": d.sample.working_set}
                 for d in (self.snapshot.domains if self.snapshot else ())
                 if d.sample.usage_ratio is not None and d.sample.usage_ratio >= self.config.sampling.fast_above]
+
+    def _heartbeat(self, now: Instant, clean: bool) -> None:
+        near = self._near_limit()
         state.save(self.heartbeat_path, {"boot_id": self.boot_id, "wall": now.wall, "pid": os.getpid(),
                                          "clean": clean, "near_limit": near})
         self._heartbeat_at = now.mono
+        self._heartbeat_near = bool(near)
 
     def _resume_seq(self) -> int | None:
         """The kmsg seq to resume after: only in the same boot."""

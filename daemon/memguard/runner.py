@@ -90,6 +90,9 @@ class TickSources:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+RESTING_SCAN = 60.0   # seconds between two scans of /proc while the daemon rests
+
+
 class SlowSources:
     """Sources run off the loop at their own cadence, each at most once at a
     time; a run still in flight when the next is due counts as dropped."""
@@ -110,9 +113,11 @@ class SlowSources:
         dropped, self.dropped = self.dropped, {}
         return dropped
 
-    def poll(self, now: Instant) -> list[SourceRun]:
+    def poll(self, now: Instant, resting: bool = False) -> list[SourceRun]:
         """Results that finished (or timed out) since the last call; start
-        the runs that are due."""
+        the runs that are due: while the daemon rests, the slow ones
+        (processes) only every RESTING_SCAN seconds (the proc connector keeps
+        the process table meanwhile, and nothing is near a limit)."""
         runs = []
         for name, (future, started) in list(self.in_flight.items()):
             if future.done():
@@ -133,7 +138,9 @@ class SlowSources:
             else:
                 self.in_flight[source.name] = (self.pool.submit(run_source, source, now), now.mono)
             # a source that samples domains (GPUs) runs at every tick, the others at their slower cadence
-            self.due[source.name] = now.mono + (0.0 if getattr(source, "every_tick", False) else self.interval)
+            every_tick = getattr(source, "every_tick", False)
+            self.due[source.name] = now.mono + (0.0 if every_tick else
+                                                max(self.interval, RESTING_SCAN) if resting else self.interval)
         return runs
 
     async def settle(self, timeout: float) -> None:

@@ -265,7 +265,7 @@ def test_child_exits_when_its_stdout_is_closed(probe):
     child = probe()
     child.hello()
     child.close_pipe()
-    assert child.proc.wait(timeout=5) == 0
+    assert child.proc.wait(timeout=10) == 0   # noticed at the next poll: --poll-ms, 4 s
 
 
 def test_child_exits_when_its_parent_dies(tmp_path):

@@ -45,7 +45,8 @@ format's version, 1):
   ...same totals}], "events": {...}, "decode_errors"}`` every
   ``--reclaim-interval`` seconds when a reclaim tracepoint fired (or a
   record failed to decode, or the last one had a cgroup without its path)
-  since the last one: cumulative totals since load. ``cgroup_id``
+  since the last one; after a look that found none, the next comes up to
+  four intervals later: cumulative totals since load. ``cgroup_id``
   is the cgroup2 id (on a hybrid host not the v1 memory cgroup: map through
   ``tasks`` and /proc/PID/cgroup); ``path`` is its path under the cgroup2
   mount, or null. A task's entry is reported one last time after it exits,
@@ -287,6 +288,7 @@ def memory_kb() -> tuple[int | None, int | None]:
     return values.get("VmRSS"), values.get("RssAnon")
 
 
+QUIET_BACKOFF = 4   # reclaim intervals between two looks at the maps once they are quiet
 MADV_PAGEOUT = 21   # since 5.4: reclaim these pages now (clean file pages are dropped)
 
 
@@ -510,8 +512,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"the directory holding {BPF_SOURCE} and oomkill.h (default: {default_dir})")
     p.add_argument("--reclaim-interval", type=float, default=1.0,
                    help="seconds between reclaim records (default 1)")
-    p.add_argument("--poll-ms", type=int, default=1000,
-                   help="the longest wait in ring_buffer_poll (default 1000): how soon a closed "
+    p.add_argument("--poll-ms", type=int, default=4000,
+                   help="the longest wait in ring_buffer_poll (default 4000): how soon a closed "
                         "stdout is noticed. A victim record wakes the poll at once (epoll on "
                         "the ring buffer), whatever this is")
     p.add_argument("--assume-fields", type=lambda s: [f for f in s.split(",") if f],
@@ -567,6 +569,7 @@ def run(bpf, pending: list[dict], state: dict, out: Emitter, args) -> None:
     reporter = ReclaimReporter(bpf)
     interval_ns = int(args.reclaim_interval * 1e9)
     next_report = time.monotonic_ns() + interval_ns
+    backoff = 1
     while not state["stop"]:
         # Sleep until the next report is due: waking every 100 ms instead
         # cost 0.3% of a core here, with no gain in victim latency.
@@ -580,7 +583,10 @@ def run(bpf, pending: list[dict], state: dict, out: Emitter, args) -> None:
             report = reporter.record(state["decode_errors"])
             if report is not None:
                 out.emit(report)
-            next_report = max(next_report + interval_ns, time.monotonic_ns())
+            # nothing to report: look again later and later, up to QUIET_BACKOFF
+            # intervals (victims still come at once: the poll returns on them)
+            backoff = 1 if report is not None else min(QUIET_BACKOFF, backoff * 2)
+            next_report = max(next_report + backoff * interval_ns, time.monotonic_ns())
 
 
 def main(argv: list[str] | None = None) -> int:
