@@ -47,12 +47,14 @@ test: deps-test venv probe-setup
 
 # Every benchmark (bench/README.md), ~20 minutes, as root: each rewrites its
 # section of docs/benchmarks.md. earlyoom and nohang, which bench/rivals.py
-# runs beside memguardd, are Debian's packages, downloaded and unpacked by
-# the script itself (installing them would start them as services).
+# and bench/reaction.py run beside memguardd, are Debian's packages,
+# downloaded and unpacked by the scripts (installing them would start them
+# as services).
 bench: deps-test venv probe-setup
-	$(PY) bench/rivals.py --write
+	$(PY) bench/rivals.py --others 60 --write
+	$(PY) bench/reaction.py --write
 	$(PY) bench/oom_latency.py --write
-	$(PY) bench/tick.py --write
+	$(PY) bench/tick.py --rounds 1 --write
 	$(PY) bench/rules.py --write
 
 # As root: mount tracefs and link the kernel headers BCC needs where they are
