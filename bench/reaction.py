@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -49,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import _cgroups  # noqa: E402
-from rivals import Daemon, fetch_rivals, free_port  # noqa: E402
+from rivals import CACHE, Daemon, fetch_rivals, memguardd_daemon  # noqa: E402
 from tests.kernel import MIB, Hog, V1MemoryCgroup, build_hog  # noqa: E402
 
 FLOOR_SHARE = 0.40
@@ -132,17 +131,7 @@ def memguardd(floor: int, total: int, tmp: Path) -> tuple[Daemon, Path]:
     config = (REPO / "packaging" / "memguard.yaml").read_text().replace(
         'files: ["../rules/default.yaml"]', f'files: ["{REPO / "rules" / "default.yaml"}", "{rules}"]')
     (tmp / "memguard.yaml").write_text(config)
-    port, sock = free_port(), tmp / "memguard.sock"
-
-    def ready() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            return False
-    return Daemon("memguardd", [str(Path(sys.executable).parent / "memguardd"), "--config", str(tmp / "memguard.yaml"),
-                                "--socket", str(sock), "--state-dir", str(tmp / "state"),
-                                "--metrics-listen", f"127.0.0.1:{port}"], ready=ready), sock
+    return memguardd_daemon(tmp / "memguard.yaml", tmp), tmp / "memguard.sock"
 
 
 def host_warned(sock: Path) -> bool:
@@ -242,8 +231,7 @@ def fmt(x) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rates", default="10,50,200", help="MiB/s, comma-separated (10,50,200)")
-    p.add_argument("--cache", type=Path, default=Path("/var/tmp/memguard-bench"),
-                   help="where the Debian packages are unpacked (/var/tmp/memguard-bench)")
+    p.add_argument("--cache", type=Path, default=CACHE, help=f"where the Debian packages are unpacked ({CACHE})")
     p.add_argument("--write", action="store_true", help="rewrite this section of docs/benchmarks.md")
     args = p.parse_args(argv)
     if os.geteuid() != 0:

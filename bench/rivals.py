@@ -56,6 +56,7 @@ sys.path.insert(0, str(REPO))
 import _cgroups  # noqa: E402
 
 PACKAGES = {"earlyoom": "1.7-1+b1", "nohang": "0.2.0-1.1"}
+CACHE = Path("/var/tmp/memguard-bench")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
@@ -208,6 +209,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def memguardd_daemon(config: Path, tmp: Path, env: dict | None = None) -> Daemon:
+    """The venv's memguardd on *config*, its socket and state in *tmp* and
+    /metrics on a free loopback port; ready once /metrics accepts."""
+    port = free_port()
+
+    def ready() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+    return Daemon("memguardd", [str(Path(sys.executable).parent / "memguardd"), "--config", str(config),
+                                "--socket", str(tmp / "memguard.sock"), "--state-dir", str(tmp / "state"),
+                                "--metrics-listen", f"127.0.0.1:{port}"], env, ready)
+
+
 def memguardd(tmp: Path, scenario: str, nvml: Path | None) -> Daemon:
     config = (REPO / "packaging" / "memguard.yaml").read_text()
     config = config.replace('files: ["../rules/default.yaml"]', f'files: ["{REPO / "rules" / "default.yaml"}"]')
@@ -216,21 +233,10 @@ def memguardd(tmp: Path, scenario: str, nvml: Path | None) -> Daemon:
         config = config.replace("sampling:\n", "sampling:\n  rest_interval: 0s\n", 1)
     path = tmp / "memguard.yaml"
     path.write_text(config)
-    port = free_port()
     env = dict(os.environ)
     if nvml is not None:
         env.update(LD_LIBRARY_PATH=str(nvml), FAKE_NVML_STATE=str(nvml / "state"))
-    sock = tmp / "memguard.sock"
-
-    def ready() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            return False
-    return Daemon("memguardd", [str(Path(sys.executable).parent / "memguardd"), "--config", str(path),
-                                "--socket", str(sock), "--state-dir", str(tmp / "state"),
-                                "--metrics-listen", f"127.0.0.1:{port}"], env, ready)
+    return memguardd_daemon(path, tmp, env)
 
 
 def rivals(root: Path) -> list[Daemon]:
@@ -342,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=40.0, help="seconds before measuring (40)")
     p.add_argument("--scenario", action="append", choices=("rest", "fast", "cgroups", "gpus"),
                    help="repeatable; default: all four")
-    p.add_argument("--cache", type=Path, default=Path("/var/tmp/memguard-bench"),
-                   help="where the Debian packages are unpacked (/var/tmp/memguard-bench)")
+    p.add_argument("--cache", type=Path, default=CACHE, help=f"where the Debian packages are unpacked ({CACHE})")
     p.add_argument("--write", action="store_true", help="rewrite this section of docs/benchmarks.md")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
