@@ -14,7 +14,9 @@
  *   vmscan:mm_vmscan_memcg_reclaim_begin/end, _direct_reclaim_begin/end
  *                                   stall time per task, summed per cgroup2
  *                                   id ("stall_by_cgroup") and per tgid
- *                                   ("stall_by_tgid")
+ *                                   ("stall_by_tgid"); the first event after
+ *                                   the child armed "quiet" wakes it through
+ *                                   the ring buffer "wakes"
  *
  * The child builds it from the live format files with these defines:
  *   MG_VICTIM_HAS_<FIELD>   oom:mark_victim has that field (TOTAL_VM,
@@ -39,6 +41,32 @@ BPF_HASH(reclaim_start, u64, u64, 16384);
 BPF_HASH(stall_by_cgroup, u64, struct mg_stall, 4096);
 BPF_HASH(stall_by_tgid, u32, struct mg_stall, 8192);
 BPF_ARRAY(counters, struct mg_counters, 1);
+
+/*
+ * The child sets quiet[0] when a look at the maps found nothing new since
+ * the last; the next reclaim event clears it and sends one byte through
+ * "wakes". So an idle host's child sleeps in poll() until reclaim starts,
+ * instead of looking at the maps on a timer. Two CPUs may both see it set:
+ * two wakes, harmless.
+ */
+BPF_ARRAY(quiet, u32, 1);
+BPF_RINGBUF_OUTPUT(wakes, 1);
+
+static __always_inline void wake_child(void)
+{
+	int zero = 0;
+	u32 *q = quiet.lookup(&zero);
+	u8 *w;
+
+	if (!q || !*q)
+		return;
+	*q = 0;
+	w = wakes.ringbuf_reserve(sizeof(*w));
+	if (w) {
+		*w = 1;
+		wakes.ringbuf_submit(w, 0);
+	}
+}
 
 static __always_inline struct mg_counters *counters_get(void)
 {
@@ -109,6 +137,7 @@ static __always_inline void reclaim_begin(u32 kind)
 
 	if (reclaim_start.update(&key, &now) != 0)
 		MG_COUNT(begin_dropped);
+	wake_child();
 }
 
 static __always_inline void stall_add(struct mg_stall *s, u32 kind, u64 ns)
@@ -132,6 +161,7 @@ static __always_inline void reclaim_end(u32 kind)
 	u64 cgroup_id, ns, *start;
 	struct mg_stall zero = {}, *s;
 
+	wake_child();
 	start = reclaim_start.lookup(&key);
 	if (!start) {
 		MG_COUNT(end_unmatched);

@@ -11,7 +11,7 @@ load ~34 MB, of which ~23 MB anonymous (peak 142 MB while compiling; the
 ~80 MB of LLVM's code the compile touched is paged out after it); from the
 kernel's mark_victim (ktime) to the line in the parent 0.35-0.8 ms (3.7 ms
 once, cold); an idle child writes no reclaim record while no reclaim
-tracepoint fires.
+tracepoint fires, and is not run at all: the program wakes it.
 """
 
 from __future__ import annotations
@@ -261,11 +261,49 @@ def test_reclaim_stall_is_counted_for_the_hogs_cgroup(probe, v1_cgroup, hog, pag
     assert not h.killed_by_sigkill
 
 
+def wakeups(pid: int) -> int:
+    """How many times the scheduler ran any thread of *pid* (schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            total += int(f.read().split()[2])
+    return total
+
+
+def test_idle_child_sleeps_until_reclaim(probe):
+    """No timer: with a look due every 0.2 s, a child that found nothing new
+    is not run at all for 10 s, unless reclaim somewhere on the host woke it
+    (then it wrote a record saying so)."""
+    child = probe("--reclaim-interval", "0.2")
+    child.hello()
+    time.sleep(1)                     # the first look, at once, found nothing: quiet
+    before, ran = len(child.records), wakeups(child.proc.pid)
+    time.sleep(10)
+    ran = wakeups(child.proc.pid) - ran
+    if any(r["type"] == "reclaim" for _, r in child.records[before:]):
+        pytest.skip("reclaim elsewhere on this host woke the child during the window")
+    assert ran <= 2, f"an idle child ran {ran} times in 10 s"
+
+
+def test_first_reclaim_wakes_a_quiet_child_at_once(probe, v1_cgroup, hog, page_cache_dir):
+    """A look due only every 30 s, yet the first reclaim after the quiet
+    start is told within seconds: the program woke the child."""
+    child = probe("--reclaim-interval", "30")
+    child.hello()
+    child.wait_for("reclaim", timeout=5)      # the totals at load, at once
+    time.sleep(1)
+    started = now_ns()
+    h = hog(v1_cgroup(64 * MIB), "file", page_cache_dir / "cache", "300")
+    arrived, record = child.wait_for("reclaim", lambda r: r["events"]["memcg_begin"] > 0, timeout=10)
+    assert arrived - started < 10e9
+    h.wait_ready(timeout=60)
+
+
 def test_child_exits_when_its_stdout_is_closed(probe):
     child = probe()
     child.hello()
     child.close_pipe()
-    assert child.proc.wait(timeout=10) == 0   # noticed at the next poll: --poll-ms, 4 s
+    assert child.proc.wait(timeout=10) == 0   # poll() reports POLLERR on its stdout at once
 
 
 def test_child_exits_when_its_parent_dies(tmp_path):

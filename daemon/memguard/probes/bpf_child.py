@@ -45,8 +45,9 @@ format's version, 1):
   ...same totals}], "events": {...}, "decode_errors"}`` every
   ``--reclaim-interval`` seconds when a reclaim tracepoint fired (or a
   record failed to decode, or the last one had a cgroup without its path)
-  since the last one; after a look that found none, the next comes up to
-  four intervals later: cumulative totals since load. ``cgroup_id``
+  since the last one, and at once for the first reclaim after a quiet
+  spell (the program wakes the child; a quiet child sleeps in poll()):
+  cumulative totals since load. ``cgroup_id``
   is the cgroup2 id (on a hybrid host not the v1 memory cgroup: map through
   ``tasks`` and /proc/PID/cgroup); ``path`` is its path under the cgroup2
   mount, or null. A task's entry is reported one last time after it exits,
@@ -288,7 +289,6 @@ def memory_kb() -> tuple[int | None, int | None]:
     return values.get("VmRSS"), values.get("RssAnon")
 
 
-QUIET_BACKOFF = 4   # reclaim intervals between two looks at the maps once they are quiet
 MADV_PAGEOUT = 21   # since 5.4: reclaim these pages now (clean file pages are dropped)
 
 
@@ -512,17 +512,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"the directory holding {BPF_SOURCE} and oomkill.h (default: {default_dir})")
     p.add_argument("--reclaim-interval", type=float, default=1.0,
                    help="seconds between reclaim records (default 1)")
-    p.add_argument("--poll-ms", type=int, default=4000,
-                   help="the longest wait in ring_buffer_poll (default 4000): how soon a closed "
-                        "stdout is noticed. A victim record wakes the poll at once (epoll on "
-                        "the ring buffer), whatever this is")
     p.add_argument("--assume-fields", type=lambda s: [f for f in s.split(",") if f],
                    help="build as if oom:mark_victim listed only these fields (comma-separated; "
                         "pid is always kept): tests the pre-6.9 program on a newer kernel")
     args = p.parse_args(argv)
     args.probes_dir = args.probes_dir.resolve()  # BCC's clang does not run in our cwd
-    if args.reclaim_interval <= 0 or args.poll_ms <= 0:
-        p.error("--reclaim-interval and --poll-ms must be positive")
+    if args.reclaim_interval <= 0:
+        p.error("--reclaim-interval must be positive")
     return args
 
 
@@ -543,7 +539,7 @@ def start(args, out: Emitter):
     state = {"decode_errors": 0, "stop": False}
 
     def on_record(_ctx, data, size) -> int:
-        # Runs inside ring_buffer_poll: must never raise (ctypes would print
+        # Runs inside ring_buffer_consume: must never raise (ctypes would print
         # and drop it); SystemExit from a signal handler stops the loop.
         try:
             pending.append(decoder.decode(data, size, time.clock_gettime_ns(time.CLOCK_MONOTONIC)))
@@ -566,27 +562,50 @@ def start(args, out: Emitter):
 
 
 def run(bpf, pending: list[dict], state: dict, out: Emitter, args) -> None:
+    """Sleep in poll() on the two ring buffers and stdout: a victim is
+    decoded and written as it comes; the reclaim maps are looked at every
+    interval while reclaim goes on.  Before each look the program is told
+    the child is ``quiet``, and wakes it at the next reclaim event
+    (oomkill.bpf.c): an idle host's child never wakes on a timer."""
     reporter = ReclaimReporter(bpf)
     interval_ns = int(args.reclaim_interval * 1e9)
-    next_report = time.monotonic_ns() + interval_ns
-    backoff = 1
+    quiet = bpf["quiet"]
+    woken = []
+
+    def on_wake(_ctx, _data, _size) -> int:
+        woken.append(True)
+        return 0
+    bpf["wakes"].open_ring_buffer(on_wake)
+    waiting = select.poll()
+    for table in ("victims", "wakes"):
+        waiting.register(bpf[table].map_fd, select.POLLIN)
+    waiting.register(out.fd, 0)   # POLLERR/POLLHUP: the daemon closed the pipe
+    due: int | None = time.monotonic_ns()   # the next look; None: asleep until the program wakes us
+    told = -interval_ns    # when the last look since load that found something new was made
     while not state["stop"]:
-        # Sleep until the next report is due: waking every 100 ms instead
-        # cost 0.3% of a core here, with no gain in victim latency.
-        until_report_ms = (next_report - time.monotonic_ns()) // 1_000_000
-        bpf.ring_buffer_poll(max(1, min(args.poll_ms, until_report_ms)))
+        timeout = None if due is None else max(0, (due - time.monotonic_ns()) // 1_000_000)
+        if any(fd == out.fd for fd, _ in waiting.poll(timeout)):
+            return
+        errors = state["decode_errors"]
+        bpf.ring_buffer_consume()
         while pending:
             out.emit(pending.pop(0))
-        if out.peer_closed():
-            return
-        if time.monotonic_ns() >= next_report:
-            report = reporter.record(state["decode_errors"])
-            if report is not None:
-                out.emit(report)
-            # nothing to report: look again later and later, up to QUIET_BACKOFF
-            # intervals (victims still come at once: the poll returns on them)
-            backoff = 1 if report is not None else min(QUIET_BACKOFF, backoff * 2)
-            next_report = max(next_report + backoff * interval_ns, time.monotonic_ns())
+        if due is None and (woken or state["decode_errors"] != errors):
+            # at once after a quiet spell; while reclaim goes on, a record per interval
+            due = max(time.monotonic_ns(), told + interval_ns)
+        woken.clear()
+        if due is None or time.monotonic_ns() < due:
+            continue
+        # Quiet before the look: an event the look misses wakes us again.
+        quiet[0] = ctypes.c_uint(1)
+        first = reporter.last is None     # the totals at load: no news of reclaim
+        report = reporter.record(state["decode_errors"])
+        looked, due = time.monotonic_ns(), None
+        if report is not None:
+            out.emit(report)
+            told = -interval_ns if first else looked
+            if reporter.unresolved:       # a cgroup without its path yet: look again
+                due = looked + interval_ns
 
 
 def main(argv: list[str] | None = None) -> int:
