@@ -43,9 +43,8 @@ BPF_HASH(stall_by_tgid, u32, struct mg_stall, 8192);
 BPF_ARRAY(counters, struct mg_counters, 1);
 
 /*
- * The child sets quiet[0] when a look at the maps found nothing new since
- * the last; the next reclaim event clears it and sends one byte through
- * "wakes". So an idle host's child sleeps in poll() until reclaim starts,
+ * The child sets quiet[0] before each look at the maps; the next reclaim
+ * event clears it and sends one byte through "wakes". So an idle host's child sleeps in poll() until reclaim starts,
  * instead of looking at the maps on a timer. Two CPUs may both see it set:
  * two wakes, harmless.
  */

@@ -229,8 +229,6 @@ class Emitter:
 
     def __init__(self, fd: int):
         self.fd = fd
-        self._poll = select.poll()
-        self._poll.register(fd, 0)  # POLLERR/POLLHUP are always reported
 
     def emit(self, record: dict) -> None:
         data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
@@ -239,11 +237,6 @@ class Emitter:
                 data = data[os.write(self.fd, data):]
         except (BrokenPipeError, ConnectionResetError):
             raise StreamClosed() from None
-
-    def peer_closed(self) -> bool:
-        """Whether the reading end of a pipe or socket is gone (POLLERR/POLLHUP)."""
-        return any(ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL)
-                   for _fd, ev in self._poll.poll(0))
 
 
 def take_stdout() -> Emitter:
