@@ -15,6 +15,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -26,7 +27,7 @@ from .api.server import ControlServer
 from .api.watch import Watchers
 from .clock import Clock, Instant, SystemClock
 from .config import Config, ConfigError, load_config, octal_mode, untrusted
-from .engine.engine import Engine, SourceRun, wake_threshold
+from .engine.engine import LOOKED, Engine, SourceRun, wake_threshold
 from .engine.messages import (AllocatorReported, ChannelClosed, Dropped, GpuOomReported, JobRegistered, JobUnregistered, LookupWanted, ProbeRun,
                               RulesLoaded, RulesRejected)
 from .jobs.spec import JobSpecError, parse_job
@@ -46,6 +47,7 @@ from .rules.load import RuleError, load_rules
 from .probes.build import build_probes
 from .probes.memcg import MemcgProbe
 from .sources.cgroups import Binding, CgroupSource
+from .sources.meminfo import HostSource
 from .probes.procevents import describe
 from .probes.base import ProbeReading
 from .roots import Roots
@@ -175,12 +177,40 @@ class Daemon:
         usage = {name: (s.used, wake_threshold(s.used, s.limit, sampling))
                  for name, state in self.engine.domains.items()
                  if (s := state.sample) is not None and s.kind == "cgroup" and s.limit}
-        armed, errors = memcg.arm(usage)
+        armed, errors = memcg.arm(usage, self._host_threshold())
         for error in errors:
             if error not in self._arm_errors:   # said once, not at every tick
                 self._arm_errors.add(error)
                 self.log.warning("memcg usage threshold not registered", error=error)
         self.engine.armed = armed
+        self.engine.looks = {name: v for name, v in self.engine.looks.items() if name not in armed}
+
+    def _host_threshold(self) -> tuple[str, str, int] | None:
+        """(the host domain, the v1 memory hierarchy's root, the usage at
+        which the kernel should wake us) while the host is at rest, or None.
+        The root cgroup's usage holds every process' memory and the page
+        cache: growth takes free memory first and raises it, so a threshold
+        half a step to a step and a half above it tells of a step of growth
+        (the grid keeps it from being registered again at every tick, the
+        half step from waking us as the page cache hovers at it) -- as long
+        as a step of free memory is left when it is crossed.  On a host whose
+        page cache has taken the free memory, growth takes page cache and
+        the usage does not move: no threshold, the daemon looks at
+        /proc/meminfo between ticks instead."""
+        cgroups = self._cgroup_source()
+        root = cgroups.mounts.v1_memory if cgroups is not None and cgroups.mounts is not None else None
+        s = next((st.sample for st in self.engine.domains.values()
+                  if st.sample is not None and st.sample.kind in LOOKED and st.sample.limit), None)
+        if root is None or s is None:
+            return None
+        step = max(1, int(self.config.sampling.rest_step * s.limit))
+        try:
+            with open(os.path.join(root, "memory.usage_in_bytes"), "rb") as f:
+                usage = int(f.read())
+        except (OSError, ValueError):
+            return None
+        threshold = ((usage + step // 2) // step + 1) * step
+        return (s.domain, root, threshold) if threshold - usage + step <= s.limit - s.used else None
 
     def on_probe(self, name: str, reading: ProbeReading | None, probe_state: str,
                  reason: str | None, now: Instant) -> None:
@@ -591,18 +621,27 @@ class Daemon:
         host.start(loop)
         interval = self.tick()
         self.notifier.notify(f"READY=1\nSTATUS=watching {len(self.snapshot.domains)} domains")
+        watchdog = self.notifier.watchdog_interval or math.inf
+        tick_at = time.monotonic() + interval
+        look_at, ping_at = self._next_look(tick_at), time.monotonic() + watchdog
         try:
             while not self.stopping.is_set():
-                try:  # the interval (no longer than systemd's watchdog allows), or until a probe or a signal wakes us
-                    await asyncio.wait_for(self.wake.wait(), timeout=min(interval, self.notifier.watchdog_interval
-                                                                         or interval))
+                # until the next tick, look or watchdog ping, or until a probe or a signal wakes us
+                woke = await self._sleep(min(tick_at, look_at, ping_at) - time.monotonic())
+                if woke:
                     await asyncio.sleep(MIN_TICK_SPACING)  # coalesce a burst of wake-ups
-                except asyncio.TimeoutError:
-                    pass
                 self.wake.clear()
-                if not self.stopping.is_set():
+                if self.stopping.is_set():
+                    break
+                now = time.monotonic()
+                if woke or now >= tick_at or (now >= look_at and (look_at := self._look(tick_at)) is None):
                     interval = self.tick()
                     self._notify_alive()
+                    tick_at, ping_at = time.monotonic() + interval, time.monotonic() + watchdog
+                    look_at = self._next_look(tick_at)
+                elif now >= ping_at:      # at rest: alive, with no tick due
+                    self.notifier.notify("WATCHDOG=1")
+                    ping_at = now + watchdog
         finally:
             self.notifier.notify("STOPPING=1")
             host.stop()
@@ -621,6 +660,47 @@ class Daemon:
             self._persist(self.clock.now())
             self._heartbeat(self.clock.now(), clean=True)
             self.log.info("memguardd stopped")
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep *seconds* or until ``wake`` is set; whether it was.  A timer
+        that sets it, not asyncio.wait_for, which makes a task and cancels
+        it at every timeout: at rest, most of what a wake-up cost."""
+        timed_out = []
+
+        def time_out() -> None:
+            timed_out.append(True)
+            self.wake.set()
+        timer = asyncio.get_running_loop().call_later(max(0.0, seconds), time_out)
+        await self.wake.wait()
+        timer.cancel()
+        return not timed_out
+
+    def _host_sources(self) -> list[HostSource]:
+        return [s for s in self.tick_sources if isinstance(s, HostSource) and s.domain in self.engine.looks]
+
+    def _next_look(self, tick_at: float) -> float:
+        """When to look at the host between ticks at rest: as long after the
+        tick as growing at ``rest_growth`` would take its working set to
+        ``fast_above`` (Engine._rest), never after the next tick."""
+        sampling, now = self.config.sampling, time.monotonic()
+        return min([tick_at, *(now + (sampling.fast_above * limit - held) / sampling.rest_growth
+                               for held, limit in self.engine.looks.values())])
+
+    def _look(self, tick_at: float) -> float | None:
+        """At rest, between ticks: the host's working set from /proc/meminfo
+        alone.  None when it grew a ``rest_step`` since the tick (or cannot
+        be read): tick now.  Else when to look next."""
+        sampling, now, look_at = self.config.sampling, time.monotonic(), tick_at
+        for source in self._host_sources():
+            held, limit = self.engine.looks[source.domain]
+            try:
+                working_set = source.look()
+            except (OSError, ValueError):
+                return None                 # the tick says what went wrong
+            if working_set - held >= sampling.rest_step * limit:
+                return None
+            look_at = min(look_at, now + (sampling.fast_above * limit - working_set) / sampling.rest_growth)
+        return look_at
 
     def _metrics_body(self) -> bytes:
         """The rendering of the latest snapshot, made at the first scrape
@@ -641,6 +721,8 @@ class Daemon:
         if self.snapshot is None:
             raise ProtocolError(NOT_READY, "the first tick has not finished yet")
         doc = {**self.snapshot.to_json(), "metrics": {"url": self.metrics_url}, "protection": self.protection}
+        if doc["rest"]["at_rest"]:   # as armed after the tick, not as it began
+            doc["rest"].update(armed=sorted(self.engine.armed), looked_at=sorted(self.engine.looks))
         if self.writer.last_error is not None:
             doc["healthy"] = False
             doc["degraded"] = [*doc["degraded"], f"incidents: {len(self.writer.unwritten)} not written yet, "

@@ -90,7 +90,7 @@ class TickSources:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-RESTING_SCAN = 60.0   # seconds between two scans of /proc while the daemon rests
+RESTING_SCAN = 300.0  # seconds between two scans of /proc while the daemon rests (the proc connector keeps the table)
 
 
 class SlowSources:

@@ -101,9 +101,19 @@ class Daemon:
         return self
 
     def wait_for_tick(self, predicate, timeout: float = 20.0):
-        """The first status for which predicate(status) holds."""
-        return wait_until(lambda: (lambda s: s if predicate(s) else None)(self.status()),
-                          timeout=timeout, what="a status that satisfies the test")
+        """The first status for which predicate(status) holds.  On a timeout
+        the error says why the daemon was awake, if it was (its rest)."""
+        last = {}
+
+        def satisfied():
+            last["status"] = status = self.status()
+            return status if predicate(status) else None
+        try:
+            return wait_until(satisfied, timeout=timeout, what="a status that satisfies the test")
+        except AssertionError as e:
+            status = last.get("status", {})
+            raise AssertionError(f"{e}; the last status: interval {status.get('interval_seconds')} s, "
+                                 f"rest {status.get('rest')}") from None
 
 
 TRACING_INSTANCES = "/sys/kernel/tracing/instances"

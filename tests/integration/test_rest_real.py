@@ -2,7 +2,7 @@
 every domain is far from its limit, and the kernel's memcg usage thresholds
 wake it the moment a v1 cgroup moves, so that a cgroup climbing at 200 MB/s
 from rest is sampled at the fast interval before it reaches 90 % of its
-limit."""
+limit; and the root cgroup's wakes it when the host grows by a step."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pytest
 from memguard.cli.client import call
 from tests.e2e.daemon import Daemon
 from tests.kernel import MIB, require, wait_until
+
+GIB = 1024 * MIB
 
 pytestmark = pytest.mark.root
 
@@ -41,8 +43,8 @@ def test_a_cgroup_climbing_at_200_mb_s_from_rest_is_sampled_fast_before_90_perce
     name = f"cgroup:{group.path}"
     hog(group, "anon", "20").wait_ready()
     # watched at the interval for its first 30 s, then at rest: the tick
-    # interval stretches to the rest interval (the host allows ~19 s here:
-    # growing at 1 GiB/s, the time to bring its working set close)
+    # interval stretches to the rest interval (the host is looked at between
+    # ticks, Daemon._look)
     rested = daemon.wait_for_tick(lambda s: s["interval_seconds"] >= 5 and any(d["name"] == name
                                                                               for d in s["domains"]),
                                   timeout=90)
@@ -78,3 +80,34 @@ def test_a_cgroup_made_while_the_daemon_rests_is_found_at_once(daemon, v1_cgroup
                                  timeout=10)
     took = time.monotonic() - start
     assert took < 3, f"found {took:.1f} s after it was made (the daemon rested {found['interval_seconds']:.0f} s)"
+
+
+def test_the_host_growing_a_step_wakes_the_resting_daemon(tmp_path, v1_cgroup, hog):
+    """No cgroup domain here: only the root cgroup's usage threshold can wake
+    the daemon (growing at the 100 MiB/s assumed here, a 24 GiB host would
+    be looked at every ~200 s; the rest is 120 s)."""
+    require("root")
+    require("v1_memory")
+    d = Daemon(str(tmp_path), config="sampling:\n  rest_interval: 120s\n  rest_growth: 100MiB\ncgroups:\n  include: [\"/mgtest-none\"]\n")
+    try:
+        rested = d.wait_for_tick(lambda s: s["rest"]["at_rest"] and s["rest"]["armed"] + s["rest"]["looked_at"],
+                                 timeout=120)
+        if "host" not in rested["rest"]["armed"]:
+            (host,) = [x for x in rested["domains"] if x["name"] == "host"]
+            pytest.skip(f"the host is not armed: too little free memory for a threshold "
+                        f"({(host['limit_bytes'] - host['used_bytes']) / GIB:.1f} GiB free)")
+        (host,) = [x for x in rested["domains"] if x["name"] == "host"]
+        step = 0.05 * host["limit_bytes"]
+        ticks = rested["counters"]["ticks"]
+        # a step and a half of anonymous memory, in a cgroup of our own that
+        # holds it (the daemon does not watch it)
+        group = v1_cgroup(int(1.5 * step) + 512 * MIB)
+        start = time.monotonic()
+        h = hog(group, "anon", str(int(1.5 * step) // MIB))
+        h.wait_ready(timeout=60)
+        woke = d.wait_for_tick(lambda s: s["counters"]["ticks"] > ticks, timeout=30)
+        took = time.monotonic() - start
+        assert took < 10, f"the daemon ticked {took:.1f} s after the host grew a step and a half"
+        assert not woke["rest"]["at_rest"], woke["rest"]
+    finally:
+        assert d.stop() == 0, d.log()

@@ -122,18 +122,34 @@ def test_a_quiet_cgroup_rests_once_watched_and_armed_and_wakes_when_it_moves():
     assert watch(engine, clock, quiet, seconds=25) == near(1.0, rel=JITTER)
     assert engine.at_rest
     engine.armed = frozenset({"cgroup:/a"})   # the daemon registered its usage threshold
-    assert watch(engine, clock, quiet, seconds=1) == near(30.0, rel=JITTER)
+    assert watch(engine, clock, quiet, seconds=1) == near(120.0, rel=JITTER)
     # it moved a step (5 % of 256 MiB): watched at the interval again for 30 s
     assert watch(engine, clock, sample(used=34 * MiB), seconds=1) == near(1.0, rel=JITTER)
     assert watch(engine, clock, sample(used=34 * MiB), seconds=29) == near(1.0, rel=JITTER)
-    assert watch(engine, clock, sample(used=34 * MiB), seconds=2) == near(30.0, rel=JITTER)
+    assert watch(engine, clock, sample(used=34 * MiB), seconds=2) == near(120.0, rel=JITTER)
 
 
-def test_a_host_rests_only_as_long_as_growth_would_take_to_bring_it_close():
+def test_a_host_rests_the_whole_interval_and_is_looked_at_between_ticks():
     engine, clock = make()
     host = sample("host", kind="host", used=12 * 2**30, ws=2 * 2**30, limit=16 * 2**30, identity=None)
-    # page cache counts for nothing; 0.85 x 16 GiB - 2 GiB at 1 GiB/s
-    assert watch(engine, clock, host) == pytest.approx(11.6, rel=JITTER)
+    # the daemon reads /proc/meminfo alone between ticks (Daemon._look):
+    # the host does not shorten the rest; page cache counts for nothing
+    assert watch(engine, clock, host) == pytest.approx(120.0, rel=JITTER)
+    assert engine.looks == {"host": (2 * 2**30, 16 * 2**30)}
+    assert engine.snapshot(clock.now()).to_json()["rest"] == {"at_rest": True, "awake_because": None,
+                                                              "armed": [], "looked_at": ["host"]}
+    # once the daemon armed the root cgroup's usage threshold, it is not looked at
+    engine.armed = frozenset({"host"})
+    assert watch(engine, clock, host, seconds=1) == pytest.approx(120.0, rel=JITTER)
+    assert engine.looks == {}
+
+
+def test_a_domain_nothing_wakes_the_daemon_for_rests_as_long_as_growth_would_take_to_bring_it_close():
+    engine, clock = make()
+    # a v2 cgroup (no usage thresholds): 0.85 x 16 GiB - 2 GiB at 1 GiB/s
+    v2 = sample(used=2 * 2**30, limit=16 * 2**30)
+    assert watch(engine, clock, v2) == pytest.approx(11.6, rel=JITTER)
+    assert engine.looks == {}
 
 
 @pytest.mark.parametrize("case", ["over rest_below", "usage over rest_below", "a sawtooth", "growing"])
@@ -153,6 +169,12 @@ def test_what_keeps_a_domain_from_resting(case):
             last = engine.step([run(sample(used=(20 + i) * MiB))], clock.now()).interval
             clock.mono += 1.0
     assert last == pytest.approx(1.0, rel=JITTER) and not engine.at_rest
+    why = engine.snapshot(clock.now()).to_json()["rest"]
+    assert not why["at_rest"] and why["awake_because"] == {
+        "over rest_below": "cgroup:/a is over rest_below of its limit",
+        "usage over rest_below": "cgroup:/a is over rest_below of its limit",
+        "a sawtooth": "cgroup:/a moved by rest_step within 30 s",
+        "growing": "cgroup:/a moved by rest_step within 30 s"}[case]
 
 
 def test_intervals_are_spread_over_every_phase_of_a_periodic_workload():

@@ -56,6 +56,7 @@ THAW_ROOM = 0.9
 ALLOCATOR_FRESH = 60.0
 # After a domain moved by a rest step, no rest for this long: the shortest horizon, whose envelope says it.
 RESTLESS = HORIZONS[0]
+LOOKED = ("host", "wsl")    # the domains of /proc/meminfo: looked at between ticks at rest (_rest)
 # Tick intervals vary by up to this fraction either way (Engine._spread).
 JITTER = 0.1
 GOLDEN = (math.sqrt(5) - 1) / 2
@@ -162,7 +163,12 @@ class Engine:
         self.armed: frozenset[str] = frozenset()
         self.at_rest = False                     # every domain at rest at the last tick (_rest)
         self._held: dict[str, int] = {}          # what each domain held at the last tick (_rest)
+        # At rest, the host domains (host, wsl) by name -> (working set held,
+        # limit): the daemon looks at /proc/meminfo alone between ticks (_rest).
+        self.looks: dict[str, tuple[int, int]] = {}
         self._restless_until = -math.inf
+        self._restless_why = ""
+        self.awake_because: str | None = None    # why the last tick could not rest (_rest); None at rest
         self._now = -math.inf
         self._froze_at: dict[tuple[str, str], float] = {}
         self._thawed_at: dict[tuple[str, str], float] = {}
@@ -1044,6 +1050,7 @@ class Engine:
         """Something changed that ticks must follow (a cgroup made or
         removed): no rest for RESTLESS seconds."""
         self._restless_until = max(self._restless_until, now + RESTLESS)
+        self._restless_why = "a cgroup was made or removed"
 
     def _rest(self) -> float:
         """How long the daemon may sleep: 0 unless every domain is far from
@@ -1051,15 +1058,20 @@ class Engine:
         by usage) and not growing towards it, and nothing is in flight that
         ticks carry on (a rule firing, a process frozen, an incident open).
         A domain the kernel wakes the daemon for (``armed``: memcg usage
-        thresholds) allows the whole rest interval; any other only as long
-        as growing at ``rest_growth`` would take it to ``fast_above``."""
+        thresholds, the root cgroup's for the host) allows the whole rest
+        interval, and so does a host that is not, which the daemon looks at
+        between ticks (``looks``: one read of /proc/meminfo); any other only
+        as long as growing at ``rest_growth`` would take it to
+        ``fast_above``."""
         sampling = self.config.sampling
         rest = sampling.rest_interval
         self.at_rest = False
+        self.looks, looks = {}, {}
         if rest <= 0:
+            self.awake_because = "sampling.rest_interval is 0"
             return 0.0
         seen, self._held = self._held, {}
-        swinging = False      # a domain's last RESTLESS seconds span a step or more (a sawtooth)
+        swinging = None       # a domain whose last RESTLESS seconds span a step or more (a sawtooth)
         for name, state in self.domains.items():
             s = state.sample
             if s is not None and s.limit:
@@ -1077,23 +1089,35 @@ class Engine:
                     # while; samples taken only as it rises past a threshold
                     # would show a climb that is not there.
                     self._restless_until = self._now + RESTLESS
+                    self._restless_why = f"{name} grew by rest_step"
                 if peak - low >= step:
-                    swinging = True
-        if swinging or self._now < self._restless_until or self.rules.firing() or self.frozen \
-                or self.incidents.incidents:
+                    swinging = name
+        self.awake_because = (f"{swinging} moved by rest_step within 30 s" if swinging
+                              else self._restless_why if self._now < self._restless_until
+                              else "a rule is firing" if self.rules.firing()
+                              else "a process is frozen" if self.frozen
+                              else "an incident is open" if self.incidents.incidents else None)
+        if self.awake_because:
             return 0.0
         for name, state in self.domains.items():
             s, held = state.sample, self._held.get(name)
             if held is None:
                 continue
             p = state.prediction
-            if held >= sampling.rest_below * s.limit or (p is not None and (p.tto is not None
-                                                                             or p.leak_rate is not None)) \
-                    or self._now - state.first_seen < RESTLESS:   # a new domain is watched a while first
+            self.awake_because = (
+                f"{name} is over rest_below of its limit" if held >= sampling.rest_below * s.limit
+                else f"{name} is predicted to reach its limit" if p is not None and p.tto is not None
+                else f"{name} is leaking" if p is not None and p.leak_rate is not None
+                else f"{name} is watched 30 s first" if self._now - state.first_seen < RESTLESS else None)
+            if self.awake_because:
                 return 0.0
-            if name not in self.armed:
+            if name in self.armed:
+                continue
+            if s.kind in LOOKED:
+                looks[name] = (held, s.limit)
+            else:
                 rest = min(rest, (sampling.fast_above * s.limit - held) / sampling.rest_growth)
-        self.at_rest = True
+        self.at_rest, self.looks = True, looks
         return rest
 
     def _spread(self, interval: float) -> float:
@@ -1127,6 +1151,8 @@ class Engine:
             counters=replace(self.counters, dropped=dict(self.counters.dropped),
                              incidents=dict(self.counters.incidents), actions=dict(self.counters.actions)),
             jobs=self._job_views(now), jobs_rejected=tuple(self.jobs.rejected.items()),
+            at_rest=self.at_rest, awake_because=self.awake_because,
+            armed=tuple(sorted(self.armed)) if self.at_rest else (), looked_at=tuple(sorted(self.looks)),
         )
 
     def history(self, names: list[str] | None, seconds: float, now: float) -> dict:

@@ -47,6 +47,10 @@ class Snapshot:
     rules_info: dict = field(default_factory=dict)
     jobs: tuple = ()              # the registered jobs, as their JSON (engine.Engine._job_views)
     jobs_rejected: tuple = ()     # (pid, why) of MEMGUARD_JOB values refused
+    at_rest: bool = False         # every domain at rest (engine.Engine._rest)
+    awake_because: str | None = None   # else the first reason found why not
+    armed: tuple = ()             # at rest: the domains the kernel wakes the daemon for
+    looked_at: tuple = ()         # at rest: the domains read between ticks (the host, when not armed)
 
     @property
     def degraded(self) -> list[str]:
@@ -63,6 +67,8 @@ class Snapshot:
             "started": rfc3339(self.started.wall),
             "uptime_seconds": round(self.now.mono - self.started.mono, 3),
             "interval_seconds": self.interval,
+            "rest": {"at_rest": self.at_rest, "awake_because": self.awake_because,
+                     "armed": list(self.armed), "looked_at": list(self.looked_at)},
             "healthy": not self.degraded,
             "degraded": self.degraded,
             "sources": [_source_json(s) for s in self.sources],

@@ -25,8 +25,14 @@ signals an eventfd when the usage crosses one either way):
   ``arm`` moves it when the usage has moved a step; the cgroups whose
   threshold stands are ``armed``, and the daemon may sleep long on them.
 
+The host too, on a v1 host: a threshold on the root cgroup's usage (all
+the memory the host's processes and page cache hold), while free memory
+is wide enough that growing by a step must raise it (the daemon decides,
+Daemon._host_threshold).
+
 v2 has no usage thresholds: there the daemon rests only as long as the
-growth it assumes would take to bring a domain close.
+growth it assumes would take to bring a domain close (the host: it looks
+at /proc/meminfo meanwhile).
 
 Last, it watches every cgroup directory of the memory hierarchy with
 inotify (``watch_dirs``): a cgroup made or removed (a mkdir by systemd, a
@@ -52,6 +58,7 @@ IN_DELETE = 0x200
 IN_ONLYDIR = 0x01000000
 IN_ISDIR = 0x40000000
 _EVENT = struct.Struct("iIII")   # struct inotify_event: wd, mask, cookie, len (then len bytes of name)
+HOST = "root"   # the key's second half for the host's threshold, on the root cgroup (a cgroup's is its inode)
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
@@ -96,7 +103,7 @@ class MemcgProbe:
             os.close(efd)  # the kernel drops the registration with it
         for name in [n for n in self.watches if n not in wanted]:
             self._libc.inotify_rm_watch(self.inotify, self.watches.pop(name))
-        for name in [n for n in self.thresholds if n not in wanted]:
+        for name in [n for n in self.thresholds if n not in wanted and n[1] != HOST]:
             self._drop_threshold(self.thresholds, name)
         for name in [n for n in self.fast if n not in wanted]:
             self._drop_threshold(self.fast, name)
@@ -119,19 +126,25 @@ class MemcgProbe:
                 errors.append(f"{d.name}: {e}")
         return errors
 
-    def arm(self, usage: dict[str, tuple[int, int]]) -> tuple[frozenset[str], list[str]]:
+    def arm(self, usage: dict[str, tuple[int, int]],
+            host: tuple[str, str, int] | None = None) -> tuple[frozenset[str], list[str]]:
         """Move each v1 cgroup's usage threshold to *usage*'s
         ``(used, threshold)`` for it (by domain name) where it is not there
-        yet; returns the domains whose threshold now stands, and the errors
-        met (one line each)."""
+        yet, and the host's, *host* = ``(domain, the v1 hierarchy's root
+        directory, threshold)``, on the root cgroup's usage (all of the
+        host's memory but the kernel's own; None: drop it); returns the
+        domains whose threshold now stands, and the errors met (one line
+        each)."""
         armed, errors = set(), []
         if self.epoll is None:
             return frozenset(), errors
-        for key, fs_path in self.paths.items():
+        wanted = [(key, fs_path, usage[key[0]][1]) for key, fs_path in self.paths.items() if key[0] in usage]
+        for key in [k for k in self.thresholds if k[1] == HOST and (host is None or k[0] != host[0])]:
+            self._drop_threshold(self.thresholds, key)
+        if host is not None:
+            wanted.append(((host[0], HOST), host[1], host[2]))
+        for key, fs_path, threshold in wanted:
             name = key[0]
-            if name not in usage:
-                continue
-            used, threshold = usage[name]
             if key in self.thresholds and self.thresholds[key][1] == threshold:
                 armed.add(name)
                 continue

@@ -30,6 +30,7 @@ from .cn_proc import ProcEventSocket
 # Execs waiting for the loop; a burst beyond this drops the oldest (counted).
 QUEUE_LIMIT = 4096
 RCVBUF = 4 << 20
+KTHREADD = 2          # the parent of every kernel thread (init pid namespace: the proc connector's pids)
 
 
 def describe(roots: Roots, pid: int) -> ProcessInfo | None:
@@ -81,6 +82,7 @@ class ProcEventsProbe:
         self.thread: threading.Thread | None = None
         self.socket = None
         self.ready = threading.Event()
+        self._kthreads: set[int] = set()   # kernel threads forked since we listen: their exits are not told
 
     def open(self, now: Instant) -> int:
         if os.geteuid() != 0:
@@ -135,21 +137,31 @@ class ProcEventsProbe:
             except ValueError:            # a datagram we could not read: counted, the socket goes on
                 self.malformed += 1
                 continue
+            queued = False
             for m in messages:
                 event = m.get("event")
                 item = None
                 if event == "PROC_EVENT_EXEC":
                     item = describe(self.roots, m["process_tgid"])
                 elif event == "PROC_EVENT_FORK" and m["child_pid"] == m["child_tgid"]:  # a process, not a thread
+                    if m["parent_tgid"] == KTHREADD:   # a kernel thread (a kworker): no memory of its own
+                        self._kthreads.add(m["child_tgid"])
+                        continue
                     start = start_time(self.roots, m["child_tgid"])   # None: gone already
                     if start is not None:
                         item = ("fork", m["parent_tgid"], m["child_tgid"], start)
                 elif event == "PROC_EVENT_EXIT" and m["process_pid"] == m["process_tgid"]:
+                    if m["process_tgid"] in self._kthreads:
+                        self._kthreads.discard(m["process_tgid"])
+                        continue
                     item = ("exit", m["process_tgid"])
                 if item is not None:
                     if len(self.queue) == self.queue.maxlen:
                         self.dropped += 1
                     self.queue.append(item)
+                    queued = True
+            if not queued:
+                continue    # nothing for the loop (a thread's fork, a kworker): let it sleep
             try:
                 os.write(wfd, b"\0")
             except BlockingIOError:

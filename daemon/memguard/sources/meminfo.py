@@ -83,20 +83,9 @@ class HostSource:
         self.has_arc = read_optional(self.arc_path) is not None
 
     def collect(self, now: Instant) -> Reading:
-        mem = parse_meminfo(read_text(self.meminfo_path))
-        src = self.meminfo_path
-        total = require(mem, "MemTotal", src)
-        free = require(mem, "MemFree", src)
-        available = require(mem, "MemAvailable", src)  # since 3.14
         reading = Reading()
-        reclaimable = max(0, available - free)
-        if self.has_arc:
-            try:
-                arc = parse_arcstats(read_text(self.arc_path))
-                reclaimable += arc_reclaimable(arc)
-                reading.facts["zfs_arc_reclaimable_bytes"] = arc_reclaimable(arc)
-            except OSError as e:
-                reading.skipped[f"arcstats: {e.strerror}"] += 1
+        mem = parse_meminfo(read_text(self.meminfo_path))
+        total, free, reclaimable = self._memory(mem, reading)
         used = total - free
         swap_total = mem.get("SwapTotal")
         swap_used = None if swap_total is None else swap_total - mem.get("SwapFree", 0)
@@ -113,3 +102,29 @@ class HostSource:
         reading.facts["committed_bytes"] = mem.get("Committed_AS")
         reading.facts["commit_limit_bytes"] = mem.get("CommitLimit")
         return reading
+
+    def look(self) -> int:
+        """The working set alone, as ``collect`` finds it (/proc/meminfo and
+        the ARC, not vmstat): what a resting daemon reads between ticks,
+        on its event loop (in-kernel reads, a few tens of microseconds)."""
+        reading = Reading()
+        mem = parse_meminfo(read_text(self.meminfo_path))
+        total, free, reclaimable = self._memory(mem, reading)
+        return max(0, total - free - reclaimable)
+
+    def _memory(self, mem: dict[str, int], reading: Reading) -> tuple[int, int, int]:
+        """(MemTotal, MemFree, what the kernel can reclaim: MemAvailable's
+        part above MemFree and the ARC above its floor)."""
+        src = self.meminfo_path
+        total = require(mem, "MemTotal", src)
+        free = require(mem, "MemFree", src)
+        available = require(mem, "MemAvailable", src)  # since 3.14
+        reclaimable = max(0, available - free)
+        if self.has_arc:
+            try:
+                arc = parse_arcstats(read_text(self.arc_path))
+                reclaimable += arc_reclaimable(arc)
+                reading.facts["zfs_arc_reclaimable_bytes"] = arc_reclaimable(arc)
+            except OSError as e:
+                reading.skipped[f"arcstats: {e.strerror}"] += 1
+        return total, free, reclaimable
