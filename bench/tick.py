@@ -253,16 +253,27 @@ def profile_report(profiler: cProfile.Profile, path: str) -> str:
     return out.getvalue()
 
 
+def sustained(scenario: Scenario) -> str:
+    """How many ticks a second one core sustains: 1 / the median on-loop
+    tick (domain tick and /metrics rendering, as the daemon runs them)."""
+    loop = scenario.series.get("on-loop tick (domain + render)") or scenario.series["domain tick"]
+    domain = statistics.median(scenario.series["domain tick"])
+    return (f"One core sustains {1 / statistics.median(loop):.1f} ticks a second with {scenario.label} "
+            f"({1 / domain:.1f} without rendering /metrics at every tick).")
+
+
 def verdict(loaded: Scenario | None) -> str:
     if loaded is None:
         return ""
     median = statistics.median(loaded.series["domain tick"]) * 1000
+    if loaded.label.startswith("1000 "):
+        return sustained(loaded)
     if not loaded.label.startswith("200 "):
         return (f"Domain tick median with {loaded.label}: {median:.2f} ms (issue 2's target, "
                 f"{TARGET_DOMAIN_MEDIAN_MS:g} ms, is for 200 cgroups).")
     ok = "meets" if median <= TARGET_DOMAIN_MEDIAN_MS else "MISSES"
     return (f"Domain tick median with {loaded.label}: {median:.2f} ms, which {ok} the "
-            f"{TARGET_DOMAIN_MEDIAN_MS:g} ms target of issue 2.")
+            f"{TARGET_DOMAIN_MEDIAN_MS:g} ms target of issue 2. {sustained(loaded)}")
 
 
 def render_doc(scenarios: list[Scenario], args: argparse.Namespace, command: str, code: str) -> str:

@@ -42,7 +42,7 @@ def _duration(**kw):
 class SamplingConfig:
     interval: float = _duration(default=1.0)            # when a domain is neither at rest nor close
     fast_interval: float = _duration(default=0.25)      # when any domain is close to it
-    rest_interval: float = _duration(default=120.0)      # when every domain is at rest (0s: never rest)
+    rest_interval: float = _duration(default=300.0)      # when every domain is at rest (0s: never rest)
     rest_below: float = 0.5                             # a domain under this share of its limit is at rest
     rest_step: float = 0.05                             # at rest, a v1 cgroup growing by this share of its limit wakes us
     # a domain the kernel cannot wake us for (host, v2 cgroups, GPUs) is

@@ -683,7 +683,8 @@ class Daemon:
         tick as growing at ``rest_growth`` would take its working set to
         ``fast_above`` (Engine._rest), never after the next tick."""
         sampling, now = self.config.sampling, time.monotonic()
-        return min([tick_at, *(now + (sampling.fast_above * limit - held) / sampling.rest_growth
+        return min([tick_at, *(now + max(sampling.interval,
+                                         (sampling.fast_above * limit - held) / sampling.rest_growth)
                                for held, limit in self.engine.looks.values())])
 
     def _look(self, tick_at: float) -> float | None:
@@ -699,7 +700,8 @@ class Daemon:
                 return None                 # the tick says what went wrong
             if working_set - held >= sampling.rest_step * limit:
                 return None
-            look_at = min(look_at, now + (sampling.fast_above * limit - working_set) / sampling.rest_growth)
+            look_at = min(look_at, now + max(sampling.interval, (sampling.fast_above * limit - working_set)
+                                              / sampling.rest_growth))
         return look_at
 
     def _metrics_body(self) -> bytes:

@@ -122,11 +122,11 @@ def test_a_quiet_cgroup_rests_once_watched_and_armed_and_wakes_when_it_moves():
     assert watch(engine, clock, quiet, seconds=25) == near(1.0, rel=JITTER)
     assert engine.at_rest
     engine.armed = frozenset({"cgroup:/a"})   # the daemon registered its usage threshold
-    assert watch(engine, clock, quiet, seconds=1) == near(120.0, rel=JITTER)
+    assert watch(engine, clock, quiet, seconds=1) == near(300.0, rel=JITTER)
     # it moved a step (5 % of 256 MiB): watched at the interval again for 30 s
     assert watch(engine, clock, sample(used=34 * MiB), seconds=1) == near(1.0, rel=JITTER)
     assert watch(engine, clock, sample(used=34 * MiB), seconds=29) == near(1.0, rel=JITTER)
-    assert watch(engine, clock, sample(used=34 * MiB), seconds=2) == near(120.0, rel=JITTER)
+    assert watch(engine, clock, sample(used=34 * MiB), seconds=2) == near(300.0, rel=JITTER)
 
 
 def test_a_host_rests_the_whole_interval_and_is_looked_at_between_ticks():
@@ -134,13 +134,13 @@ def test_a_host_rests_the_whole_interval_and_is_looked_at_between_ticks():
     host = sample("host", kind="host", used=12 * 2**30, ws=2 * 2**30, limit=16 * 2**30, identity=None)
     # the daemon reads /proc/meminfo alone between ticks (Daemon._look):
     # the host does not shorten the rest; page cache counts for nothing
-    assert watch(engine, clock, host) == pytest.approx(120.0, rel=JITTER)
+    assert watch(engine, clock, host) == pytest.approx(300.0, rel=JITTER)
     assert engine.looks == {"host": (2 * 2**30, 16 * 2**30)}
     assert engine.snapshot(clock.now()).to_json()["rest"] == {"at_rest": True, "awake_because": None,
                                                               "armed": [], "looked_at": ["host"]}
     # once the daemon armed the root cgroup's usage threshold, it is not looked at
     engine.armed = frozenset({"host"})
-    assert watch(engine, clock, host, seconds=1) == pytest.approx(120.0, rel=JITTER)
+    assert watch(engine, clock, host, seconds=1) == pytest.approx(300.0, rel=JITTER)
     assert engine.looks == {}
 
 
