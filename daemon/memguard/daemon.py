@@ -98,8 +98,15 @@ class Daemon:
         self.writer = IncidentWriter(self.store, self.log)
         self.probes = None
         self._rendered: Snapshot | None = None
-        self._memcg_tracked = None
         self._memcg_dirs = None
+        # The memcg probe's registrations are made in a thread of their own
+        # (each usage threshold waits for an RCU grace period): the loop says
+        # what it wants, the thread makes the newest of it (_keep_memcg).
+        self._memcg_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-memcg")
+        self._memcg_wanted = None       # (domains, thresholds or None, host) last asked for
+        self._memcg_opened = 0          # the probe's open count then
+        self._memcg_job: concurrent.futures.Future | None = None
+        self._memcg_tracked = None      # (the probe's open count, domains) last tracked, in that thread
         self.metrics_url: str | None = None   # where /metrics is served, once it is
         self._lookups = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-proc")
         self._actuator = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memguard-act")
@@ -144,46 +151,90 @@ class Daemon:
         self._apply(effects)
         self.metrics.tick_duration.observe(duration)
         self._persist(now)
-        self._track_memcg()
-        self._arm_rest()
+        self._keep_memcg()
         return effects.interval
 
-    def _track_memcg(self) -> None:
-        """Keep the memcg probe's registrations on the cgroup domains tracked now."""
+    def _keep_memcg(self) -> None:
+        """Keep the memcg probe's registrations on the cgroup domains tracked
+        now and, while every domain is at rest, its usage thresholds a step
+        above each v1 cgroup's usage and the host's, so that the kernel
+        wakes us when one moves; the engine rests fully only on the domains
+        so armed.  The registrations are made in the memcg thread: a tick
+        asks for them when what it wants changed, and the armed domains are
+        the engine's once they stand."""
         memcg = next((p for p in self.probes or () if isinstance(p, MemcgProbe)), None)
         cgroups = self._cgroup_source()
-        if memcg is None or cgroups is None:
+        if not self.engine.at_rest:
+            self.engine.armed = frozenset()
+        if memcg is None:
             return
-        domains = cgroups.hierarchy.domains
-        if domains is not self._memcg_tracked:
-            for error in memcg.track(domains):
-                self.log.warning("memcg notification not registered", error=error)
-            self._memcg_tracked = domains
-        if cgroups.hierarchy.dirs is not self._memcg_dirs:
-            errors = memcg.watch_dirs(cgroups.hierarchy.dirs)
+        if cgroups is not None and cgroups.hierarchy.dirs is not self._memcg_dirs:
+            errors = memcg.watch_dirs(cgroups.hierarchy.dirs)   # inotify only: quick
             if errors:
                 self.log.warning("cgroup directories not watched", count=len(errors), first=errors[0])
             self._memcg_dirs = cgroups.hierarchy.dirs
-
-    def _arm_rest(self) -> None:
-        """While every domain is at rest, have the kernel wake us when a v1
-        cgroup's usage moves a step (memcg probe); the engine rests fully
-        only on the cgroups so armed."""
-        memcg = next((p for p in self.probes or () if isinstance(p, MemcgProbe)), None)
-        if memcg is None or not self.engine.at_rest:
-            self.engine.armed = frozenset()
+        thresholds, host = None, None
+        if self.engine.at_rest:
+            sampling = self.config.sampling
+            thresholds = {name: wake_threshold(s.used, s.limit, sampling)
+                          for name, state in self.engine.domains.items()
+                          if (s := state.sample) is not None and s.kind == "cgroup" and s.limit}
+            host = self._host_threshold()
+        wanted = (cgroups.hierarchy.domains if cgroups is not None else None, thresholds, host)
+        old = self._memcg_wanted
+        if old is not None and old[0] is wanted[0] and old[1:] == wanted[1:] and memcg.opened == self._memcg_opened:
             return
-        sampling = self.config.sampling
-        usage = {name: (s.used, wake_threshold(s.used, s.limit, sampling))
-                 for name, state in self.engine.domains.items()
-                 if (s := state.sample) is not None and s.kind == "cgroup" and s.limit}
-        armed, errors = memcg.arm(usage, self._host_threshold())
-        for error in errors:
-            if error not in self._arm_errors:   # said once, not at every tick
+        self._memcg_wanted, self._memcg_opened = wanted, memcg.opened
+        if self._memcg_job is None:
+            self._memcg_submit(memcg)
+
+    def _memcg_submit(self, memcg: MemcgProbe) -> None:
+        loop = asyncio.get_running_loop()
+        self._memcg_job = self._memcg_pool.submit(self._memcg_work, memcg)
+        self._memcg_job.add_done_callback(lambda f: self._memcg_done(f, loop))
+
+    def _memcg_work(self, memcg: MemcgProbe) -> tuple:
+        """In the memcg thread: make the newest registrations asked for."""
+        wanted = self._memcg_wanted
+        domains, thresholds, host = wanted
+        errors = []
+        if domains is not None and self._memcg_tracked != (memcg.opened, domains):
+            tracked = (memcg.opened, domains)
+            errors += [("memcg notification not registered", e) for e in memcg.track(domains)]
+            self._memcg_tracked = tracked
+        armed = None
+        if thresholds is not None:
+            armed, arm_errors = memcg.arm(thresholds, host)
+            errors += [("memcg usage threshold not registered", e) for e in arm_errors]
+        return wanted, armed, errors
+
+    def _memcg_done(self, future: concurrent.futures.Future, loop: asyncio.AbstractEventLoop) -> None:
+        """In the memcg thread: hand the result to the loop (or log the bug)."""
+        if future.cancelled():
+            return
+        _to_loop(loop, self._memcg_made, future)
+
+    def _memcg_made(self, future: concurrent.futures.Future) -> None:
+        """On the loop: registrations made; the engine rests on the domains
+        whose threshold stands, and what was asked for meanwhile is made next."""
+        self._memcg_job = None
+        if future.exception() is not None:
+            if (error := repr(future.exception())) not in self._arm_errors:
                 self._arm_errors.add(error)
-                self.log.warning("memcg usage threshold not registered", error=error)
-        self.engine.armed = armed
-        self.engine.looks = {name: v for name, v in self.engine.looks.items() if name not in armed}
+                self.log.error("memcg registrations failed", error=error)
+            self._memcg_wanted = None       # asked for again at the next tick
+            return
+        wanted, armed, errors = future.result()
+        for msg, error in errors:
+            if error not in self._arm_errors:   # said once, not at every try
+                self._arm_errors.add(error)
+                self.log.warning(msg, error=error)
+        if armed is not None and self.engine.at_rest:
+            self.engine.armed = armed
+            self.engine.looks = {name: v for name, v in self.engine.looks.items() if name not in armed}
+        memcg = next((p for p in self.probes or () if isinstance(p, MemcgProbe)), None)
+        if memcg is not None and self._memcg_wanted is not wanted:
+            self._memcg_submit(memcg)
 
     def _host_threshold(self) -> tuple[str, str, int] | None:
         """(the host domain, the v1 memory hierarchy's root, the usage at
@@ -644,6 +695,7 @@ class Daemon:
                     ping_at = now + watchdog
         finally:
             self.notifier.notify("STOPPING=1")
+            self._memcg_pool.shutdown(wait=False, cancel_futures=True)   # what it makes now, close() ends
             host.stop()
             await control.stop()
             if metrics_server is not None:

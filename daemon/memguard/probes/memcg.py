@@ -39,6 +39,13 @@ inotify (``watch_dirs``): a cgroup made or removed (a mkdir by systemd, a
 container runtime, a test) is reported as ``created``, and the daemon walks
 the hierarchy at once instead of at its next discovery, however long it
 rests.
+
+A usage threshold's registration (and its removal) waits for an RCU grace
+period in the kernel: 10-25 ms each here, 16 s for the fast thresholds of
+1,000 cgroups.  ``track`` and ``arm`` make them, so the daemon calls them
+from a thread of their own, one call at a time; ``read``, ``watch_dirs``
+and ``close`` are the event loop's.  ``lock`` keeps the two apart for the
+moment a registration is entered in the tables, never across the wait.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ import errno
 import os
 import select
 import struct
+import threading
 
 from ..clock import Instant
 from .base import ProbeReading, Unavailable
@@ -77,70 +85,78 @@ class MemcgProbe:
         self.paths: dict[tuple, str] = {}       # v1: (domain, inode) -> its directory
         self.dirs: dict[str, int] = {}          # every cgroup directory -> its watch descriptor
         self._dir_wds: set[int] = set()
+        self._moved: frozenset[int] = frozenset()   # the eventfds of self.thresholds
         self._libc = ctypes.CDLL(None, use_errno=True)
+        self.lock = threading.Lock()
+        self.opened = 0     # counts open()s: registrations made before the last one are gone
 
     def open(self, now: Instant) -> int:
         fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             raise Unavailable(f"inotify_init1: {os.strerror(ctypes.get_errno())}")
-        self.epoll = select.epoll()
-        self.inotify = fd
-        self.epoll.register(fd, select.EPOLLIN)
+        with self.lock:
+            self.epoll = select.epoll()
+            self.inotify = fd
+            self.epoll.register(fd, select.EPOLLIN)
+            self.opened += 1
         return self.epoll.fileno()
 
     def track(self, domains) -> list[str]:
         """Watch exactly these cgroup domains (sources.cgroups.CgroupDomain);
-        returns the errors met, one line each (a cgroup that vanished is not one)."""
+        returns the errors met, one line each (a cgroup that vanished is not
+        one).  Off the loop: a fast threshold's registration waits."""
         if self.epoll is None:
             return []
         errors = []
         # keyed by name and inode: a cgroup made again under the same path
         # is a new one, whose files need a new registration
         wanted = {(d.name, d.inode): d for d in domains}
-        for name in [n for n in self.eventfds if n not in wanted]:
-            efd = self.eventfds.pop(name)
-            self.epoll.unregister(efd)
-            os.close(efd)  # the kernel drops the registration with it
-        for name in [n for n in self.watches if n not in wanted]:
-            self._libc.inotify_rm_watch(self.inotify, self.watches.pop(name))
-        for name in [n for n in self.thresholds if n not in wanted and n[1] != HOST]:
-            self._drop_threshold(self.thresholds, name)
-        for name in [n for n in self.fast if n not in wanted]:
-            self._drop_threshold(self.fast, name)
+        for key in [k for k in self.eventfds if k not in wanted]:
+            self._drop(self.eventfds, key)  # the kernel drops the registration with the eventfd
+        with self.lock:
+            for key in [k for k in self.watches if k not in wanted]:
+                self._libc.inotify_rm_watch(self.inotify, self.watches.pop(key))
+        for key in [k for k in self.thresholds if k not in wanted and k[1] != HOST]:
+            self._drop(self.thresholds, key)
+        for key in [k for k in self.fast if k not in wanted]:
+            self._drop(self.fast, key)
         self.paths = {key: d.fs_path for key, d in wanted.items() if d.version == 1}
         for key, d in wanted.items():
             try:
                 if d.version == 1 and self.fast_above and d.limit and \
                         self.fast.get(key, (0, None))[1] != (close := int(self.fast_above * d.limit)):
-                    self._drop_threshold(self.fast, key)
-                    self.fast[key] = (self._register_v1(d.fs_path, "memory.usage_in_bytes", close), close)
+                    self._drop(self.fast, key)
+                    efd = self._register_v1(d.fs_path, "memory.usage_in_bytes", close)
+                    if not self._enter(self.fast, key, (efd, close)):
+                        break
                 if key in self.eventfds or key in self.watches:
                     continue
                 if d.version == 1:
-                    self.eventfds[key] = self._register_v1(d.fs_path)
-                else:
-                    self._watch_v2(key, d.fs_path)
+                    efd = self._register_v1(d.fs_path)
+                    if not self._enter(self.eventfds, key, efd):
+                        break
+                elif not self._watch_v2(key, d.fs_path):
+                    break
             except FileNotFoundError:
                 continue
             except OSError as e:
                 errors.append(f"{d.name}: {e}")
         return errors
 
-    def arm(self, usage: dict[str, tuple[int, int]],
+    def arm(self, thresholds: dict[str, int],
             host: tuple[str, str, int] | None = None) -> tuple[frozenset[str], list[str]]:
-        """Move each v1 cgroup's usage threshold to *usage*'s
-        ``(used, threshold)`` for it (by domain name) where it is not there
-        yet, and the host's, *host* = ``(domain, the v1 hierarchy's root
-        directory, threshold)``, on the root cgroup's usage (all of the
-        host's memory but the kernel's own; None: drop it); returns the
-        domains whose threshold now stands, and the errors met (one line
-        each)."""
+        """Move each v1 cgroup's usage threshold to *thresholds*' for it (by
+        domain name) where it is not there yet, and the host's, *host* =
+        ``(domain, the v1 hierarchy's root directory, threshold)``, on the
+        root cgroup's usage (all of the host's memory but the kernel's own;
+        None: drop it); returns the domains whose threshold now stands, and
+        the errors met (one line each).  Off the loop, as ``track``."""
         armed, errors = set(), []
         if self.epoll is None:
             return frozenset(), errors
-        wanted = [(key, fs_path, usage[key[0]][1]) for key, fs_path in self.paths.items() if key[0] in usage]
+        wanted = [(key, fs_path, thresholds[key[0]]) for key, fs_path in self.paths.items() if key[0] in thresholds]
         for key in [k for k in self.thresholds if k[1] == HOST and (host is None or k[0] != host[0])]:
-            self._drop_threshold(self.thresholds, key)
+            self._drop(self.thresholds, key)
         if host is not None:
             wanted.append(((host[0], HOST), host[1], host[2]))
         for key, fs_path, threshold in wanted:
@@ -148,9 +164,11 @@ class MemcgProbe:
             if key in self.thresholds and self.thresholds[key][1] == threshold:
                 armed.add(name)
                 continue
-            self._drop_threshold(self.thresholds, key)
+            self._drop(self.thresholds, key)
             try:
-                self.thresholds[key] = (self._register_v1(fs_path, "memory.usage_in_bytes", threshold), threshold)
+                efd = self._register_v1(fs_path, "memory.usage_in_bytes", threshold)
+                if not self._enter(self.thresholds, key, (efd, threshold)):
+                    break
                 with open(os.path.join(fs_path, "memory.usage_in_bytes"), "rb") as f:
                     if int(f.read()) < threshold:   # else it passed it before the registration
                         armed.add(name)
@@ -160,13 +178,34 @@ class MemcgProbe:
                 errors.append(f"{name}: usage threshold: {e}")
         return frozenset(armed), errors
 
-    def _drop_threshold(self, table: dict, key: tuple) -> None:
-        entry = table.pop(key, None)
-        if entry is not None:
-            self.epoll.unregister(entry[0])
-            os.close(entry[0])
+    def _enter(self, table: dict, key: tuple, entry) -> bool:
+        """Enter a registration just made (an eventfd, or an eventfd and its
+        threshold) in *table* and the epoll set; False, and its eventfd
+        closed, if the probe was closed meanwhile."""
+        efd = entry if isinstance(entry, int) else entry[0]
+        with self.lock:
+            if self.epoll is None:
+                os.close(efd)
+                return False
+            self.epoll.register(efd, select.EPOLLIN)
+            table[key] = entry
+            if table is self.thresholds:
+                self._moved = frozenset(e for e, _ in self.thresholds.values())
+            return True
+
+    def _drop(self, table: dict, key: tuple) -> None:
+        with self.lock:
+            entry = table.pop(key, None)
+            if entry is None:
+                return
+            efd = entry if isinstance(entry, int) else entry[0]
+            self.epoll.unregister(efd)
+            os.close(efd)
+            if table is self.thresholds:
+                self._moved = frozenset(e for e, _ in self.thresholds.values())
 
     def _register_v1(self, fs_path: str, control: str = "memory.oom_control", threshold: int | None = None) -> int:
+        """A new eventfd registered on *fs_path*'s *control*, not entered yet."""
         efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         try:
             cfd = os.open(os.path.join(fs_path, control), os.O_RDONLY | os.O_CLOEXEC)
@@ -178,7 +217,6 @@ class MemcgProbe:
         except OSError:
             os.close(efd)
             raise
-        self.epoll.register(efd, select.EPOLLIN)
         return efd
 
     def watch_dirs(self, dirs) -> list[str]:
@@ -202,31 +240,36 @@ class MemcgProbe:
             self._dir_wds.add(wd)
         return errors
 
-    def _watch_v2(self, key: tuple, fs_path: str) -> None:
+    def _watch_v2(self, key: tuple, fs_path: str) -> bool:
+        """Watch a v2 cgroup's memory.events; False if the probe was closed."""
         path = os.path.join(fs_path, "memory.events").encode()
-        wd = self._libc.inotify_add_watch(self.inotify, path, IN_MODIFY)
-        if wd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), path.decode())
-        self.watches[key] = wd
+        with self.lock:
+            if self.inotify is None:
+                return False
+            wd = self._libc.inotify_add_watch(self.inotify, path, IN_MODIFY)
+            if wd < 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err), path.decode())
+            self.watches[key] = wd
+            return True
 
     def read(self, now: Instant) -> ProbeReading:
         reading = ProbeReading()
-        thresholds = {efd for efd, _ in self.thresholds.values()}
-        for fd, _ in self.epoll.poll(0):
-            # Which cgroup does not matter: the wake-up samples them all.
-            # Drain inotify's events, or the eventfd's counter (reading resets it).
-            while True:
-                try:
-                    data = os.read(fd, 65536 if fd == self.inotify else 8)
-                except BlockingIOError:
-                    break
-                if fd == self.inotify:
-                    self._inotify_events(data, reading)
-                elif fd in thresholds:
-                    reading.moved = True
-                else:
-                    reading.wake = True
+        with self.lock:     # no eventfd closed under us by track or arm
+            for fd, _ in self.epoll.poll(0):
+                # Which cgroup does not matter: the wake-up samples them all.
+                # Drain inotify's events, or the eventfd's counter (reading resets it).
+                while True:
+                    try:
+                        data = os.read(fd, 65536 if fd == self.inotify else 8)
+                    except BlockingIOError:
+                        break
+                    if fd == self.inotify:
+                        self._inotify_events(data, reading)
+                    elif fd in self._moved:
+                        reading.moved = True
+                    else:
+                        reading.wake = True
         return reading
 
     def _inotify_events(self, data: bytes, reading: ProbeReading) -> None:
@@ -242,17 +285,19 @@ class MemcgProbe:
                 reading.wake = True
 
     def close(self) -> None:
-        for efd in [*self.eventfds.values(), *(efd for efd, _ in [*self.thresholds.values(), *self.fast.values()])]:
-            os.close(efd)
-        self.eventfds.clear()
-        self.thresholds.clear()
-        self.dirs.clear()
-        self._dir_wds.clear()
-        self.fast.clear()
-        self.watches.clear()
-        if self.inotify is not None:
-            os.close(self.inotify)
-            self.inotify = None
-        if self.epoll is not None:
-            self.epoll.close()
-            self.epoll = None
+        with self.lock:
+            for efd in [*self.eventfds.values(), *(efd for efd, _ in [*self.thresholds.values(), *self.fast.values()])]:
+                os.close(efd)
+            self.eventfds.clear()
+            self.thresholds.clear()
+            self._moved = frozenset()
+            self.dirs.clear()
+            self._dir_wds.clear()
+            self.fast.clear()
+            self.watches.clear()
+            if self.inotify is not None:
+                os.close(self.inotify)
+                self.inotify = None
+            if self.epoll is not None:
+                self.epoll.close()
+                self.epoll = None
