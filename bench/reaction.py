@@ -24,14 +24,25 @@ Each daemon, alone, protects the same floor of the host's available memory
   at risk);
 - MemAvailable is read every 10 ms: the floor crossing is the first reading
   under it, and times are from there. For memguardd the first firing of a
-  rule of rules/default.yaml on the host (its status, every 0.2 s: the
-  host predicted to run out) is its first warning; earlyoom and nohang
+  rule of rules/default.yaml on the host or the job's cgroup (its status,
+  every 0.2 s: either predicted to run out) is its first warning; earlyoom and nohang
   (warnings off in its packaged config) have none.
 
 Per daemon and rate: when it first warned and when it acted, relative to the
 floor crossing, and what became of the job: killed by the daemon (a hog died
 of a signal with the cgroup's ``oom_kill`` counter still 0) or by the kernel.
 The hogs do not react to warnings, so none survives.
+
+Then (``--jobs hog,cooperative``, the default) the same with a job that
+does: the growing part is tests/helpers/cooperative.py, which frees what it
+holds and ends when sent SIGUSR1, started under memguardd as
+``memguardctl run --on-warning USR1`` (registered, no change to its code);
+under earlyoom and nohang, which have nothing to warn a job with, on its
+own. "warned and survived" when it received the warning and ended by
+itself, with nothing killed; it never crosses the floor then, and its
+warning is given as how long before the floor it came at the job's rate
+(what MemAvailable held above the floor when the job was signalled, over
+the rate).
 """
 
 from __future__ import annotations
@@ -134,18 +145,35 @@ def memguardd(floor: int, total: int, tmp: Path) -> tuple[Daemon, Path]:
     return memguardd_daemon(tmp / "memguard.yaml", tmp), tmp / "memguard.sock"
 
 
-def host_warned(sock: Path) -> bool:
-    """Whether a rule other than the floor's fires on the host (the default
-    ladder predicting the host's memory running out)."""
+def host_warned(sock: Path, cgroup: str) -> bool:
+    """Whether a rule other than the floor's fires on the host or the job's
+    cgroup (the default ladder predicting either running out)."""
     from memguard.cli.client import call
     try:
         status = call(str(sock), "status", timeout=1.0)
     except Exception:  # noqa: BLE001 - a busy daemon: ask again at the next poll
         return False
-    return any(f["domain"] == "host" and f["rule"] != "host-floor" for f in status["rules"]["firing"])
+    return any(f["domain"] in ("host", f"cgroup:{cgroup}") and f["rule"] != "host-floor"
+               for f in status["rules"]["firing"])
 
 
-def one_run(name: str, rate: int, root: Path, hog_binary: Path) -> dict:
+COOPERATIVE = REPO / "tests" / "helpers" / "cooperative.py"
+STEP_S = 0.1
+
+
+def grower(job: str, rate: int, hog_binary: Path, group, sock: Path | None) -> Hog:
+    """The growing part of the job: a hog, or the cooperative job (registered
+    with memguardd when it runs, warned by SIGUSR1)."""
+    if job == "hog":
+        return Hog(hog_binary, ("grow", *step_for(rate)), group)
+    args = [str(COOPERATIVE), f"{rate * STEP_S:g}", str(STEP_S)]
+    if sock is not None:
+        args = ["-m", "memguard.cli.main", "--socket", str(sock), "run", "--name", "grow",
+                "--on-warning", "USR1", "--", sys.executable, *args]
+    return Hog(Path(sys.executable), args, group)
+
+
+def one_run(name: str, rate: int, root: Path, hog_binary: Path, job: str = "hog") -> dict:
     with tempfile.TemporaryDirectory(prefix="mgbench-react-") as tmp_name:
         tmp = Path(tmp_name)
         total, available = meminfo()["MemTotal"], settled()
@@ -177,20 +205,26 @@ def one_run(name: str, rate: int, root: Path, hog_binary: Path) -> dict:
                 time.sleep(3.0)     # memguardd's first walk finds the cgroup; the others settle
                 if daemon.proc.poll() is not None:
                     raise RuntimeError(f"{name} exited with {daemon.proc.returncode}:\n{daemon.tail()}")
-                grower = Hog(hog_binary, ("grow", *step_for(rate)), group)
-                hogs.append(grower)
-                adjust(grower.pid)
+                growing = grower(job, rate, hog_binary, group, sock)
+                hogs.append(growing)
+                adjust(growing.pid)
                 start = time.monotonic()
-                crossed = warned = acted = None
+                crossed = warned = acted = spare = None
                 how = None
                 next_status = start
+                available = meminfo()["MemAvailable"]
                 while time.monotonic() - start < RUN_TIMEOUT_S:
                     now = time.monotonic()
-                    if crossed is None and meminfo()["MemAvailable"] < floor:
+                    if job == "cooperative" and spare is None and \
+                            any(line.startswith("warned") for line in growing.lines()):
+                        # what was left above the floor before it freed its memory
+                        warned, spare = now, available - floor
+                    available = meminfo()["MemAvailable"]
+                    if crossed is None and available < floor:
                         crossed = now
                     if sock is not None and warned is None and now >= next_status:
                         next_status = now + STATUS_EVERY_S
-                        if host_warned(sock):
+                        if host_warned(sock, group.path):
                             warned = time.monotonic()
                     dead = [h for h in hogs if h.returncode is not None]
                     if dead:
@@ -200,6 +234,7 @@ def one_run(name: str, rate: int, root: Path, hog_binary: Path) -> dict:
                     time.sleep(SAMPLE_S)
                 time.sleep(0.5)
                 kernel_kills = group.oom_control()["oom_kill"]
+                heeded = how == 0 and any(line.startswith("warned") for line in growing.lines())
                 for h in hogs:
                     h.close()
         finally:
@@ -210,10 +245,17 @@ def one_run(name: str, rate: int, root: Path, hog_binary: Path) -> dict:
         # the hog ends with status 0 on SIGTERM (tests/helpers/hog.c)
         signal_name = {0: "SIGTERM", -9: "SIGKILL"}.get(how, f"status {how}")
         outcome = ("none: still growing" if acted is None else
-                   "killed by the kernel" if kernel_kills else f"ended by {name} ({signal_name})")
+                   "killed by the kernel" if kernel_kills else
+                   "warned and survived (freed its memory, ended by itself)" if heeded else
+                   f"ended by {name} ({signal_name})")
 
         def rel(t):
             return None if t is None or crossed is None else t - crossed
+        if heeded and crossed is None:
+            # It never crossed the floor: how long before it would have, at
+            # its rate, from what was left above the floor when warned.
+            return {"daemon": name, "rate": rate, "crossed": None, "warned": -spare / (rate * MIB),
+                    "acted": None, "outcome": outcome}
         return {"daemon": name, "rate": rate, "crossed": None if crossed is None else crossed - start,
                 "warned": rel(warned), "acted": rel(acted), "outcome": outcome}
 
@@ -231,6 +273,8 @@ def fmt(x) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rates", default="10,50,200", help="MiB/s, comma-separated (10,50,200)")
+    p.add_argument("--jobs", default="hog,cooperative",
+                   help="which jobs, comma-separated: hog (ignores warnings), cooperative (hog,cooperative)")
     p.add_argument("--cache", type=Path, default=CACHE, help=f"where the Debian packages are unpacked ({CACHE})")
     p.add_argument("--write", action="store_true", help="rewrite this section of docs/benchmarks.md")
     args = p.parse_args(argv)
@@ -242,27 +286,30 @@ def main(argv: list[str] | None = None) -> int:
     hog_binary = build_hog(hog_dir)
     rows = []
     try:
-        for rate in (int(r) for r in args.rates.split(",")):
-            for name in ("memguardd", "earlyoom", "nohang"):
-                r = one_run(name, rate, root, hog_binary)
-                print(f"{rate:>4} MiB/s {name:<9} floor crossed {fmt(r['crossed'])} s after the growth began; "
-                      f"warned {fmt(r['warned'])} s, acted {fmt(r['acted'])} s from the crossing: {r['outcome']}",
-                      flush=True)
-                rows.append([f"{rate} MiB/s", name, fmt(r["warned"]), fmt(r["acted"]), r["outcome"]])
+        for job in args.jobs.split(","):
+            for rate in (int(r) for r in args.rates.split(",")):
+                for name in ("memguardd", "earlyoom", "nohang"):
+                    r = one_run(name, rate, root, hog_binary, job)
+                    print(f"{job} {rate:>4} MiB/s {name:<9} floor crossed {fmt(r['crossed'])} s after the growth "
+                          f"began; warned {fmt(r['warned'])} s, acted {fmt(r['acted'])} s from the crossing: "
+                          f"{r['outcome']}", flush=True)
+                    rows.append([job, f"{rate} MiB/s", name, fmt(r["warned"]), fmt(r["acted"]), r["outcome"]])
     except _cgroups.Interrupted:
         print("interrupted", file=sys.stderr)
         return 130
-    body = _cgroups.table(["growth", "daemon", "first warning, s from the floor",
+    body = _cgroups.table(["job", "growth", "daemon", "first warning, s from the floor",
                            "acted, s from the floor", "the job"], rows)
     print(body)
     if args.write:
         lines = [*_cgroups.section_head("Reaction to the same threat (`bench/reaction.py`)",
-                                        f".venv/bin/python bench/reaction.py --rates {args.rates} --write"),
+                                        f".venv/bin/python bench/reaction.py --rates {args.rates} "
+                                        f"--jobs {args.jobs} --write"),
                  f"- code: {_cgroups.code_version()}; floor about {FLOOR_SHARE:.0%} of MemTotal; the job fills its "
                  "cgroup to 512 MiB above the floor, then grows at the rate; the cgroup's limit is 256 MiB past "
                  "the floor; each daemon alone, as bench/reaction.py's docstring says; negative times are before "
                  "the floor was crossed; \"-\": never (a job the kernel killed never brought MemAvailable under "
-                 "the floor)",
+                 "the floor); a cooperative job that freed its memory at memguard's warning never crossed the "
+                 "floor: its warning is how long before the floor it came at the job's rate",
                  "", body]
         _cgroups.write_section("reaction", "\n".join(lines))
     return 0
