@@ -90,7 +90,7 @@ class TickSources:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-RESTING_SCAN = 300.0  # seconds between two scans of /proc while the daemon rests (the proc connector keeps the table)
+RESTING_SCAN = 900.0  # seconds between two scans of /proc while the daemon rests (the proc connector keeps the table)
 
 
 class SlowSources:
@@ -117,7 +117,10 @@ class SlowSources:
         """Results that finished (or timed out) since the last call; start
         the runs that are due: while the daemon rests, the slow ones
         (processes) only every RESTING_SCAN seconds (the proc connector keeps
-        the process table meanwhile, and nothing is near a limit)."""
+        the process table meanwhile, and nothing is near a limit).  A
+        source that says it has nothing to do before its ``idle_until``
+        (monotonic; NVML without a driver) is not run before then: each run
+        wakes a worker thread, a few milliseconds of CPU on a cold cache."""
         runs = []
         for name, (future, started) in list(self.in_flight.items()):
             if future.done():
@@ -130,7 +133,7 @@ class SlowSources:
                 self.timed_out.add(name)   # said once; the next run waits for it to end
                 runs.append(SourceRun(name, error=f"timed out after {self.timeout:g}s (still running)"))
         for source in self.sources:
-            if now.mono < self.due.get(source.name, 0.0):
+            if now.mono < self.due.get(source.name, 0.0) or now.mono < getattr(source, "idle_until", 0.0):
                 continue
             if source.name in self.in_flight:
                 key = f"slow_source:{source.name}"

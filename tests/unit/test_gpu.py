@@ -80,17 +80,35 @@ def test_no_driver_is_unavailable_said_why(scripted):
         GpuSource().collect(FakeClock().now())
 
 
-def test_a_failed_init_is_tried_again_a_minute_later_not_at_every_tick(scripted):
+def test_a_failed_init_is_tried_again_a_minute_later_then_twice_as_long(scripted):
     source, clock = GpuSource(), FakeClock()
     scripted("init 9")
     with pytest.raises(Unavailable, match="Driver Not Loaded"):
         source.collect(clock.now())
+    assert source.idle_until == clock.mono + 60.0, "the daemon does not run it before then"
+    clock.mono += 60.0
+    with pytest.raises(Unavailable, match="Driver Not Loaded"):   # tried again: still no driver
+        source.collect(clock.now())
+    assert source.idle_until == clock.mono + 120.0
     scripted(A100.format(used=GiB, state="ok"))       # the driver is loaded now
-    clock.mono += 59.0
+    clock.mono += 119.0
     with pytest.raises(Unavailable, match="Driver Not Loaded"):   # not asked again yet
         source.collect(clock.now())
     clock.mono += 1.0
     assert [s.domain for s in source.collect(clock.now()).samples] == ["gpu:0"]
+    assert source.idle_until == 0.0
+
+
+def test_the_wait_between_tries_stops_doubling_at_an_hour(scripted):
+    source, clock = GpuSource(), FakeClock()
+    scripted("init 9")
+    waits = []
+    for _ in range(9):
+        with pytest.raises(Unavailable):
+            source.collect(clock.now())
+        waits.append(source.idle_until - clock.mono)
+        clock.mono = source.idle_until
+    assert waits == [60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 3600.0, 3600.0, 3600.0]
 
 
 def test_each_mig_instance_is_a_domain_with_its_own_limit_and_processes(scripted):

@@ -62,3 +62,33 @@ def test_a_hung_source_costs_one_tick_the_wait_then_is_skipped_until_it_returns(
     finally:
         stuck.release.set()
         ticking.shutdown()
+
+
+def test_a_slow_source_idle_until_later_is_not_handed_to_a_thread_before_then():
+    """SlowSources: a source that says it has nothing to do before its
+    ``idle_until`` (NVML without a driver) is not run until then."""
+    from memguard.runner import SlowSources
+
+    gpu, processes = Quick("gpu"), Quick("processes")
+    gpu.every_tick, gpu.idle_until = True, 0.0
+    slow = SlowSources([gpu, processes], interval=5.0, timeout=2.0)
+    clock = FakeClock()
+
+    def tick():
+        slow.poll(clock.now())
+        for future, _ in list(slow.in_flight.values()):
+            future.result(timeout=5)           # the runs handed over have ended
+    try:
+        tick()
+        assert (gpu.runs, processes.runs) == (1, 1)
+        gpu.idle_until = clock.mono + 60.0
+        for _ in range(59):
+            clock.advance(1)
+            tick()
+        assert gpu.runs == 1, "not run while idle"
+        assert processes.runs > 1, "the others at their cadence"
+        clock.advance(1)
+        tick()
+        assert gpu.runs == 2
+    finally:
+        slow.shutdown()

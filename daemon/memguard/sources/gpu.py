@@ -96,7 +96,10 @@ def _instance(index: int, slot: int) -> tuple[str, dict]:
     return f"gpu:{index}/mig:{slot}", {"index": index, "mig_index": slot, "parent": f"gpu:{index}"}
 
 
-RETRY_INIT = 60.0   # seconds between two attempts to initialise NVML
+# Seconds before NVML is tried again after it failed to initialise, doubling
+# at each failure up to the cap: a host without a driver dlopen()s a minute,
+# two, four... apart, and at most hourly.
+RETRY_INIT = (60.0, 3600.0)
 
 
 class GpuSource:
@@ -109,13 +112,17 @@ class GpuSource:
         self.instances: dict[int, list[int]] = {}       # GPU index -> the MIG slots it used, as last read
         self.errors: dict[str, str] = {}                # domain -> the last NVML error
         self._failed_at: tuple[float, str] | None = None  # (when, why) NVML last failed to initialise
+        self._retry = RETRY_INIT[0]
+        # Until when (monotonic) a run would only say the same Unavailable:
+        # the daemon does not hand it to a thread before then.
+        self.idle_until = 0.0
 
     def _init(self, now: Instant):
         """NVML, initialised; Unavailable (the same, without trying again)
-        until RETRY_INIT seconds after a failure: a driver installed or
-        loaded later is found, and a host without one does not dlopen() at
-        every tick."""
-        if self._failed_at is not None and now.mono - self._failed_at[0] < RETRY_INIT:
+        until ``idle_until`` after a failure (RETRY_INIT): a driver
+        installed or loaded later is found, and a host without one does not
+        dlopen() at every tick."""
+        if self._failed_at is not None and now.mono < self.idle_until:
             raise Unavailable(self._failed_at[1])
         try:
             import pynvml
@@ -127,12 +134,14 @@ class GpuSource:
             return self._unavailable(now, "no NVIDIA driver (libnvidia-ml.so.1 not found)")
         except pynvml.NVMLError as e:
             return self._unavailable(now, f"NVML: {e}")
-        self._failed_at = None
+        self._failed_at, self._retry, self.idle_until = None, RETRY_INIT[0], 0.0
         self.nvml = pynvml
         return pynvml
 
     def _unavailable(self, now: Instant, reason: str):
         self._failed_at = (now.mono, reason)
+        self.idle_until = now.mono + self._retry
+        self._retry = min(2 * self._retry, RETRY_INIT[1])
         raise Unavailable(reason)
 
     def collect(self, now: Instant) -> Reading:
