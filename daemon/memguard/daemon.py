@@ -209,7 +209,7 @@ class Daemon:
         return wanted, armed, errors
 
     def _memcg_done(self, future: concurrent.futures.Future, loop: asyncio.AbstractEventLoop) -> None:
-        """In the memcg thread: hand the result to the loop (or log the bug)."""
+        """In the memcg thread: hand the result, or its failure, to the loop."""
         if future.cancelled():
             return
         _to_loop(loop, self._memcg_made, future)
