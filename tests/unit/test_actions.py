@@ -485,6 +485,30 @@ def test_a_compiler_just_started_counts_at_the_peak_its_program_reached():
     assert done(e, clock, tick(e, clock, 35 * MiB)) == [("thaw", 12)], "35 + 40 = 75 %: room"
 
 
+def test_a_compiler_started_beside_one_that_cannot_both_reach_the_peak_is_frozen_at_once():
+    """job.peak_ratio: compiler 11 grew to 80 MiB and ended; 12 runs at 30
+    MiB (30 + 50 more: 80 %, it fits alone).  make starts 13, holding 20
+    MiB: the two grown to 80 MiB would need 160 % of the limit, so 13 is
+    frozen now, while it holds little, not once the usage climbs."""
+    clock = FakeClock()
+    e = Engine(Config(actions=ActionsConfig(freeze_every=1.0, thaw_every=1.0)), clock.now(), "t")
+    e.step([], clock.now(), events=[RulesLoaded(tuple(parse_rules(
+        FREEZING.replace("usage_ratio > 0.8", "job.peak_ratio > 0.9"))), (), 0.0)])
+    tick(e, clock, 10 * MiB)
+    register(e, clock, 10, "build", comm="make")
+    for pid in (11, 12):
+        register(e, clock, pid, "build", ppid=10, start=100.0 + pid, rss=20 * MiB, comm="cc1plus")
+    scanned(e, clock, {11: 80, 12: 30})
+    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(exits=[11]))])
+    assert [done(e, clock, tick(e, clock, 30 * MiB)) for _ in range(3)] == [[]] * 3, "12 alone fits at 80 MiB"
+    register(e, clock, 13, "build", ppid=10, start=120.0, rss=20 * MiB, comm="cc1plus")
+    assert done(e, clock, tick(e, clock, 50 * MiB)) == [("freeze", 13)]
+    assert [done(e, clock, tick(e, clock, 60 * MiB)) for _ in range(5)] == [[]] * 5, \
+        "12 runs on, the last one; 13 waits: the two would not fit at 80 MiB"
+    e.step([], clock.now(), events=[ProbeRun("procevents", "active", None, ProbeReading(exits=[12]))])
+    assert done(e, clock, tick(e, clock, 20 * MiB)) == [("thaw", 13)], "12 ended: 20 + 60 for 13 fits"
+
+
 def test_a_freeze_that_found_no_process_holding_enough_is_tried_again_at_the_next_tick():
     e, clock = build()
     (first,) = tick(e, clock, 90 * MiB).actions

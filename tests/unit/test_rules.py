@@ -271,7 +271,7 @@ ALL_KINDS = ("host", "wsl", "cgroup", "gpu")   # a rule without match: applies t
 SHIPPED_RULES = {
     "compile.yaml": [
         ("build-climbing-fast", ("cgroup", "host", "wsl"), "*", 0.0, [
-            ("info", "usage_ratio > 0.35 && tto < 30s", 0.0, 10.0)]),
+            ("info", "usage_ratio > 0.35 && tto < 30s || job.peak_ratio > 0.9", 0.0, 10.0)]),
         ("build-oom-soon", ("cgroup", "host", "wsl"), "*", 60.0, [
             ("warning", "tto < 90s && confidence >= 0.5 || usage_ratio > 0.9", 3.0, 15.0),
             ("critical", "tto < 20s && confidence >= 0.5 || usage_ratio > 0.97", 0.0, 5.0),

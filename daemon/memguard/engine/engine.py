@@ -583,7 +583,7 @@ class Engine:
         by_domain = self._jobs_by_domain() if self.jobs.jobs else {}
         gpus = self.facts.get("gpu", {}).get("devices", {})
         envs = {name: domain_env(name, s.kind, s.sample, s.prediction,
-                                 self._job_env(by_domain[name], now) if name in by_domain else None,
+                                 self._job_env(by_domain[name], now, name) if name in by_domain else None,
                                  _gpu_env(gpus.get(name)) if s.kind == "gpu" else None)
                 for name, s in sorted(self.domains.items()) if s.sample is not None}
         job_envs = {}
@@ -591,7 +591,7 @@ class Engine:
             for domain, jobs in by_domain.items():
                 if domain in envs:
                     for job in jobs:
-                        job_envs[f"{domain}\0{job.id}"] = {**envs[domain], "job": self._job_env(jobs, now, job)}
+                        job_envs[f"{domain}\0{job.id}"] = {**envs[domain], "job": self._job_env(jobs, now, domain, job)}
         transitions = self.rules.evaluate(envs, now.mono, job_envs)
         for key in [k for k in self._episodes if k[1] not in self.domains]:
             del self._episodes[key]          # its domain is gone: no clear will come
@@ -747,43 +747,52 @@ class Engine:
             self._programs_ended.setdefault(job_id, set()).add(p.comm)
 
     def _room_to_thaw(self, pid: int) -> bool:
-        """Whether the domain has room for frozen *pid* to grow again.
-
-        A process of a build grows, as a rule, as large as the others of
-        the same program did (each cc1plus to a few hundred MiB; make, the
-        shells and the compiler drivers stay small), so: if *pid* and each
-        running process of its job (not its leader) grew to the largest RSS
-        a process of its program in the job has reached, the working set
-        would stay under THAW_ROOM of the limit.  While no process of a
-        program holding FREEZE_MIN_RSS or more has run to its end, that
-        largest is only a lower bound, and the scans (every
-        processes_interval) lag a compiler taking hundreds of MiB a second:
-        a frozen process waits while any runs.  A compiler just started
-        counts as one at that peak, not as the few MiB it holds yet (a real
-        make -j2 thawed so, its two compilers climbed again together and
-        ended in a kill, in 4 of 6 full runs of the suite)."""
+        """Whether the domain has room for frozen *pid* to grow again: if it
+        and each running process of its job grew to the largest its program
+        reached in the job (_growth_to_peak), the working set would stay
+        under THAW_ROOM of the limit.  While no process of a program holding
+        FREEZE_MIN_RSS or more has run to its end, that largest is only a
+        lower bound, and the scans (every processes_interval) lag a compiler
+        taking hundreds of MiB a second: a frozen process waits while any
+        such runs."""
         f = self.frozen[pid]
         job = self.jobs.jobs.get(f["job"])
         state = self.domains.get(f["domain"])
         if job is None or state is None or state.sample is None:
             return True
-        peaks = dict(self._program_peak.get(f["job"], {}))
+        need, known = self._growth_to_peak(job, f["domain"], pid)
+        return known and state.sample.working_set + need <= THAW_ROOM * state.sample.limit
+
+    def _growth_to_peak(self, job, domain: str, thawing: int | None = None) -> tuple[int, bool]:
+        """How much more *domain* would hold if each running process of
+        *job* there (not its leader; and frozen *thawing*, as if it ran)
+        grew to the largest RSS a process of its program reached in the job;
+        and whether that largest is known for each of them other than
+        *thawing* (a process of its program ran to its end).
+
+        A process of a build grows, as a rule, as large as the others of
+        the same program did (each cc1plus to a few hundred MiB; make, the
+        shells and the compiler drivers stay small, under FREEZE_MIN_RSS,
+        and count as they are).  A compiler just started counts as one at
+        that peak, not as the few MiB it holds yet (a real make -j2 thawed
+        otherwise, its two compilers climbed again together and ended in a
+        kill, in 4 of 6 full runs of the suite)."""
+        peaks = dict(self._program_peak.get(job.id, {}))
         members = [(m, p) for m in job.members if (p := self.process_table.get(m)) is not None]
         for _, p in members:                      # what they hold now, if no scan has seen it yet
             peaks[p.comm] = max(peaks.get(p.comm, 0), p.rss)
-        ended = self._programs_ended.get(f["job"], set())
-        need = 0
+        ended = self._programs_ended.get(job.id, set())
+        need, known = 0, True
         for member, p in members:
-            if p.domain != f["domain"] or member == job.leader or member != pid and member in self.frozen:
+            if p.domain != domain or member == job.leader or member != thawing and member in self.frozen:
                 continue
             peak = peaks[p.comm]
             if peak < FREEZE_MIN_RSS:
-                continue                 # a program of the job that stays small
-            if member != pid and p.comm not in ended:
-                return False
+                continue
+            if member != thawing and p.comm not in ended:
+                known = False
             need += max(0, peak - p.rss)
-        sample = state.sample
-        return sample.working_set + need <= THAW_ROOM * sample.limit
+        return need, known
 
     def _freeze_candidates(self, rule, spec, domain: str, job_id: str | None) -> list | None:
         """(job, pid) of the processes of the target jobs in *domain* one of
@@ -829,16 +838,23 @@ class Engine:
                 domains.add(domain)
         return domains
 
-    def _job_env(self, jobs: list, now: Instant, job=None) -> dict:
-        """The ``job`` a condition sees in a domain holding *jobs*: *job*
-        (a per-job rule's pair), else the largest of them (``name``, ``id``,
-        ``rss``, ``growth``, ``registered_for`` seconds); ``count`` of the
+    def _job_env(self, jobs: list, now: Instant, domain: str, job=None) -> dict:
+        """The ``job`` a condition sees in *domain*, which holds *jobs*:
+        *job* (a per-job rule's pair), else the largest of them (``name``,
+        ``id``, ``rss``, ``growth``, ``registered_for`` seconds,
+        ``peak_ratio``: the domain's usage ratio once its running processes
+        grew to their programs' peaks, _growth_to_peak); ``count`` of the
         domain's jobs and the ``names`` ``match.job`` tests (the pair's job
         only, for a per-job rule)."""
         one = job if job is not None else max(jobs, key=self._job_rss)
         allocators = self.allocators.get(one.id, {}).values()
+        sample = self.domains[domain].sample
+        peak_ratio = None
+        if sample is not None and sample.limit:
+            peak_ratio = (sample.working_set + self._growth_to_peak(one, domain)[0]) / sample.limit
         return {"gpu_fragmentation": max((a["fragmentation"] for a in allocators if "fragmentation" in a), default=None),
                 "gpu_reserved": sum(a.get("reserved_bytes", 0) for a in allocators) if allocators else None,
+                "peak_ratio": peak_ratio,
                 "name": one.name, "id": one.id, "rss": self._job_rss(one), "growth": one.growth(now.mono),
                 "registered_for": now.mono - one.registered, "count": len(jobs),
                 "names": (one.name,) if job is not None else tuple(sorted({j.name for j in jobs}))}
