@@ -40,9 +40,12 @@ holds and ends when sent SIGUSR1, started under memguardd as
 under earlyoom and nohang, which have nothing to warn a job with, on its
 own. "warned and survived" when it received the warning and ended by
 itself, with nothing killed; it never crosses the floor then, and its
-warning is given as how long before the floor it came at the job's rate
-(what MemAvailable held above the floor when the job was signalled, over
-the rate).  Only under memguardd: earlyoom and nohang have nothing to warn
+warning is given as how long before the floor it came at the job's rate:
+the ABOVE it had left to grow when signalled (what it says it held then,
+``warned BYTES``), over the rate.  Not from MemAvailable then: memory
+the last run's job gave back can still be coming back to the host after
+the floor is set (one run read 120 MiB more above the floor than the job
+could have left, a warning 63 s ahead at 10 MiB/s).  Only under memguardd: earlyoom and nohang have nothing to warn
 a job with, so a cooperative job is a hog to them (the runs showed the
 same outcome and times as the hog's), and leaving those six runs out keeps
 ``make bench`` within its 20 minutes.
@@ -212,16 +215,15 @@ def one_run(name: str, rate: int, root: Path, hog_binary: Path, job: str = "hog"
                 hogs.append(growing)
                 adjust(growing.pid)
                 start = time.monotonic()
-                crossed = warned = acted = spare = None
+                crossed = warned = acted = held = None
                 how = None
                 next_status = start
-                available = meminfo()["MemAvailable"]
                 while time.monotonic() - start < RUN_TIMEOUT_S:
                     now = time.monotonic()
-                    if job == "cooperative" and spare is None and \
-                            any(line.startswith("warned") for line in growing.lines()):
-                        # what was left above the floor before it freed its memory
-                        warned, spare = now, available - floor
+                    if job == "cooperative" and held is None:
+                        told = [line for line in growing.lines() if line.startswith("warned ")]
+                        if told:           # what it held when signalled, before it freed it
+                            warned, held = now, int(told[0].split()[1])
                     available = meminfo()["MemAvailable"]
                     if crossed is None and available < floor:
                         crossed = now
@@ -257,7 +259,7 @@ def one_run(name: str, rate: int, root: Path, hog_binary: Path, job: str = "hog"
         if heeded and crossed is None:
             # It never crossed the floor: how long before it would have, at
             # its rate, from what was left above the floor when warned.
-            return {"daemon": name, "rate": rate, "crossed": None, "warned": -spare / (rate * MIB),
+            return {"daemon": name, "rate": rate, "crossed": None, "warned": -(ABOVE - held) / (rate * MIB),
                     "acted": None, "outcome": outcome}
         return {"daemon": name, "rate": rate, "crossed": None if crossed is None else crossed - start,
                 "warned": rel(warned), "acted": rel(acted), "outcome": outcome}
@@ -312,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                  "the floor; each daemon alone, as bench/reaction.py's docstring says; negative times are before "
                  "the floor was crossed; \"-\": never (a job the kernel killed never brought MemAvailable under "
                  "the floor); a cooperative job that freed its memory at memguard's warning never crossed the "
-                 "floor: its warning is how long before the floor it came at the job's rate; the cooperative job "
+                 "floor: its warning is how long before the floor it came at the job's rate (what it had left of the "
+                 "512 MiB when signalled, over the rate); the cooperative job "
                  "runs under memguardd only (earlyoom and nohang cannot warn it: to them it is the hog)",
                  "", body]
         _cgroups.write_section("reaction", "\n".join(lines))
