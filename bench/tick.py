@@ -68,7 +68,7 @@ def loadavg() -> str:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "median": statistics.median(values), "p90": percentile(values, 90),
+    return {"n": len(values), "min": min(values), "median": statistics.median(values), "p90": percentile(values, 90),
             "p99": percentile(values, 99), "max": max(values), "mean": statistics.fmean(values)}
 
 
@@ -208,7 +208,7 @@ class Scenario:
     def rows(self) -> list[list[str]]:
         def row(label: str, values: list[float]) -> list[str]:
             s = summary(values)
-            return [label, str(s["n"]), ms(s["median"]), ms(s["p90"]), ms(s["p99"]),
+            return [label, str(s["n"]), ms(s["min"]), ms(s["median"]), ms(s["p90"]), ms(s["p99"]),
                     ms(s["max"]), ms(s["mean"])]
 
         domain = self.series["domain tick"]
@@ -239,7 +239,7 @@ class Scenario:
                 f"load average {self.loadavg[0]} before, {self.loadavg[1]} after")
 
 
-HEADERS = ["ms", "n", "median", "p90", "p99", "max", "mean"]
+HEADERS = ["ms", "n", "min", "median", "p90", "p99", "max", "mean"]
 
 
 def profile_report(profiler: cProfile.Profile, path: str) -> str:
