@@ -4,7 +4,7 @@ The default rules are held to issue 17's targets on three sets of the
 corpus: the tuning set (the seed traces and the families the split put
 there; the predictor and rules were tuned on it), the held-out set (never
 tuned on), and rounds 2 and 3 (each held out until reported once). The
-fresh set (round 4 on, none yet) is not replayed here: bench/traces/README.md. A trace that misses is a strict xfail naming why, so the
+fresh set (round 4 on) is not replayed here: bench/traces/README.md. A trace that misses is a strict xfail naming why, so the
 summary lists every miss and a fix makes the test fail until it is taken
 off the list. The other rule sets are checked for what each is for."""
 
