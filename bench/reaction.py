@@ -36,9 +36,8 @@ The hogs do not react to warnings, so none survives.
 Then (``--jobs hog,cooperative``, the default) the same with a job that
 does: the growing part is tests/helpers/cooperative.py, which frees what it
 holds and ends when sent SIGUSR1, started under memguardd as
-``memguardctl run --on-warning USR1`` (registered, no change to its code);
-under earlyoom and nohang, which have nothing to warn a job with, on its
-own. "warned and survived" when it received the warning and ended by
+``memguardctl run --on-warning USR1`` (registered, no change to its code).
+"warned and survived" when it received the warning and ended by
 itself, with nothing killed; it never crosses the floor then, and its
 warning is given as how long before the floor it came at the job's rate:
 the ABOVE it had left to grow when signalled (what it says it held then,
@@ -169,14 +168,12 @@ STEP_S = 0.1
 
 def grower(job: str, rate: int, hog_binary: Path, group, sock: Path | None) -> Hog:
     """The growing part of the job: a hog, or the cooperative job (registered
-    with memguardd when it runs, warned by SIGUSR1)."""
+    with memguardd, the only daemon it runs under, warned by SIGUSR1)."""
     if job == "hog":
         return Hog(hog_binary, ("grow", *step_for(rate)), group)
-    args = [str(COOPERATIVE), f"{rate * STEP_S:g}", str(STEP_S)]
-    if sock is not None:
-        args = ["-m", "memguard.cli.main", "--socket", str(sock), "run", "--name", "grow",
-                "--on-warning", "USR1", "--", sys.executable, *args]
-    return Hog(Path(sys.executable), args, group)
+    return Hog(Path(sys.executable), ["-m", "memguard.cli.main", "--socket", str(sock), "run", "--name", "grow",
+                                      "--on-warning", "USR1", "--", sys.executable, str(COOPERATIVE),
+                                      f"{rate * STEP_S:g}", str(STEP_S)], group)
 
 
 def one_run(name: str, rate: int, root: Path, hog_binary: Path, job: str = "hog") -> dict:
@@ -224,8 +221,7 @@ def one_run(name: str, rate: int, root: Path, hog_binary: Path, job: str = "hog"
                         told = [line for line in growing.lines() if line.startswith("warned ")]
                         if told:           # what it held when signalled, before it freed it
                             warned, held = now, int(told[0].split()[1])
-                    available = meminfo()["MemAvailable"]
-                    if crossed is None and available < floor:
+                    if crossed is None and meminfo()["MemAvailable"] < floor:
                         crossed = now
                     if sock is not None and warned is None and now >= next_status:
                         next_status = now + STATUS_EVERY_S
@@ -258,7 +254,7 @@ def one_run(name: str, rate: int, root: Path, hog_binary: Path, job: str = "hog"
             return None if t is None or crossed is None else t - crossed
         if heeded and crossed is None:
             # It never crossed the floor: how long before it would have, at
-            # its rate, from what was left above the floor when warned.
+            # its rate, from what it had left to grow when warned.
             return {"daemon": name, "rate": rate, "crossed": None, "warned": -(ABOVE - held) / (rate * MIB),
                     "acted": None, "outcome": outcome}
         return {"daemon": name, "rate": rate, "crossed": None if crossed is None else crossed - start,

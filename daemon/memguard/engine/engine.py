@@ -850,7 +850,7 @@ class Engine:
         allocators = self.allocators.get(one.id, {}).values()
         sample = self.domains[domain].sample
         peak_ratio = None
-        if sample is not None and sample.limit:
+        if self.rules.peak_ratio and sample is not None and sample.limit:
             peak_ratio = (sample.working_set + self._growth_to_peak(one, domain)[0]) / sample.limit
         return {"gpu_fragmentation": max((a["fragmentation"] for a in allocators if "fragmentation" in a), default=None),
                 "gpu_reserved": sum(a.get("reserved_bytes", 0) for a in allocators) if allocators else None,

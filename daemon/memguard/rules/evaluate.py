@@ -119,6 +119,8 @@ class RuleEngine:
     def _note_kinds(self) -> None:
         """What the rules in force need of the engine each tick, known once per load."""
         self.per_job = any(r.per_job for r in self.rules)          # (domain, job) variables
+        # job.peak_ratio walks a job's processes: reckoned only when a rule reads it
+        self.peak_ratio = any("job.peak_ratio" in lv.when.names for r in self.rules for lv in r.levels)
         # actions done every tick while a level stands, not once per firing
         self.standing = any(a.kind in STANDING_ACTIONS for r in self.rules for lv in r.levels for a in lv.actions)
 

@@ -111,7 +111,7 @@ class GpuSource:
         self.names: dict[str, tuple[str, str]] = {}     # domain -> (name, uuid), as last read
         self.instances: dict[int, list[int]] = {}       # GPU index -> the MIG slots it used, as last read
         self.errors: dict[str, str] = {}                # domain -> the last NVML error
-        self._failed_at: tuple[float, str] | None = None  # (when, why) NVML last failed to initialise
+        self._init_error: str | None = None             # why NVML last failed to initialise
         self._retry = RETRY_INIT[0]
         # Until when (monotonic) a run would only say the same Unavailable:
         # the daemon does not hand it to a thread before then.
@@ -122,8 +122,8 @@ class GpuSource:
         until ``idle_until`` after a failure (RETRY_INIT): a driver
         installed or loaded later is found, and a host without one does not
         dlopen() at every tick."""
-        if self._failed_at is not None and now.mono < self.idle_until:
-            raise Unavailable(self._failed_at[1])
+        if self._init_error is not None and now.mono < self.idle_until:
+            raise Unavailable(self._init_error)
         try:
             import pynvml
         except ImportError:
@@ -134,12 +134,12 @@ class GpuSource:
             return self._unavailable(now, "no NVIDIA driver (libnvidia-ml.so.1 not found)")
         except pynvml.NVMLError as e:
             return self._unavailable(now, f"NVML: {e}")
-        self._failed_at, self._retry, self.idle_until = None, RETRY_INIT[0], 0.0
+        self._init_error, self._retry, self.idle_until = None, RETRY_INIT[0], 0.0
         self.nvml = pynvml
         return pynvml
 
     def _unavailable(self, now: Instant, reason: str):
-        self._failed_at = (now.mono, reason)
+        self._init_error = reason
         self.idle_until = now.mono + self._retry
         self._retry = min(2 * self._retry, RETRY_INIT[1])
         raise Unavailable(reason)
