@@ -251,6 +251,16 @@ def test_ring_wraps_and_keeps_the_newest():
         ring.append((float(i), i, i, i, i))
     assert [p.t for p in ring.rows()] == [2.0, 3.0, 4.0]
     assert [p.t for p in ring.rows(since=3.5)] == [4.0]
+    # the oldest row at or after a time, across the wrap
+    for n in range(1, 9):
+        ring = Ring(5)
+        for i in range(n):
+            ring.append((float(i), i, i, i, i))
+        rows = ring.rows()
+        for since in [-1.0, 0.5, 2.0, 4.5, 7.0, 9.0]:
+            want = next((p for p in rows if p.t >= since), None)
+            assert ring.first_since(since) == want, (n, since)
+    assert Ring(4).first_since(0.0) is None
 
 
 def test_coarse_ring_keeps_the_maximum_per_step():

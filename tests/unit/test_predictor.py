@@ -77,6 +77,10 @@ def test_accelerating_growth_is_sooner_than_a_line_says():
     # true: 100 + 0.05 t^2 = 1024 -> t = 135.9; 35.9 s left
     assert p.method == "accelerating"
     assert p.tto == pytest.approx(35.9, rel=0.25)
+    # the bend is watched over the recent half of the horizon: that is how
+    # far ahead the curve is trusted (link-lto_j1_roomy in bench/traces was
+    # warned at 29 % of its limit from a parabola reaching 43 s ahead)
+    assert 0.25 * p.horizon < p.observed <= 0.5 * p.horizon, p
 
 
 def test_sawtooth_training_steps_judge_the_peaks():
@@ -128,6 +132,41 @@ def test_page_cache_filling_up_is_not_growth():
     p = state.prediction
     assert (p.method, p.tto, p.rate, p.leak_rate) == ("flat", None, 0.0, None), p
     assert p.headroom == LIMIT - 200 * MiB
+
+
+def _drive(used, working_set, seconds=60.0, limit=LIMIT):
+    """An engine fed used(t) and working_set(t) every 0.5 s: the domain's
+    last prediction."""
+    clock = FakeClock()
+    engine = Engine(Config(), clock.now(), "t")
+    for t, _ in series(lambda t: 0.0, seconds=seconds):
+        u, ws = int(used(t)), int(working_set(t))
+        sample = Sample("cgroup:/job", "cgroup", used=u, working_set=ws, limit=limit, reclaimable=u - ws,
+                        identity=1, oom_kills=0)
+        engine.step([SourceRun("cgroups", reading=Reading(samples=[sample]))], clock.now())
+        clock.advance(0.5)
+    return engine.domains["cgroup:/job"].prediction
+
+
+def test_file_pages_turning_active_are_not_growth():
+    # tool-awk-join_fits (bench/traces): awk re-reads its input; usage stays
+    # at 95 % of the limit, anonymous memory flat, while inactive file pages
+    # move to the active list and the working set climbs 3 MiB/s toward
+    # usage. Nothing is allocated: below the limit new memory would show in usage.
+    used = 0.95 * LIMIT
+    p = _drive(lambda t: used, lambda t: used - 180 * MiB + 3 * MiB * t)
+    assert (p.method, p.tto) == ("activated", None), p
+    # the same working set, with usage climbing along: real growth
+    p = _drive(lambda t: 0.80 * LIMIT + 3 * MiB * t, lambda t: used - 180 * MiB + 3 * MiB * t)
+    assert p.method == "linear" and p.tto is not None, p
+
+
+def test_a_working_set_rising_under_usage_pinned_at_the_limit_is_growth():
+    # torch_leak's last phase: usage pinned at the limit while reclaim evicts
+    # page cache to make room for the leak; the working set's rise is real.
+    used = LIMIT - 4 * MiB
+    p = _drive(lambda t: used, lambda t: used - 250 * MiB + 3 * MiB * t)
+    assert p.method == "linear" and p.tto is not None, p
 
 
 def test_burst_is_short_and_not_trusted():

@@ -279,7 +279,7 @@ SHIPPED_RULES = {
     ],
     "default.yaml": [
         ("memory-running-out", ALL_KINDS, "*", 120.0, [
-            ("warning", "tto < 5m && confidence >= 0.6", 2.0, 30.0),
+            ("warning", "tto < 5m && confidence >= 0.6", 0.5, 30.0),
             ("critical", "tto < 30s && confidence >= 0.9 && usage_ratio > 0.9 || usage_ratio > 0.97", 2.0, 10.0),
             ("last_resort", "tto < 10s && confidence >= 0.9 && usage_ratio > 0.93 || usage_ratio > 0.98", 2.0, 2.0)]),
         ("memory-pressure-stalls", ALL_KINDS, "*", 300.0, [

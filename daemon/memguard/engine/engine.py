@@ -22,7 +22,7 @@ from ..clock import Instant
 from ..config import Config
 from ..model import OomKill, ProcessInfo, Sample, SourceStatus
 from ..sources.base import Reading
-from ..predict.predictor import BURST_WINDOW, HORIZONS, Prediction, predict, width
+from ..predict.predictor import ACTIVATION_WINDOW, BURST_WINDOW, HORIZONS, Prediction, activated, predict, width
 from ..rules.evaluate import RuleEngine, domain_env
 from ..rules.load import SEVERITIES, STANDING_ACTIONS
 from ..sources.cgroups import Binding
@@ -1046,7 +1046,12 @@ class Engine:
         for h in HORIZONS:
             env, since = rec.envelopes[width(h)], max(rec.window_start, now - h)
             envs[h], lows[h] = env.points(since), env.lows(since)
-        return predict(envs, recent, state.sample.limit, now, lows)
+        p = predict(envs, recent, state.sample.limit, now, lows)
+        if p.tto is None:
+            return p
+        then = rec.fine.first_since(max(rec.window_start, now - ACTIVATION_WINDOW))
+        return activated(p, None if then is None else (then.used, then.working_set),
+                         (state.sample.used, state.sample.working_set), state.sample.limit)
 
     def _next_interval(self) -> float:
         """Fast when any domain is close to its limit or predicted to reach

@@ -74,6 +74,24 @@ class Ring:
         out.reverse()
         return out
 
+    def first_since(self, since: float) -> Point | None:
+        """The oldest row with t >= since (a binary search: rows are in time
+        order), or None."""
+        n = min(self.count, self.capacity)
+        start = (self.head - n) % self.capacity
+        t = self.columns[0]
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if t[(start + mid) % self.capacity] < since:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == n:
+            return None
+        j = (start + lo) % self.capacity
+        return Point(*(c[j] for c in self.columns))
+
     def rows(self, since: float = -math.inf) -> list[Point]:
         """Rows with t >= since, oldest first."""
         n = min(self.count, self.capacity)

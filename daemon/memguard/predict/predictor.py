@@ -51,6 +51,7 @@ BURST_FRACTION = 0.10                 # a jump of a tenth of the limit...
 BURST_WINDOW = 5.0                    # ...within this many seconds...
 BURST_RATIO = 3.0                     # ...and this many times faster than the last 30 s
 ACCELERATION = 1.5                    # recent half's slope / older half's: accelerating
+ACCELERATION_SEEN = 0.5               # an acceleration is watched over the recent half of its horizon
 LEAK_HORIZON = 600.0
 LEAK_MIN_SPAN = 180.0                 # a leak holds for minutes
 LEAK_CONSISTENCY = 0.8                # share of pairwise slopes that are positive
@@ -61,6 +62,8 @@ SOONER = 0.8                          # a horizon whose TTO is this much shorter
 NOISE_FRACTION = 0.01                 # growth under 1% of the limit over a horizon is noise
 EXTRAPOLATION = 1.0                   # a prediction is trusted as far ahead as it saw growth (bench/predict.py --set tuning)
 SIGNAL = 4.0                          # growth this many times the envelope's scatter: the trend is real
+USAGE_ROOM = 0.03                     # usage this far below the limit: nothing is reclaimed to make room
+ACTIVATION_WINDOW = 10.0              # seconds over which usage and working set are compared
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +74,8 @@ class Prediction:
     is not growing (or there is no limit); ``rate`` bytes per second of the
     envelope on the horizon used (0.0 when flat or unknown); ``confidence``
     0..1; ``method`` how it was obtained (``linear``, ``accelerating``,
-    ``levelling``, ``burst``, ``released``, ``flat``, ``insufficient``,
-    ``no_limit``); ``leak_rate`` bytes
+    ``levelling``, ``burst``, ``released``, ``activated``, ``flat``,
+    ``insufficient``, ``no_limit``); ``leak_rate`` bytes
     per minute of sustained growth over minutes, None when there is none.
     """
 
@@ -289,7 +292,10 @@ def _horizon(env, lows, limit, now, horizon) -> Prediction | None:
         fits = [f for f in (_quadratic_tto(env, limit, now), _exponential_tto(env, limit, now)) if f is not None]
         if fits:
             tto, _ = min(fits, key=lambda f: f[1])
-            return Prediction(tto, recent, confidence, "accelerating", horizon, headroom, observed=span, scatter=scatter_about(env, slope))
+            # It rests on the recent half, where the curve bent: how far it
+            # reaches is reckoned from that, not from the whole horizon.
+            return Prediction(tto, recent, confidence, "accelerating", horizon, headroom,
+                              observed=ACCELERATION_SEEN * span, scatter=scatter_about(env, slope))
     if older > 0 and recent * ACCELERATION < older:
         # Levelling off: a start-up ramp reaching its working size, a
         # compiler past its peak.  The growth that remains is what a rate
@@ -382,6 +388,29 @@ def predict(envs: dict[float, list[tuple[float, float]]], recent: list[tuple[flo
     confidence = best.confidence * reach(best.observed, best.tto) * signal(best.rate, best.observed, best.scatter)
     return Prediction(best.tto, best.rate, round(confidence, 3), best.method, best.horizon,
                       best.headroom, leak, best.observed, best.scatter)
+
+
+def activated(p: Prediction, then: tuple[float, float] | None, now: tuple[float, float],
+              limit: float | None) -> Prediction:
+    """*p*, or no time to OOM when, over the last ACTIVATION_WINDOW seconds
+    (from *then* to *now*, each a (usage, working set) pair), the working
+    set rose by more than noise while usage did not, and usage is more than
+    USAGE_ROOM below the limit.  The working set is usage less inactive file
+    pages: a program re-reading a file promotes its pages to the active list
+    and the working set climbs toward usage with nothing allocated
+    (tool-awk-join_fits in bench/traces: +85 MiB in 26 s with anonymous
+    memory flat, called critical at 95 %).  Below the limit nothing is
+    reclaimed, so new memory would show in usage; at the limit usage is
+    pinned while reclaim makes room, and the working set's rise is real
+    (torch_leak)."""
+    if p.tto is None or then is None or not limit:
+        return p
+    noise = NOISE_FRACTION * limit
+    (used_then, ws_then), (used_now, ws_now) = then, now
+    if used_now - used_then >= noise or ws_now - ws_then < noise or used_now >= (1 - USAGE_ROOM) * limit:
+        return p
+    return Prediction(None, 0.0, p.confidence, "activated", p.horizon, p.headroom, p.leak_rate,
+                      p.observed, p.scatter)
 
 
 def predict_points(points: list[tuple[float, float]], limit: float | None, now: float) -> Prediction:
