@@ -15,6 +15,10 @@ traces that were not killed.  Issue 17's targets, per set:
 - traces not killed: <= 20 % warned, none warned whose working set stayed
   below 80 % of its limit, no critical on any;
 - median TTO error over the last 60 s of killed traces <= 25 %.
+
+Then, per set, the runs that finished which any predictor warning the killed
+runs in time must warn (forced(): where the targets conflict), and which
+warnings of the replay were not so forced.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ from memguard.replay import load_trace, ramp_start, replay, score  # noqa: E402
 from memguard.rules.load import load_rules  # noqa: E402
 
 TRACES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traces")
-SAME_RATE = 0.25      # twins' climbs within a quarter of each other's rate: the same climb
-RATE_WINDOW = 10.0    # seconds of the working set's 1 s peaks a climb's rate is read over
+GRID = 0.25           # seconds: where forced() compares states
+WINDOWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)   # seconds looked back on by forced()
 
 
 def fmt(x, digits=1, pct=False):
@@ -92,8 +96,9 @@ def ok(s) -> bool:
     return not s.criticals and (not s.false_warnings or s.peak_ratio >= 0.8)
 
 
-def run(traces: list, rules, horizon: float, phases: int = 1) -> tuple[str, str, bool]:
-    """The table and summary of *traces*; with *phases* > 1 each is also
+def run(traces: list, rules, horizon: float, phases: int = 1) -> tuple[str, str, bool, set[str]]:
+    """The table and summary of *traces*, whether the targets are met and
+    which runs that finished were warned; with *phases* > 1 each is also
     replayed started 1/phases, 2/phases ... of a second later, and the
     table says in how many of them its verdict held, the summary the range
     of the set's figures (a tick at another phase of a sawtooth sees other
@@ -118,47 +123,78 @@ def run(traces: list, rules, horizon: float, phases: int = 1) -> tuple[str, str,
                     f"{span([sum(1 for k in quiet if r[k].false_warnings and r[k].peak_ratio < 0.8) for r in runs])}")
     return table(["trace", "set", "family", "killed", "peak", "climb s", "lead s", "needed s",
                   "TTO error (60 s)", "warnings (not killed)", "criticals", "verdict"]
-                 + ([f"ok in {phases} phases"] if phases > 1 else []), rows), summary, met
+                 + ([f"ok in {phases} phases"] if phases > 1 else []), rows), summary, met, \
+        {s.name for s in scores if not s.killed and s.false_warnings}
 
 
-def _ratio_at(trace, t: float) -> float:
-    i = max(0, bisect.bisect_right(trace.t, t) - 1)
-    return trace.working_set[i] / trace.limit
+def _levels(trace) -> list[float]:
+    """The working set as a share of the limit, as a predictor could know it
+    at each GRID step: the largest sample of the second before."""
+    end = trace.kills[0] if trace.kills else trace.t[-1]
+    out = []
+    for k in range(int(end / GRID) + 1):
+        now = k * GRID
+        lo, hi = bisect.bisect_right(trace.t, now - 1.0), bisect.bisect_right(trace.t, now)
+        out.append(max(trace.working_set[lo:hi], default=trace.working_set[max(0, hi - 1)]) / trace.limit)
+    return out
 
 
-def _rate_at(trace, t: float) -> float:
-    """Share of the limit a second the working set's 1 s peaks rose over the
-    RATE_WINDOW seconds before *t*."""
-    def peak(a, b):
-        return max((v for s, v in zip(trace.t, trace.working_set) if a <= s < b), default=0) / trace.limit
-    return (peak(t - 1, t) - peak(t - RATE_WINDOW - 1, t - RATE_WINDOW)) / RATE_WINDOW
+def _state(levels: list[float], k: int) -> tuple[float, list[float]]:
+    """The level at step *k* and how much it rose over each of WINDOWS that
+    lies within the run."""
+    return levels[k], [levels[k] - levels[k - round(w / GRID)] for w in WINDOWS if k - round(w / GRID) >= 0]
 
 
-def twins(traces: list) -> str:
-    """For every run not killed and every killed run of the same family: the
-    working set the killed one had when it had to be warned (its needed lead
-    before the kill) and how fast it rose then, and when the run not killed
-    reached that working set and how fast it rose there.  Where the two rise
-    alike, nothing in the domain's own memory tells them apart when the
-    warning is due: the killed run's target forces a warning on the other."""
-    rows = []
+def forced(traces: list, warned: set[str] = frozenset()) -> tuple[str, str]:
+    """Which runs that finished any predictor must warn if it warns the
+    killed runs of the same set in time, the table and a summary.
+
+    A killed run (climb of 10 s or more) must be warned by its due time,
+    0.8 x min(60 s, climb) before the kill. A run that finished is forced
+    by it when at some moment it is at least as high (as a share of its
+    limit) as the killed run was at its due time and has risen at least as
+    much over each of the last 1, 2, 4 ... 256 s as the killed run had then
+    (over every window within the killed run's history). A predictor that
+    is no less alarmed by a working set that is higher and has grown more,
+    over every span it can look back on, warns it then. Where more than a
+    fifth of the runs that finished are forced, or one that stayed under
+    80 % of its limit, issue 17's targets conflict on that set.  *warned*:
+    the runs the replay warned; the summary names those not forced."""
+    levels = {t.name: _levels(t) for t in traces}
+    due = []
     for k in (t for t in traces if t.killed):
         kill = k.kills[0]
         climb = kill - ramp_start(k, floor=0.5, from_curve=True)
-        if climb < 10:
-            continue
-        due = kill - 0.8 * min(60.0, climb)
-        ratio, rate = _ratio_at(k, due), _rate_at(k, due)
-        for q in (t for t in traces if not t.killed and t.family == k.family and t.family):
-            reached = next((s for s, v in zip(q.t, q.working_set) if v / q.limit >= ratio), None)
-            q_rate = None if reached is None else _rate_at(q, reached)
-            alike = q_rate is not None and rate > 0 and abs(q_rate - rate) <= SAME_RATE * rate
-            rows.append([k.name, f"{due:.1f}", f"{ratio:.0%}", f"{100 * rate:.2f}", q.name,
-                         f"{max(q.working_set) / q.limit:.0%}", "-" if reached is None else f"{reached:.1f}",
-                         "-" if q_rate is None else f"{100 * q_rate:.2f}",
-                         "the same climb" if alike else "told apart"])
-    return table(["killed run", "warning due s", "its working set", "rising %/s", "run not killed", "its peak",
-                  "reaches it at s", "rising %/s", "when the warning is due"], rows)
+        if climb >= 10:
+            step = int((kill - 0.8 * min(60.0, climb)) / GRID)
+            due.append((k.name, step, *_state(levels[k.name], step)))
+    rows, low, hit = [], [], set()
+    quiet = [t for t in traces if not t.killed]
+    for q in quiet:
+        lq = levels[q.name]
+        hits = []
+        for name, step, level, rises in due:
+            for i in range(len(lq)):
+                ql, qr = _state(lq, i)
+                if ql >= level and len(qr) >= len(rises) and all(a >= b for a, b in zip(qr, rises)):
+                    hits.append((i * GRID, name, level))
+                    break
+        if hits:
+            hit.add(q.name)
+            peak = max(lq)
+            if peak < 0.8:
+                low.append(q.name)
+            hits.sort()
+            rows.append([q.name, f"{peak:.0%}", f"{hits[0][0]:.1f}", str(len(hits)),
+                         ", ".join(f"{name} ({level:.0%})" for _, name, level in hits[:3])
+                         + (f" and {len(hits) - 3} more" if len(hits) > 3 else "")])
+    free = sorted(warned - hit)
+    summary = (f"runs that finished forced to be warned: {len(hit)}/{len(quiet)}"
+               + (f" ({', '.join(low)} under 80 % of the limit)" if low else "")
+               + (f"; warned and not forced: {len(free)}" + (f" ({', '.join(free)})" if free else "")
+                  if warned else ""))
+    return table(["run not killed", "its peak", "forced at s", "killed runs forcing it",
+                  "which (their working set when due)"], rows), summary
 
 
 def main() -> int:
@@ -178,13 +214,12 @@ def main() -> int:
     for name in sets:
         chosen = [t for t in traces if t.set == name]
         if not chosen:
-            out.append((name, "(no traces)", "no traces in this set", False, ""))
+            out.append((name, "(no traces)", "no traces in this set", False, "", ""))
             continue
-        result, summary, met = run(chosen, rules, horizon, args.phases)
-        out.append((name, result, summary, met))
-        pairs = twins(chosen)
-        out[-1] += (pairs,)
-        print(f"== {name} set: {len(chosen)} traces\n{result}\n{summary}\n\ntwins:\n{pairs}\n")
+        result, summary, met, warned = run(chosen, rules, horizon, args.phases)
+        pairs, conflict = forced(chosen, warned)
+        out.append((name, result, summary, met, pairs, conflict))
+        print(f"== {name} set: {len(chosen)} traces\n{result}\n{summary}\n\nforced:\n{pairs}\n{conflict}\n")
     if args.write:
         body = [*section_head("Prediction and rules on the recorded corpus (`bench/predict.py`)",
                               f".venv/bin/python bench/predict.py --set {args.set} --rules {args.rules}"
@@ -195,12 +230,13 @@ def main() -> int:
                 "needed = 0.8 x min(60 s, climb), climb = kill - the last time the working set was under half the "
                 "limit; peak = the largest working set / limit; the sets are split by workload family "
                 "(bench/traces/README.md), nothing is tuned on the held-out set."]
-        for name, result, summary, _, pairs in out:
+        for name, result, summary, _, pairs, conflict in out:
             body += ["", f"### {name} set", "", result, "", summary]
             if pairs:
-                body += ["", f"Twins in the {name} set (`twins()` in bench/predict.py): a killed run's working set "
-                         "and rate when its warning was due, and a run of its family that was not killed at "
-                         "the same working set.", "", pairs]
+                body += ["", f"Runs of the {name} set that finished and that any predictor warning its killed runs "
+                         "in time must warn (`forced()` in bench/predict.py): at some moment as high as a killed "
+                         "run was when its warning was due, and risen at least as much over each of the last "
+                         "1, 2, 4 ... 256 s.", "", pairs, "", conflict]
         write_section("predict", "\n".join(body))
     return 0
 

@@ -1,0 +1,36 @@
+"""bench/predict.py's forced(): which runs that finished a predictor must
+warn if it warns the killed runs in time (issue 17's conflicting targets)."""
+
+from bench.predict import forced
+from memguard.replay import Trace
+
+LIMIT = 1000
+
+
+def trace(name, curve, seconds, kill=None):
+    t = [i * 0.05 for i in range(int(seconds / 0.05) + 1)]
+    ws = [int(curve(s)) for s in t]
+    return Trace(name, LIMIT, t, ws, ws, [0.0] * len(t), [0.0] * len(t), [kill] if kill else [])
+
+
+def test_a_run_that_rises_as_high_and_as_fast_as_a_killed_one_when_due_is_forced():
+    # killed: 5 % of the limit a second from zero, killed at 20 s; its climb
+    # from half the limit is 10 s, so the warning is due 8 s before the kill,
+    # at 60 %, after 12 s of that rise
+    killed = trace("killed", lambda s: 50 * s, 20.0, kill=20.0)
+    same = trace("same_to_85", lambda s: min(850, 50 * s), 40.0)
+    low = trace("same_to_70", lambda s: min(700, 50 * s), 40.0)
+    slower = trace("half_as_fast_to_85", lambda s: min(850, 25 * s), 60.0)
+    steady = trace("flat_at_90", lambda s: 900 if s > 30 else 30 * s, 60.0)
+    rows, summary = forced([killed, same, low, slower, steady])
+    assert "same_to_85" in rows and "same_to_70" in rows
+    assert "half_as_fast_to_85" not in rows, "at 60 % it had risen half as much over every window"
+    assert "flat_at_90" not in rows, "as high, but never risen as fast"
+    assert summary == "runs that finished forced to be warned: 2/4 (same_to_70 under 80 % of the limit)"
+
+
+def test_a_killed_run_with_a_climb_under_10_s_forces_nothing():
+    killed = trace("burst", lambda s: 0 if s < 10 else 200 * (s - 10), 15.0, kill=15.0)
+    same = trace("same", lambda s: 0 if s < 10 else min(850, 200 * (s - 10)), 30.0)
+    rows, summary = forced([killed, same])
+    assert "same" not in rows and summary == "runs that finished forced to be warned: 0/1"
