@@ -31,6 +31,9 @@ Method (docs/prediction.md says why, and where it is wrong):
 7. A **burst** (the envelope jumped by more than a tenth of the limit within
    the last few seconds) is reported honestly: the short time the jump
    implies, with a low confidence, method ``burst``.
+8. A working set that rose while usage, below the limit, did not was
+   file pages turning **activated**, not memory allocated: no time to OOM
+   (``activated()``, which the engine applies: it alone sees usage).
 
 A **leak** is separate from an imminent OOM: growth that has held for
 minutes (the long horizon, most pairwise slopes positive) is reported as a
