@@ -1,6 +1,6 @@
 """Replay the recorded corpus through the real predictor and rules (issues 4 and 17).
 
-    .venv/bin/python bench/predict.py [--set tuning|heldout|round2|round3|round4|fresh|all] [--rules rules/default.yaml] [--phases N] [--write]
+    .venv/bin/python bench/predict.py [--set tuning|heldout|round2|round3|round4|round5|fresh|all] [--rules rules/default.yaml] [--phases N] [--write]
 
 For every trace in bench/traces (recorded by bench/record.py from real
 workloads in a memory cgroup) of the chosen set (bench/traces/README.md:
@@ -199,7 +199,7 @@ def forced(traces: list, warned: set[str] = frozenset()) -> tuple[str, str]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--set", default="all", choices=("tuning", "heldout", "round2", "round3", "round4", "fresh", "all"))
+    p.add_argument("--set", default="all", choices=("tuning", "heldout", "round2", "round3", "round4", "round5", "fresh", "all"))
     p.add_argument("--rules", default="rules/default.yaml")
     p.add_argument("--traces", default=TRACES)
     p.add_argument("--phases", type=int, default=1,
@@ -209,7 +209,7 @@ def main() -> int:
     rules = load_rules([args.rules])
     horizon = 300.0   # score()'s issue-4 ideal only; the issue-17 targets above do not use it
     traces = [load_trace(path) for path in sorted(glob.glob(os.path.join(args.traces, "*.json")))]
-    sets = ("tuning", "heldout", "round2", "round3", "round4", "fresh") if args.set == "all" else (args.set,)
+    sets = ("tuning", "heldout", "round2", "round3", "round4", "round5", "fresh") if args.set == "all" else (args.set,)
     out = []
     for name in sets:
         chosen = [t for t in traces if t.set == name]
