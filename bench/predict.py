@@ -166,22 +166,20 @@ def forced(traces: list, warned: set[str] = frozenset()) -> tuple[str, str]:
         kill = k.kills[0]
         climb = kill - ramp_start(k, floor=0.5, from_curve=True)
         if climb >= 10:
-            step = int((kill - 0.8 * min(60.0, climb)) / GRID)
-            due.append((k.name, step, *_state(levels[k.name], step)))
+            due.append((k.name, *_state(levels[k.name], int((kill - 0.8 * min(60.0, climb)) / GRID))))
     rows, low, hit = [], [], set()
     quiet = [t for t in traces if not t.killed]
     for q in quiet:
-        lq = levels[q.name]
+        states = [_state(levels[q.name], i) for i in range(len(levels[q.name]))]
         hits = []
-        for name, step, level, rises in due:
-            for i in range(len(lq)):
-                ql, qr = _state(lq, i)
-                if ql >= level and len(qr) >= len(rises) and all(a >= b for a, b in zip(qr, rises)):
-                    hits.append((i * GRID, name, level))
-                    break
+        for name, level, rises in due:
+            at = next((i for i, (ql, qr) in enumerate(states)
+                       if ql >= level and len(qr) >= len(rises) and all(a >= b for a, b in zip(qr, rises))), None)
+            if at is not None:
+                hits.append((at * GRID, name, level))
         if hits:
             hit.add(q.name)
-            peak = max(lq)
+            peak = max(levels[q.name])
             if peak < 0.8:
                 low.append(q.name)
             hits.sort()
