@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
+from dataclasses import replace
 from typing import Callable
 
 from .clock import Clock, Instant
@@ -20,6 +21,7 @@ from .engine.engine import SourceRun
 from .incidents.build import Remove, Write
 from .probes.base import Probe, ProbeReading, Unavailable
 from .sources import Source
+from .sources.base import Reading
 from .sources.base import Unavailable as SourceUnavailable
 
 # A probe that failed is opened again after this long, doubling up to the cap.
@@ -95,7 +97,9 @@ RESTING_SCAN = 900.0  # seconds between two scans of /proc while the daemon rest
 
 class SlowSources:
     """Sources run off the loop at their own cadence, each at most once at a
-    time; a run still in flight when the next is due counts as dropped."""
+    time; a run still in flight when the next is due counts as dropped.  A
+    run may take *timeout* times the source's ``allowance`` (1 unless it
+    says more: the processes source's first scan reads every process)."""
 
     def __init__(self, sources: list[Source], interval: float, timeout: float) -> None:
         self.sources = sources
@@ -122,16 +126,19 @@ class SlowSources:
         (monotonic; NVML without a driver) is not run before then: each run
         wakes a worker thread, a few milliseconds of CPU on a cold cache."""
         runs = []
-        for name, (future, started) in list(self.in_flight.items()):
+        for name, (future, started, limit) in list(self.in_flight.items()):
             if future.done():
                 del self.in_flight[name]
-                if name in self.timed_out:  # its reading is stale by now: drop it
-                    self.timed_out.discard(name)
+                if name in self.timed_out:  # its reading is stale by now: drop it, but for
+                    self.timed_out.discard(name)   # the processes that were there before us
+                    run = future.result()
+                    if run.reading is not None and run.reading.known:
+                        runs.append(replace(run, reading=Reading(known=run.reading.known)))
                     continue
                 runs.append(future.result())
-            elif now.mono - started > self.timeout and name not in self.timed_out:
+            elif now.mono - started > limit and name not in self.timed_out:
                 self.timed_out.add(name)   # said once; the next run waits for it to end
-                runs.append(SourceRun(name, error=f"timed out after {self.timeout:g}s (still running)"))
+                runs.append(SourceRun(name, error=f"timed out after {limit:g}s (still running)"))
         for source in self.sources:
             if now.mono < self.due.get(source.name, 0.0) or now.mono < getattr(source, "idle_until", 0.0):
                 continue
@@ -139,7 +146,8 @@ class SlowSources:
                 key = f"slow_source:{source.name}"
                 self.dropped[key] = self.dropped.get(key, 0) + 1
             else:
-                self.in_flight[source.name] = (self.pool.submit(run_source, source, now), now.mono)
+                self.in_flight[source.name] = (self.pool.submit(run_source, source, now), now.mono,
+                                               self.timeout * getattr(source, "allowance", 1.0))
             # a source that samples domains (GPUs) runs at every tick, the others at their slower cadence
             every_tick = getattr(source, "every_tick", False)
             self.due[source.name] = now.mono + (0.0 if every_tick else
@@ -148,7 +156,7 @@ class SlowSources:
 
     async def settle(self, timeout: float) -> None:
         """Wait (bounded) for the runs in flight, so the first snapshot is whole."""
-        futures = [asyncio.wrap_future(f) for f, _ in self.in_flight.values()]
+        futures = [asyncio.wrap_future(f) for f, _, _ in self.in_flight.values()]
         if futures:
             await asyncio.wait(futures, timeout=timeout)
 
@@ -158,7 +166,7 @@ class SlowSources:
     def stuck(self) -> list[str]:
         """The sources whose run has not ended (blocked in a driver or on a
         hung mount): the interpreter would wait for them at exit."""
-        return sorted(name for name, (future, _) in self.in_flight.items() if not future.done())
+        return sorted(name for name, (future, _, _) in self.in_flight.items() if not future.done())
 
 
 Handler = Callable[[str, ProbeReading | None, str, str | None, Instant], None]

@@ -76,7 +76,7 @@ def test_a_slow_source_idle_until_later_is_not_handed_to_a_thread_before_then():
 
     def tick():
         slow.poll(clock.now())
-        for future, _ in list(slow.in_flight.values()):
+        for future, _, _ in list(slow.in_flight.values()):
             future.result(timeout=5)           # the runs handed over have ended
     try:
         tick()
@@ -91,4 +91,55 @@ def test_a_slow_source_idle_until_later_is_not_handed_to_a_thread_before_then():
         tick()
         assert gpu.runs == 2
     finally:
+        slow.shutdown()
+
+
+class CatchUp:
+    """A processes source whose first run, the catch-up, blocks until released."""
+    name = "processes"
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.caught_up = False
+
+    @property
+    def allowance(self):
+        return 1.0 if self.caught_up else 10.0
+
+    def collect(self, now):
+        self.release.wait(30)
+        first, self.caught_up = not self.caught_up, True
+        return Reading(processes=[], known=["pid 1"] if first else None)
+
+
+def test_the_catch_up_scan_gets_its_allowance_and_a_late_one_still_tells_who_was_there():
+    """SlowSources: the processes source's first scan (every process's
+    details) may take ten timeouts; past them it is said failed, and when it
+    ends its top list is dropped as stale but not the processes it found
+    there before the daemon began."""
+    from memguard.runner import SlowSources
+
+    source = CatchUp()
+    slow = SlowSources([source], interval=5.0, timeout=2.0)
+    clock = FakeClock()
+    try:
+        assert slow.poll(clock.now()) == []
+        clock.advance(19)
+        assert slow.poll(clock.now()) == [], "within its allowance: 20 s"
+        clock.advance(2)
+        (run,) = slow.poll(clock.now())
+        assert run.error == "timed out after 20s (still running)"
+        source.release.set()
+        slow.in_flight["processes"][0].result(timeout=5)
+        (run,) = slow.poll(clock.now())
+        assert run.error is None and run.reading.known == ["pid 1"]
+        assert run.reading.processes is None, "the stale top list is dropped"
+        clock.advance(5)
+        assert slow.poll(clock.now()) == []    # the next scan starts
+        slow.in_flight["processes"][0].result(timeout=5)
+        clock.advance(1)
+        (run,) = slow.poll(clock.now())
+        assert run.reading.processes == [] and not run.reading.known
+    finally:
+        source.release.set()
         slow.shutdown()

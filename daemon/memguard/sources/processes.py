@@ -26,6 +26,9 @@ JOB_ENV = "MEMGUARD_JOB"   # jobs.spec.ENV (that module imports nothing from her
 # long environment as often as not; beyond this much it is not looked for.
 ENVIRON_READ = 256 * 1024
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The first scan reads every process's details (the catch-up): ~0.25 ms a
+# process here, 2.5 s for 10,000.  Its run may take this many timeouts.
+CATCH_UP_ALLOWANCE = 10.0
 
 
 def parse_stat(text: str) -> tuple[str, int, float]:
@@ -99,16 +102,23 @@ class ProcessSource:
         self.top = top
         self.caught_up = False
 
+    @property
+    def allowance(self) -> float:
+        """How many timeouts the next run may take (runner.SlowSources)."""
+        return 1.0 if self.caught_up else CATCH_UP_ALLOWANCE
+
     def collect(self, now: Instant) -> Reading:
         reading = Reading(pids=set(), pids_at=now.mono, rss={})
         heaviest: list[tuple[int, int, str, float]] = []
-        everyone: list[tuple[int, int, str, float]] = []
+        everyone: list[tuple[int, int, str, float, int]] = []
         for name in os.listdir(self.roots.proc):
             if not name.isdigit():
                 continue
             reading.pids.add(int(name))
             try:
-                comm, rss_pages, start = parse_stat(read_text(self.roots.proc_path(name, "stat")))
+                stat = read_text(self.roots.proc_path(name, "stat"))
+                comm, rss_pages, start = parse_stat(stat)
+                ppid = None if self.caught_up else parse_ppid(stat)
             except (OSError, ValueError, IndexError) as e:
                 reading.skipped[skip_reason(e)] += 1
                 continue
@@ -117,7 +127,7 @@ class ProcessSource:
             reading.rss[int(name)] = rss_pages * PAGE_SIZE
             item = (rss_pages, int(name), comm, start)
             if not self.caught_up:
-                everyone.append(item)
+                everyone.append((*item, ppid))
             if len(heaviest) < self.top:
                 heapq.heappush(heaviest, item)
             elif item > heaviest[0]:
@@ -131,30 +141,28 @@ class ProcessSource:
             # Once, at start: every process that was there before the proc
             # connector's exec events began, for the table that names victims
             # and to find the jobs registered before (their MEMGUARD_JOB).
-            reading.known = [info for rss_pages, pid, comm, start in everyone
+            reading.known = [info for rss_pages, pid, comm, start, ppid in everyone
                              if (info := self._details(pid, comm, rss_pages * PAGE_SIZE, start, reading,
-                                                       full=True))]
+                                                       ppid=ppid))]
             self.caught_up = True
         return reading
 
     def _details(self, pid: int, comm: str, rss: int, start: float,
-                 reading: Reading, full: bool = False) -> ProcessInfo | None:
-        """The process's owner, cgroup and command line; *full*: its parent
-        and MEMGUARD_JOB too."""
+                 reading: Reading, ppid: int | None = None) -> ProcessInfo | None:
+        """The process's owner, cgroup and command line; given its parent
+        (*ppid*, at the catch-up), its MEMGUARD_JOB too."""
         base = self.roots.proc_path(str(pid))
-        ppid = job_env = None
+        job_env = None
         try:
             status = read_text(os.path.join(base, "status"))
             uid, hwm = parse_status_uid(status), parse_status_hwm(status)
             cgroup = parse_proc_cgroup(read_text(os.path.join(base, "cgroup")))
             with open(os.path.join(base, "cmdline"), "rb") as f:
                 cmdline = parse_cmdline(f.read(4096)) or f"[{comm}]"
-            if full:
-                ppid = parse_ppid(read_text(os.path.join(base, "stat")))
         except (OSError, ValueError) as e:
             reading.skipped[skip_reason(e)] += 1
             return None
-        if full:
+        if ppid is not None:
             try:
                 with open(os.path.join(base, "environ"), "rb") as f:
                     job_env = parse_environ_var(f.read(ENVIRON_READ), JOB_ENV)
