@@ -1,6 +1,6 @@
 """Replay the recorded corpus through the real predictor and rules (issues 4 and 17).
 
-    .venv/bin/python bench/predict.py [--set tuning|heldout|round2|round3|round4|round5|fresh|all] [--rules rules/default.yaml] [--phases N] [--write]
+    .venv/bin/python bench/predict.py [--set tuning|heldout|round2|...|round6|fresh|all] [--rules rules/default.yaml] [--phases N] [--write]
 
 For every trace in bench/traces (recorded by bench/record.py from real
 workloads in a memory cgroup) of the chosen set (bench/traces/README.md:
@@ -19,6 +19,10 @@ traces that were not killed.  Issue 17's targets, per set:
 Then, per set, the runs that finished which any predictor warning the killed
 runs in time must warn (forced(): where the targets conflict), and which
 warnings of the replay were not so forced.
+
+``all`` is every set but the fresh one: that is replayed only on its own,
+once, to report it (bench/traces/README.md), and a set still being
+recorded must not be replayed by a command that means the others.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from memguard.replay import load_trace, ramp_start, replay, score  # noqa: E402
 from memguard.rules.load import load_rules  # noqa: E402
 
 TRACES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traces")
+# The sets that have been seen (--set all), in the order they were recorded.
+SEEN = ("tuning", "heldout", "round2", "round3", "round4", "round5", "round6")
 GRID = 0.25           # seconds: where forced() compares states
 WINDOWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)   # seconds looked back on by forced()
 
@@ -197,7 +203,7 @@ def forced(traces: list, warned: set[str] = frozenset()) -> tuple[str, str]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--set", default="all", choices=("tuning", "heldout", "round2", "round3", "round4", "round5", "fresh", "all"))
+    p.add_argument("--set", default="all", choices=(*SEEN, "fresh", "all"))
     p.add_argument("--rules", default="rules/default.yaml")
     p.add_argument("--traces", default=TRACES)
     p.add_argument("--phases", type=int, default=1,
@@ -207,7 +213,7 @@ def main() -> int:
     rules = load_rules([args.rules])
     horizon = 300.0   # score()'s issue-4 ideal only; the issue-17 targets above do not use it
     traces = [load_trace(path) for path in sorted(glob.glob(os.path.join(args.traces, "*.json")))]
-    sets = ("tuning", "heldout", "round2", "round3", "round4", "round5", "fresh") if args.set == "all" else (args.set,)
+    sets = SEEN if args.set == "all" else (args.set,)
     out = []
     for name in sets:
         chosen = [t for t in traces if t.set == name]
