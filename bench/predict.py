@@ -215,15 +215,22 @@ def main() -> int:
     traces = [load_trace(path) for path in sorted(glob.glob(os.path.join(args.traces, "*.json")))]
     sets = SEEN if args.set == "all" else (args.set,)
     out = []
+    warned_anywhere: set[str] = set()
     for name in sets:
         chosen = [t for t in traces if t.set == name]
         if not chosen:
             out.append((name, "(no traces)", "no traces in this set", False, "", ""))
             continue
         result, summary, met, warned = run(chosen, rules, horizon, args.phases)
+        warned_anywhere |= warned
         pairs, conflict = forced(chosen, warned)
         out.append((name, result, summary, met, pairs, conflict))
         print(f"== {name} set: {len(chosen)} traces\n{result}\n{summary}\n\nforced:\n{pairs}\n{conflict}\n")
+    if len(sets) > 1:
+        # One predictor meets every set: a killed run of one set forces the
+        # runs that finished in the others too.
+        _, pooled = forced([t for t in traces if t.set in sets], warned_anywhere)
+        print(f"== the sets pooled\n{pooled}\n")
     if args.write:
         body = [*section_head("Prediction and rules on the recorded corpus (`bench/predict.py`)",
                               f".venv/bin/python bench/predict.py --set {args.set} --rules {args.rules}"
@@ -241,6 +248,10 @@ def main() -> int:
                          "in time must warn (`forced()` in bench/predict.py): at some moment as high as a killed "
                          "run was when its warning was due, and risen at least as much over each of the last "
                          "1, 2, 4 ... 256 s.", "", pairs, "", conflict]
+        if len(sets) > 1:
+            body += ["", "### the sets pooled", "",
+                     "One predictor serves every set, so a killed run of one set forces the runs that finished "
+                     "in the others as well (`forced()` over all the sets above together):", "", pooled]
         write_section("predict", "\n".join(body))
     return 0
 

@@ -34,3 +34,29 @@ def test_a_killed_run_with_a_climb_under_10_s_forces_nothing():
     same = trace("same", lambda s: 0 if s < 10 else min(850, 200 * (s - 10)), 30.0)
     rows, summary = forced([killed, same])
     assert "same" not in rows and summary == "runs that finished forced to be warned: 0/1"
+
+
+def write_trace(folder, name, curve, seconds, round, kill=None):
+    """*curve* (KiB by second) as bench/record.py writes it, in *round*."""
+    import json
+    rows = ["t_ms,usage_kib,working_set_kib,psi_some_avg10,psi_full_avg10"]
+    rows += [f"{i * 50},{int(curve(i * 0.05))},{int(curve(i * 0.05))},0,0" for i in range(int(seconds / 0.05) + 1)]
+    (folder / f"{name}.csv").write_text("\n".join(rows) + "\n")
+    (folder / f"{name}.json").write_text(json.dumps({
+        "name": name, "limit_bytes": 100 * 1024 * 1024, "samples_file": f"{name}.csv", "family": name,
+        "round": round, "kills": [{"t": kill}] if kill else []}))
+
+
+def test_all_sets_pooled_a_killed_run_forces_the_runs_of_the_other_sets(tmp_path, monkeypatch, capsys):
+    """--set all: one predictor serves every set, so the runs that finished
+    in one set are also held to the killed runs of the others."""
+    import sys
+
+    from bench.predict import main
+    write_trace(tmp_path, "killed", lambda s: 5120 * s, 20.0, round=2, kill=20.0)
+    write_trace(tmp_path, "same_to_85", lambda s: min(87040, 5120 * s), 40.0, round=3)
+    monkeypatch.setattr(sys, "argv", ["predict.py", "--set", "all", "--traces", str(tmp_path)])
+    assert main() == 0
+    out = capsys.readouterr().out
+    assert "== round3 set: 1 traces" in out and "runs that finished forced to be warned: 0/1" in out
+    assert "== the sets pooled\nruns that finished forced to be warned: 1/1" in out
