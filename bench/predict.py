@@ -17,8 +17,10 @@ traces that were not killed.  Issue 17's targets, per set:
 - median TTO error over the last 60 s of killed traces <= 25 %.
 
 Then, per set, the runs that finished which any predictor warning the killed
-runs in time must warn (forced(): where the targets conflict), and which
-warnings of the replay were not so forced.
+runs in time must warn (forced(): where the targets conflict), which
+warnings of the replay were not so forced, and which killed runs it warned
+late would, warned in time, force a run under 80 % of its limit; with
+``all``, the same over the sets pooled.
 
 ``all`` is every set but the fresh one: that is replayed only on its own,
 once, to report it (bench/traces/README.md), and a set still being
@@ -102,9 +104,10 @@ def ok(s) -> bool:
     return not s.criticals and (not s.false_warnings or s.peak_ratio >= 0.8)
 
 
-def run(traces: list, rules, horizon: float, phases: int = 1) -> tuple[str, str, bool, set[str]]:
-    """The table and summary of *traces*, whether the targets are met and
-    which runs that finished were warned; with *phases* > 1 each is also
+def run(traces: list, rules, horizon: float, phases: int = 1) -> tuple[str, str, bool, set[str], set[str]]:
+    """The table and summary of *traces*, whether the targets are met,
+    which runs that finished were warned and which killed runs were warned
+    late; with *phases* > 1 each is also
     replayed started 1/phases, 2/phases ... of a second later, and the
     table says in how many of them its verdict held, the summary the range
     of the set's figures (a tick at another phase of a sawtooth sees other
@@ -130,7 +133,8 @@ def run(traces: list, rules, horizon: float, phases: int = 1) -> tuple[str, str,
     return table(["trace", "set", "family", "killed", "peak", "climb s", "lead s", "needed s",
                   "TTO error (60 s)", "warnings (not killed)", "criticals", "verdict"]
                  + ([f"ok in {phases} phases"] if phases > 1 else []), rows), summary, met, \
-        {s.name for s in scores if not s.killed and s.false_warnings}
+        {s.name for s in scores if not s.killed and s.false_warnings}, \
+        {s.name for s in scores if s.killed and s.climb >= 10 and s.lead < s.needed_lead}
 
 
 def _levels(trace) -> list[float]:
@@ -151,7 +155,7 @@ def _state(levels: list[float], k: int) -> tuple[float, list[float]]:
     return levels[k], [levels[k] - levels[k - round(w / GRID)] for w in WINDOWS if k - round(w / GRID) >= 0]
 
 
-def forced(traces: list, warned: set[str] = frozenset()) -> tuple[str, str]:
+def forced(traces: list, warned: set[str] = frozenset(), late: set[str] = frozenset()) -> tuple[str, str]:
     """Which runs that finished any predictor must warn if it warns the
     killed runs of the same set in time, the table and a summary.
 
@@ -165,7 +169,10 @@ def forced(traces: list, warned: set[str] = frozenset()) -> tuple[str, str]:
     over every span it can look back on, warns it then. Where more than a
     fifth of the runs that finished are forced, or one that stayed under
     80 % of its limit, issue 17's targets conflict on that set.  *warned*:
-    the runs the replay warned; the summary names those not forced."""
+    the runs the replay warned; the summary names those not forced.
+    *late*: the killed runs the replay warned late; the summary names
+    those that, warned in time, would force a run under 80 % (a conflict)
+    and those that would not (a miss the predictor could mend)."""
     levels = {t.name: _levels(t) for t in traces}
     due = []
     for k in (t for t in traces if t.killed):
@@ -174,6 +181,7 @@ def forced(traces: list, warned: set[str] = frozenset()) -> tuple[str, str]:
         if climb >= 10:
             due.append((k.name, *_state(levels[k.name], int((kill - 0.8 * min(60.0, climb)) / GRID))))
     rows, low, hit = [], [], set()
+    torn: dict[str, list[str]] = {name: [] for name, _, _ in due if name in late}
     quiet = [t for t in traces if not t.killed]
     for q in quiet:
         states = [_state(levels[q.name], i) for i in range(len(levels[q.name]))]
@@ -188,6 +196,9 @@ def forced(traces: list, warned: set[str] = frozenset()) -> tuple[str, str]:
             peak = max(levels[q.name])
             if peak < 0.8:
                 low.append(q.name)
+                for _, name, _ in hits:
+                    if name in torn:
+                        torn[name].append(q.name)
             hits.sort()
             rows.append([q.name, f"{peak:.0%}", f"{hits[0][0]:.1f}", str(len(hits)),
                          ", ".join(f"{name} ({level:.0%})" for _, name, level in hits[:3])
@@ -197,6 +208,14 @@ def forced(traces: list, warned: set[str] = frozenset()) -> tuple[str, str]:
                + (f" ({', '.join(low)} under 80 % of the limit)" if low else "")
                + (f"; warned and not forced: {len(free)}" + (f" ({', '.join(free)})" if free else "")
                   if warned else ""))
+    if torn:
+        forcing = sorted(name for name, under in torn.items() if under)
+        summary += (f"\n\nkilled runs warned late: {len(torn)}; warned in time, they would force a run under 80 % "
+                    f"of its limit: {len(forcing)}"
+                    + (" (" + "; ".join(f"{name}: {', '.join(torn[name])}" for name in forcing) + ")"
+                       if forcing else "")
+                    + (f"; would not: {', '.join(sorted(n for n in torn if not torn[n]))}"
+                       if len(forcing) < len(torn) else ""))
     return table(["run not killed", "its peak", "forced at s", "killed runs forcing it",
                   "which (their working set when due)"], rows), summary
 
@@ -216,20 +235,22 @@ def main() -> int:
     sets = SEEN if args.set == "all" else (args.set,)
     out = []
     warned_anywhere: set[str] = set()
+    late_anywhere: set[str] = set()
     for name in sets:
         chosen = [t for t in traces if t.set == name]
         if not chosen:
             out.append((name, "(no traces)", "no traces in this set", False, "", ""))
             continue
-        result, summary, met, warned = run(chosen, rules, horizon, args.phases)
+        result, summary, met, warned, late = run(chosen, rules, horizon, args.phases)
         warned_anywhere |= warned
-        pairs, conflict = forced(chosen, warned)
+        late_anywhere |= late
+        pairs, conflict = forced(chosen, warned, late)
         out.append((name, result, summary, met, pairs, conflict))
         print(f"== {name} set: {len(chosen)} traces\n{result}\n{summary}\n\nforced:\n{pairs}\n{conflict}\n")
     if len(sets) > 1:
         # One predictor meets every set: a killed run of one set forces the
         # runs that finished in the others too.
-        _, pooled = forced([t for t in traces if t.set in sets], warned_anywhere)
+        _, pooled = forced([t for t in traces if t.set in sets], warned_anywhere, late_anywhere)
         print(f"== the sets pooled\n{pooled}\n")
     if args.write:
         body = [*section_head("Prediction and rules on the recorded corpus (`bench/predict.py`)",

@@ -29,6 +29,20 @@ def test_a_run_that_rises_as_high_and_as_fast_as_a_killed_one_when_due_is_forced
     assert summary == "runs that finished forced to be warned: 2/4 (same_to_70 under 80 % of the limit)"
 
 
+def test_a_late_killed_run_is_named_with_the_runs_under_80_percent_it_would_force():
+    """Warned in time, a killed run forces what rose as it did: where that
+    is a run under 80 % of its limit, its late warning is a conflict of the
+    targets; where it is not, a miss the predictor could mend."""
+    killed = trace("killed", lambda s: 50 * s, 20.0, kill=20.0)
+    # from 80 % to its kill at 24 s, 1 % of the limit a second: due at 85 %,
+    # where the run that finished never was
+    steep = trace("steep", lambda s: 800 + 10 * s, 24.0, kill=24.0)
+    low = trace("same_to_70", lambda s: min(700, 50 * s), 40.0)
+    _, summary = forced([killed, steep, low], late={"killed", "steep"})
+    assert summary.endswith("killed runs warned late: 2; warned in time, they would force a run under 80 % of "
+                            "its limit: 1 (killed: same_to_70); would not: steep")
+
+
 def test_a_killed_run_with_a_climb_under_10_s_forces_nothing():
     killed = trace("burst", lambda s: 0 if s < 10 else 200 * (s - 10), 15.0, kill=15.0)
     same = trace("same", lambda s: 0 if s < 10 else min(850, 200 * (s - 10)), 30.0)
