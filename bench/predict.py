@@ -208,6 +208,11 @@ def forced(traces: list, warned: set[str] = frozenset(), late: set[str] = frozen
                + (f" ({', '.join(low)} under 80 % of the limit)" if low else "")
                + (f"; warned and not forced: {len(free)}" + (f" ({', '.join(free)})" if free else "")
                   if warned else ""))
+    kinds = sorted({q.set for q in quiet}, key=lambda name: SEEN.index(name) if name in SEEN else len(SEEN))
+    if len(kinds) > 1:
+        summary += "; by set: " + ", ".join(
+            f"{kind} {sum(1 for q in quiet if q.set == kind and q.name in hit)}/{sum(1 for q in quiet if q.set == kind)}"
+            for kind in kinds)
     if torn:
         forcing = sorted(name for name, under in torn.items() if under)
         summary += (f"\n\nkilled runs warned late: {len(torn)}; warned in time, they would force a run under 80 % "

@@ -69,8 +69,11 @@ def test_all_sets_pooled_a_killed_run_forces_the_runs_of_the_other_sets(tmp_path
     from bench.predict import main
     write_trace(tmp_path, "killed", lambda s: 5120 * s, 20.0, round=2, kill=20.0)
     write_trace(tmp_path, "same_to_85", lambda s: min(87040, 5120 * s), 40.0, round=3)
+    write_trace(tmp_path, "flat_at_60", lambda s: min(61440, 20480 * s), 40.0, round=4)
     monkeypatch.setattr(sys, "argv", ["predict.py", "--set", "all", "--traces", str(tmp_path)])
     assert main() == 0
     out = capsys.readouterr().out
     assert "== round3 set: 1 traces" in out and "runs that finished forced to be warned: 0/1" in out
-    assert "== the sets pooled\nruns that finished forced to be warned: 1/1" in out
+    pooled = out.split("== the sets pooled\n")[1]
+    assert pooled.startswith("runs that finished forced to be warned: 1/2")
+    assert "; by set: round3 1/1, round4 0/1" in pooled
