@@ -1,6 +1,6 @@
 """Replay the recorded corpus through the real predictor and rules (issues 4 and 17).
 
-    .venv/bin/python bench/predict.py [--set tuning|heldout|round2|...|round6|fresh|all] [--rules rules/default.yaml] [--phases N] [--write]
+    .venv/bin/python bench/predict.py [--set tuning|heldout|round2|...|round7|fresh|all] [--rules rules/default.yaml] [--phases N] [--write]
 
 For every trace in bench/traces (recorded by bench/record.py from real
 workloads in a memory cgroup) of the chosen set (bench/traces/README.md:
@@ -45,7 +45,7 @@ from memguard.rules.load import load_rules  # noqa: E402
 
 TRACES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traces")
 # The sets that have been seen (--set all), in the order they were recorded.
-SEEN = ("tuning", "heldout", "round2", "round3", "round4", "round5", "round6")
+SEEN = ("tuning", "heldout", "round2", "round3", "round4", "round5", "round6", "round7")
 GRID = 0.25           # seconds: where forced() compares states
 WINDOWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)   # seconds looked back on by forced()
 

@@ -48,7 +48,7 @@ class Trace:
     description: str = ""
     ramp_start: float | None = None  # the final climb's start, read off the curve (README)
     family: str | None = None        # the workload family; None: the seed corpus
-    round: int = 1                   # the recording round (README): "round2" to "round6", 7 and later "fresh"
+    round: int = 1                   # the recording round (README): "round2" to "round7", 8 and later "fresh"
 
     @property
     def killed(self) -> bool:
@@ -60,13 +60,13 @@ class Trace:
 
 
 def trace_set(family: str | None, round: int = 1) -> str:
-    """"tuning", "heldout", "round2" ... "round6" or "fresh", by the rules
+    """"tuning", "heldout", "round2" ... "round7" or "fresh", by the rules
     bench/traces/README.md fixed before the traces were recorded: the seed
     corpus (no family) was tuned on; round 1's families split by a hash of
-    the name; rounds 2 to 6 were held out until each was reported once
-    (they may be tuned on since); every trace of round 7 and later is held
+    the name; rounds 2 to 7 were held out until each was reported once
+    (they may be tuned on since); every trace of round 8 and later is held
     out and is not replayed while a change is chosen."""
-    if round >= 7:
+    if round >= 8:
         return "fresh"
     if round >= 2:
         return f"round{round}"

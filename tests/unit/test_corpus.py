@@ -1,10 +1,10 @@
 """The shipped rule sets replayed on the recorded corpus (bench/traces).
 
-The default rules are held to issue 17's targets on seven sets of the
+The default rules are held to issue 17's targets on eight sets of the
 corpus: the tuning set (the seed traces and the families the split put
 there; the predictor and rules were tuned on it), the held-out set (never
-tuned on), and rounds 2 to 6 (each held out until reported once). The
-fresh set (round 7 on) is not replayed here: bench/traces/README.md. A
+tuned on), and rounds 2 to 7 (each held out until reported once). The
+fresh set (round 8 on) is not replayed here: bench/traces/README.md. A
 trace that misses is a strict xfail naming why, so the summary lists
 every miss and a fix makes the test fail until it is taken off the list. The other rule sets are checked for what each is for."""
 
@@ -61,6 +61,10 @@ MISSES = {
     # round 6: reported once (2026-12-07) on the predictor and rules of round 5's report
     "np-imgstack_oom": "no warning: an 11 s climb (in time at 5 of 10 sampling phases)",
     "pd-mergegroup_oom": "warned 15.5 s before the kill, 16.8 s needed (in time at no sampling phase)",
+    # round 7: reported once (2026-12-07) on the same predictor and rules
+    "compile-cereal_j2_oom": "warned 5.7 s before the kill, 13.7 s needed",
+    "compile-cereal_j2_fits": "warned though it peaked at 74 % of its limit",
+    "jvm-segmerge_x1g_fits": "warned though it peaked at 78 % of its limit",
 }
 # Set-wide targets missed (target: <= 20 % of the runs not killed warned,
 # median TTO error <= 25 %).
@@ -70,7 +74,8 @@ SET_MISSES = {"tuning": "3 of 14 runs not killed warned; median TTO error 33 %",
               "round3": "9 of 9 runs not killed warned; median TTO error 44 %",
               "round4": "9 of 12 runs not killed warned; median TTO error 44 %",
               "round5": "8 of 14 runs not killed warned; median TTO error 70 %",
-              "round6": "7 of 11 runs not killed warned; median TTO error 49 %"}
+              "round6": "7 of 11 runs not killed warned; median TTO error 49 %",
+              "round7": "10 of 11 runs not killed warned; median TTO error 31 %"}
 
 
 def traces(which: str) -> list:
@@ -107,7 +112,7 @@ def check(name):
 
 
 # Every set that may be replayed in a test: the fresh one never is (README).
-SETS = ("tuning", "heldout", "round2", "round3", "round4", "round5", "round6")
+SETS = ("tuning", "heldout", "round2", "round3", "round4", "round5", "round6", "round7")
 
 
 @pytest.mark.parametrize("name", [pytest.param(*p.values, id=f"{which}:{p.id}", marks=p.marks)
