@@ -156,8 +156,9 @@ def _state(levels: list[float], k: int) -> tuple[float, list[float]]:
 
 
 def forced(traces: list, warned: set[str] = frozenset(), late: set[str] = frozenset()) -> tuple[str, str]:
-    """Which runs that finished any predictor must warn if it warns the
-    killed runs of the same set in time, the table and a summary.
+    """Which runs that finished among *traces* (one set, or several
+    pooled) any predictor must warn if it warns the killed runs among them
+    in time, the table and a summary.
 
     A killed run (climb of 10 s or more) must be warned by its due time,
     0.8 x min(60 s, climb) before the kill. A run that finished is forced
