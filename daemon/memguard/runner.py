@@ -21,8 +21,7 @@ from .engine.engine import SourceRun
 from .incidents.build import Remove, Write
 from .probes.base import Probe, ProbeReading, Unavailable
 from .sources import Source
-from .sources.base import Reading
-from .sources.base import Unavailable as SourceUnavailable
+from .sources.base import Reading, Unavailable as SourceUnavailable
 
 # A probe that failed is opened again after this long, doubling up to the cap.
 REOPEN_BACKOFF = (1.0, 60.0)

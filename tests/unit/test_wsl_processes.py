@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from memguard.clock import FakeClock
@@ -44,6 +46,27 @@ def test_top_consumers_from_a_proc_tree(tree):
     assert [(p.pid, p.comm, p.cgroup, p.cmdline, p.uid, p.hwm) for p in reading.processes] == [
         (11, "p11", "/g11", "prog --n 11", 11, 5000 * 8192), (13, "p13", "/g13", "prog --n 13", 13, 300 * 8192)]
     assert reading.skipped["malformed"] == 1
+
+
+def test_the_first_scan_catches_up_on_every_process_once_with_a_longer_allowance(tree):
+    """The catch-up: every process's parent (from the stat already read)
+    and MEMGUARD_JOB, for the jobs registered before the daemon began; it
+    may take ten timeouts (runner.SlowSources), the scans after it one."""
+    for pid, env in [(20, b"HOME=/root\0MEMGUARD_JOB=train,warning=USR1\0"), (21, b"HOME=/root\0")]:
+        tree.write(f"proc/{pid}/stat", STAT.replace("4711 (cc1plus (x) y)", f"{pid} (p{pid})"))
+        tree.write(f"proc/{pid}/cgroup", "4:memory:/g\n")
+        tree.write(f"proc/{pid}/cmdline", "prog\0")
+        tree.write(f"proc/{pid}/status", f"Name:\tp{pid}\nUid:\t0\t0\t0\t0\n")
+        with open(os.path.join(tree.top, f"proc/{pid}/environ"), "wb") as f:
+            f.write(env)
+    source = ProcessSource(tree.roots)
+    assert source.allowance == 10.0
+    reading = source.collect(FakeClock().now())
+    assert sorted((p.pid, p.ppid, p.job_env) for p in reading.known) == [
+        (20, 4700, "train,warning=USR1"), (21, 4700, None)]
+    assert source.allowance == 1.0
+    again = source.collect(FakeClock().now())
+    assert again.known is None and {p.pid for p in again.processes} == {20, 21}
 
 
 def test_not_wsl_on_a_plain_host(v1_host):
